@@ -1,0 +1,168 @@
+//! The Rampart portal's persistence: one [`Store`] trait for metadata and one
+//! [`blob::BlobStore`] trait for large objects, each with an embedded backend.
+//!
+//! Invariants:
+//! - every call on tenant data takes the [`TenantId`] first, and every query
+//!   filters on it: a caller cannot forget the tenant, because it is the first
+//!   argument it has to produce;
+//! - the store stores what it is given. It never sees a private key in the
+//!   clear: the portal wraps keys before they get here;
+//! - the store knows nothing of HTTP, TLS or the protocol's crypto;
+//! - [`suite`] is the one behaviour test every backend passes.
+
+pub mod blob;
+pub mod model;
+pub mod sqlite;
+pub mod suite;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+pub use model::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} already exists: choose another")]
+    Conflict(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("blob store io error on {key}: {source}")]
+    Io {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid blob key {0:?}: use [A-Za-z0-9._-] segments separated by /")]
+    BadKey(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A new tenant with its wrapped keys, created in one transaction.
+#[derive(Clone, Debug)]
+pub struct NewTenant {
+    pub tenant: Tenant,
+    pub keys: TenantKeys,
+}
+
+/// A device to insert when an enrollment token is redeemed.
+#[derive(Clone, Debug)]
+pub struct NewDevice {
+    pub id: DeviceId,
+    pub public_key: Vec<u8>,
+    pub hostname: String,
+    pub now: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- portal-wide metadata (local CA, settings) ---
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Inserts unless the key exists; returns the value now stored, so that
+    /// replicas racing to initialise agree on one value.
+    async fn init_meta(&self, key: &str, value: &[u8]) -> Result<Vec<u8>>;
+
+    // --- tenants ---
+    async fn create_tenant(&self, new: &NewTenant) -> Result<()>;
+    async fn list_tenants(&self) -> Result<Vec<Tenant>>;
+    async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>>;
+    /// Looks a tenant up by its name or its domain.
+    async fn find_tenant(&self, name_or_domain: &str) -> Result<Option<Tenant>>;
+    async fn set_tenant_status(&self, id: TenantId, status: TenantStatus) -> Result<()>;
+    async fn tenant_keys(&self, id: TenantId) -> Result<TenantKeys>;
+
+    // --- API tokens (hashed) ---
+    async fn create_api_token(&self, token: &ApiToken) -> Result<()>;
+    async fn find_api_token(&self, token_hash: &str) -> Result<Option<ApiToken>>;
+
+    // --- enrollment ---
+    async fn create_enrollment_token(&self, tenant: TenantId, token: &EnrollmentTokenRow)
+        -> Result<()>;
+    async fn list_enrollment_tokens(&self, tenant: TenantId) -> Result<Vec<EnrollmentTokenRow>>;
+    /// Returns false when no such token exists in this tenant.
+    async fn revoke_enrollment_token(&self, tenant: TenantId, id: Uuid, now: i64) -> Result<bool>;
+    /// Atomically checks the token, counts one use and inserts the device
+    /// (`pending` if the token needs approval, else `active`).
+    async fn redeem_enrollment(
+        &self,
+        tenant: TenantId,
+        secret_hash: &str,
+        device: &NewDevice,
+    ) -> Result<Result<Device, TokenRejection>>;
+
+    // --- devices ---
+    async fn get_device(&self, tenant: TenantId, id: DeviceId) -> Result<Option<Device>>;
+    async fn list_devices(&self, tenant: TenantId) -> Result<Vec<Device>>;
+    /// Returns false when no such device exists in this tenant.
+    async fn set_device_status(&self, tenant: TenantId, id: DeviceId, status: &str)
+        -> Result<bool>;
+    async fn touch_device(&self, tenant: TenantId, id: DeviceId, now: i64) -> Result<()>;
+    async fn set_device_health(
+        &self,
+        tenant: TenantId,
+        id: DeviceId,
+        health: &serde_json::Value,
+    ) -> Result<()>;
+    /// Devices across all tenants seen at or after `since` (for the metric).
+    async fn count_devices_seen_since(&self, since: i64) -> Result<u64>;
+
+    // --- instructions ---
+    /// Reserves the next sequence number for a device (1, 2, ...).
+    async fn allocate_seq(&self, tenant: TenantId, device: DeviceId) -> Result<u64>;
+    async fn insert_instruction(&self, tenant: TenantId, row: &InstructionRow) -> Result<()>;
+    /// Unacknowledged, unexpired instructions above `after_seq`, oldest first.
+    async fn pending_instructions(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        after_seq: u64,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<InstructionRow>>;
+    async fn mark_delivered(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        seqs: &[u64],
+        now: i64,
+    ) -> Result<()>;
+    /// Records the outcome; returns false when there is no such instruction.
+    async fn finish_instruction(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        seq: u64,
+        status: &str,
+        result: &serde_json::Value,
+        now: i64,
+    ) -> Result<bool>;
+    async fn list_instructions(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+    ) -> Result<Vec<InstructionRow>>;
+
+    // --- device events (refusals and other reports) ---
+    async fn add_device_event(&self, tenant: TenantId, event: &DeviceEvent) -> Result<()>;
+    async fn list_device_events(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+    ) -> Result<Vec<DeviceEvent>>;
+
+    // --- batches ---
+    /// Records an ingested batch; false if this device's batch id was seen before.
+    async fn record_batch(&self, tenant: TenantId, row: &BatchRow) -> Result<bool>;
+    async fn list_batches(
+        &self,
+        tenant: TenantId,
+        device: Option<DeviceId>,
+        limit: u32,
+    ) -> Result<Vec<BatchRow>>;
+}

@@ -1,0 +1,665 @@
+//! The embedded backend: SQLite in WAL mode with `synchronous=FULL`, so a
+//! write the portal acknowledges survives power loss, not just a crash.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use uuid::Uuid;
+
+use crate::*;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and runs migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        Self::with_options(opts, 8).await
+    }
+
+    /// A private in-memory database, for tests.
+    pub async fn in_memory() -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
+        // One connection: each in-memory connection would be its own database.
+        Self::with_options(opts, 1).await
+    }
+
+    async fn with_options(opts: SqliteConnectOptions, max: u32) -> Result<Self> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// Copies a consistent snapshot of the live database to `dest`.
+    pub async fn snapshot_to(&self, dest: &Path) -> Result<()> {
+        sqlx::query("VACUUM INTO ?")
+            .bind(dest.to_string_lossy().as_ref())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+fn uuid_col(row: &SqliteRow, col: &str) -> Result<Uuid> {
+    let s: String = row.try_get(col)?;
+    Uuid::parse_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}
+
+fn opt_uuid_col(row: &SqliteRow, col: &str) -> Result<Option<Uuid>> {
+    let s: Option<String> = row.try_get(col)?;
+    s.map(|s| Uuid::parse_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}"))))
+        .transpose()
+}
+
+fn json_col(row: &SqliteRow, col: &str) -> Result<serde_json::Value> {
+    let s: String = row.try_get(col)?;
+    serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}
+
+fn opt_json_col(row: &SqliteRow, col: &str) -> Result<Option<serde_json::Value>> {
+    let s: Option<String> = row.try_get(col)?;
+    s.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}"))))
+        .transpose()
+}
+
+fn labels_col(row: &SqliteRow, col: &str) -> Result<Vec<String>> {
+    serde_json::from_value(json_col(row, col)?).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}
+
+fn tenant_from(row: &SqliteRow) -> Result<Tenant> {
+    let status: String = row.try_get("status")?;
+    Ok(Tenant {
+        id: TenantId(uuid_col(row, "id")?),
+        name: row.try_get("name")?,
+        domain: row.try_get("domain")?,
+        status: TenantStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("tenant status {status}")))?,
+        created_at: row.try_get("created_at")?,
+        cert_file: row.try_get("cert_file")?,
+        key_file: row.try_get("key_file")?,
+    })
+}
+
+fn token_from(row: &SqliteRow) -> Result<EnrollmentTokenRow> {
+    Ok(EnrollmentTokenRow {
+        id: uuid_col(row, "id")?,
+        tenant_id: TenantId(uuid_col(row, "tenant_id")?),
+        secret_hash: row.try_get("secret_hash")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        max_uses: row.try_get::<i64, _>("max_uses")? as u32,
+        uses: row.try_get::<i64, _>("uses")? as u32,
+        labels: labels_col(row, "labels")?,
+        needs_approval: row.try_get::<i64, _>("needs_approval")? != 0,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn device_from(row: &SqliteRow) -> Result<Device> {
+    Ok(Device {
+        id: DeviceId(uuid_col(row, "id")?),
+        tenant_id: TenantId(uuid_col(row, "tenant_id")?),
+        public_key: row.try_get("public_key")?,
+        hostname: row.try_get("hostname")?,
+        labels: labels_col(row, "labels")?,
+        status: row.try_get("status")?,
+        enrolled_at: row.try_get("enrolled_at")?,
+        enrollment_token_id: opt_uuid_col(row, "enrollment_token_id")?,
+        last_seen: row.try_get("last_seen")?,
+        health: opt_json_col(row, "health")?,
+    })
+}
+
+fn instruction_from(row: &SqliteRow) -> Result<InstructionRow> {
+    Ok(InstructionRow {
+        device_id: DeviceId(uuid_col(row, "device_id")?),
+        seq: row.try_get::<i64, _>("seq")? as u64,
+        kind: row.try_get("kind")?,
+        payload: json_col(row, "payload")?,
+        signed: json_col(row, "signed")?,
+        issued_at: row.try_get("issued_at")?,
+        expires_at: row.try_get("expires_at")?,
+        status: row.try_get("status")?,
+        result: opt_json_col(row, "result")?,
+        delivered_at: row.try_get("delivered_at")?,
+        acked_at: row.try_get("acked_at")?,
+    })
+}
+
+fn batch_from(row: &SqliteRow) -> Result<BatchRow> {
+    Ok(BatchRow {
+        batch_id: uuid_col(row, "batch_id")?,
+        device_id: DeviceId(uuid_col(row, "device_id")?),
+        kind: row.try_get("kind")?,
+        priority: row.try_get::<i64, _>("priority")? as u8,
+        items: row.try_get::<i64, _>("items")? as u32,
+        bytes: row.try_get::<i64, _>("bytes")? as u64,
+        created_at: row.try_get("created_at")?,
+        received_at: row.try_get("received_at")?,
+        blob_key: row.try_get("blob_key")?,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(sqlx::query_scalar("SELECT value FROM portal_meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn init_meta(&self, key: &str, value: &[u8]) -> Result<Vec<u8>> {
+        sqlx::query("INSERT INTO portal_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        self.get_meta(key)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("meta {key} vanished")))
+    }
+
+    async fn create_tenant(&self, new: &NewTenant) -> Result<()> {
+        let t = &new.tenant;
+        let k = &new.keys;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO tenants (id, name, domain, status, created_at, cert_file, key_file)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(t.id.0.to_string())
+        .bind(&t.name)
+        .bind(&t.domain)
+        .bind(t.status.as_str())
+        .bind(t.created_at)
+        .bind(&t.cert_file)
+        .bind(&t.key_file)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict(format!("a tenant named {} or with domain {}", t.name, t.domain))
+            } else {
+                e.into()
+            }
+        })?;
+        sqlx::query(
+            "INSERT INTO tenant_keys (tenant_id, kek_wrapped, signing_sk_wrapped, signing_pk,
+             upload_sk_wrapped, upload_pk, tls_cert_pem, tls_key_wrapped)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(t.id.0.to_string())
+        .bind(&k.kek_wrapped)
+        .bind(&k.signing_sk_wrapped)
+        .bind(&k.signing_pk)
+        .bind(&k.upload_sk_wrapped)
+        .bind(&k.upload_pk)
+        .bind(&k.tls_cert_pem)
+        .bind(&k.tls_key_wrapped)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        sqlx::query("SELECT * FROM tenants ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(tenant_from)
+            .collect()
+    }
+
+    async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
+        sqlx::query("SELECT * FROM tenants WHERE id = ?")
+            .bind(id.0.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(tenant_from)
+            .transpose()
+    }
+
+    async fn find_tenant(&self, name_or_domain: &str) -> Result<Option<Tenant>> {
+        sqlx::query("SELECT * FROM tenants WHERE name = ? OR domain = ?")
+            .bind(name_or_domain)
+            .bind(name_or_domain.to_ascii_lowercase())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(tenant_from)
+            .transpose()
+    }
+
+    async fn set_tenant_status(&self, id: TenantId, status: TenantStatus) -> Result<()> {
+        let r = sqlx::query("UPDATE tenants SET status = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(id.0.to_string())
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("tenant {id}")));
+        }
+        Ok(())
+    }
+
+    async fn tenant_keys(&self, id: TenantId) -> Result<TenantKeys> {
+        let row = sqlx::query("SELECT * FROM tenant_keys WHERE tenant_id = ?")
+            .bind(id.0.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("keys of tenant {id}")))?;
+        Ok(TenantKeys {
+            kek_wrapped: row.try_get("kek_wrapped")?,
+            signing_sk_wrapped: row.try_get("signing_sk_wrapped")?,
+            signing_pk: row.try_get("signing_pk")?,
+            upload_sk_wrapped: row.try_get("upload_sk_wrapped")?,
+            upload_pk: row.try_get("upload_pk")?,
+            tls_cert_pem: row.try_get("tls_cert_pem")?,
+            tls_key_wrapped: row.try_get("tls_key_wrapped")?,
+        })
+    }
+
+    async fn create_api_token(&self, t: &ApiToken) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, tenant_id, name, token_hash, role, created_at, expires_at, revoked_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(t.id.to_string())
+        .bind(t.tenant_id.map(|t| t.0.to_string()))
+        .bind(&t.name)
+        .bind(&t.token_hash)
+        .bind(&t.role)
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .bind(t.revoked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_api_token(&self, token_hash: &str) -> Result<Option<ApiToken>> {
+        let Some(row) = sqlx::query("SELECT * FROM api_tokens WHERE token_hash = ?")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(ApiToken {
+            id: uuid_col(&row, "id")?,
+            tenant_id: opt_uuid_col(&row, "tenant_id")?.map(TenantId),
+            name: row.try_get("name")?,
+            token_hash: row.try_get("token_hash")?,
+            role: row.try_get("role")?,
+            created_at: row.try_get("created_at")?,
+            expires_at: row.try_get("expires_at")?,
+            revoked_at: row.try_get("revoked_at")?,
+        }))
+    }
+
+    async fn create_enrollment_token(&self, tenant: TenantId, t: &EnrollmentTokenRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO enrollment_tokens (id, tenant_id, secret_hash, created_at, expires_at,
+             max_uses, uses, labels, needs_approval, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(t.id.to_string())
+        .bind(tenant.0.to_string())
+        .bind(&t.secret_hash)
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .bind(t.max_uses as i64)
+        .bind(t.uses as i64)
+        .bind(serde_json::to_string(&t.labels).unwrap_or_else(|_| "[]".into()))
+        .bind(t.needs_approval as i64)
+        .bind(t.revoked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_enrollment_tokens(&self, tenant: TenantId) -> Result<Vec<EnrollmentTokenRow>> {
+        sqlx::query("SELECT * FROM enrollment_tokens WHERE tenant_id = ? ORDER BY created_at, id")
+            .bind(tenant.0.to_string())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(token_from)
+            .collect()
+    }
+
+    async fn revoke_enrollment_token(&self, tenant: TenantId, id: Uuid, now: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE enrollment_tokens SET revoked_at = COALESCE(revoked_at, ?)
+             WHERE tenant_id = ? AND id = ?",
+        )
+        .bind(now)
+        .bind(tenant.0.to_string())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn redeem_enrollment(
+        &self,
+        tenant: TenantId,
+        secret_hash: &str,
+        device: &NewDevice,
+    ) -> Result<Result<Device, TokenRejection>> {
+        // BEGIN IMMEDIATE semantics: the use count check and increment must not
+        // interleave with another redemption of the same token.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(row) = sqlx::query("SELECT * FROM enrollment_tokens WHERE tenant_id = ? AND secret_hash = ?")
+            .bind(tenant.0.to_string())
+            .bind(secret_hash)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(Err(TokenRejection::Unknown));
+        };
+        let tok = token_from(&row)?;
+        if tok.revoked_at.is_some() {
+            return Ok(Err(TokenRejection::Revoked));
+        }
+        if device.now >= tok.expires_at {
+            return Ok(Err(TokenRejection::Expired));
+        }
+        if tok.uses >= tok.max_uses {
+            return Ok(Err(TokenRejection::UsedUp));
+        }
+        sqlx::query("UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = ?")
+            .bind(tok.id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let status = if tok.needs_approval { "pending" } else { "active" };
+        sqlx::query(
+            "INSERT INTO devices (id, tenant_id, public_key, hostname, labels, status, enrolled_at, enrollment_token_id)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(device.id.0.to_string())
+        .bind(tenant.0.to_string())
+        .bind(&device.public_key)
+        .bind(&device.hostname)
+        .bind(serde_json::to_string(&tok.labels).unwrap_or_else(|_| "[]".into()))
+        .bind(status)
+        .bind(device.now)
+        .bind(tok.id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(Device {
+            id: device.id,
+            tenant_id: tenant,
+            public_key: device.public_key.clone(),
+            hostname: device.hostname.clone(),
+            labels: tok.labels,
+            status: status.into(),
+            enrolled_at: device.now,
+            enrollment_token_id: Some(tok.id),
+            last_seen: None,
+            health: None,
+        }))
+    }
+
+    async fn get_device(&self, tenant: TenantId, id: DeviceId) -> Result<Option<Device>> {
+        sqlx::query("SELECT * FROM devices WHERE tenant_id = ? AND id = ?")
+            .bind(tenant.0.to_string())
+            .bind(id.0.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(device_from)
+            .transpose()
+    }
+
+    async fn list_devices(&self, tenant: TenantId) -> Result<Vec<Device>> {
+        sqlx::query("SELECT * FROM devices WHERE tenant_id = ? ORDER BY enrolled_at, id")
+            .bind(tenant.0.to_string())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(device_from)
+            .collect()
+    }
+
+    async fn set_device_status(&self, tenant: TenantId, id: DeviceId, status: &str) -> Result<bool> {
+        let r = sqlx::query("UPDATE devices SET status = ? WHERE tenant_id = ? AND id = ?")
+            .bind(status)
+            .bind(tenant.0.to_string())
+            .bind(id.0.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn touch_device(&self, tenant: TenantId, id: DeviceId, now: i64) -> Result<()> {
+        sqlx::query("UPDATE devices SET last_seen = ? WHERE tenant_id = ? AND id = ?")
+            .bind(now)
+            .bind(tenant.0.to_string())
+            .bind(id.0.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_device_health(&self, tenant: TenantId, id: DeviceId, health: &serde_json::Value) -> Result<()> {
+        sqlx::query("UPDATE devices SET health = ? WHERE tenant_id = ? AND id = ?")
+            .bind(health.to_string())
+            .bind(tenant.0.to_string())
+            .bind(id.0.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn count_devices_seen_since(&self, since: i64) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE last_seen >= ? AND status = 'active'")
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
+    async fn allocate_seq(&self, tenant: TenantId, device: DeviceId) -> Result<u64> {
+        let seq: Option<i64> = sqlx::query_scalar(
+            "UPDATE devices SET next_seq = next_seq + 1 WHERE tenant_id = ? AND id = ? RETURNING next_seq",
+        )
+        .bind(tenant.0.to_string())
+        .bind(device.0.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        seq.map(|s| s as u64)
+            .ok_or_else(|| StoreError::NotFound(format!("device {device}")))
+    }
+
+    async fn insert_instruction(&self, tenant: TenantId, r: &InstructionRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO instructions (tenant_id, device_id, seq, kind, payload, signed, issued_at,
+             expires_at, status, result, delivered_at, acked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(tenant.0.to_string())
+        .bind(r.device_id.0.to_string())
+        .bind(r.seq as i64)
+        .bind(&r.kind)
+        .bind(r.payload.to_string())
+        .bind(r.signed.to_string())
+        .bind(r.issued_at)
+        .bind(r.expires_at)
+        .bind(&r.status)
+        .bind(r.result.as_ref().map(|v| v.to_string()))
+        .bind(r.delivered_at)
+        .bind(r.acked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn pending_instructions(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        after_seq: u64,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<InstructionRow>> {
+        sqlx::query(
+            "SELECT * FROM instructions WHERE tenant_id = ? AND device_id = ? AND seq > ?
+             AND status IN ('queued', 'delivered') AND expires_at >= ? ORDER BY seq LIMIT ?",
+        )
+        .bind(tenant.0.to_string())
+        .bind(device.0.to_string())
+        .bind(after_seq as i64)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(instruction_from)
+        .collect()
+    }
+
+    async fn mark_delivered(&self, tenant: TenantId, device: DeviceId, seqs: &[u64], now: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for seq in seqs {
+            sqlx::query(
+                "UPDATE instructions SET status = 'delivered', delivered_at = COALESCE(delivered_at, ?)
+                 WHERE tenant_id = ? AND device_id = ? AND seq = ? AND status = 'queued'",
+            )
+            .bind(now)
+            .bind(tenant.0.to_string())
+            .bind(device.0.to_string())
+            .bind(*seq as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn finish_instruction(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        seq: u64,
+        status: &str,
+        result: &serde_json::Value,
+        now: i64,
+    ) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE instructions SET status = ?, result = ?, acked_at = ?
+             WHERE tenant_id = ? AND device_id = ? AND seq = ?",
+        )
+        .bind(status)
+        .bind(result.to_string())
+        .bind(now)
+        .bind(tenant.0.to_string())
+        .bind(device.0.to_string())
+        .bind(seq as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn list_instructions(&self, tenant: TenantId, device: DeviceId) -> Result<Vec<InstructionRow>> {
+        sqlx::query("SELECT * FROM instructions WHERE tenant_id = ? AND device_id = ? ORDER BY seq")
+            .bind(tenant.0.to_string())
+            .bind(device.0.to_string())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(instruction_from)
+            .collect()
+    }
+
+    async fn add_device_event(&self, tenant: TenantId, e: &DeviceEvent) -> Result<()> {
+        sqlx::query("INSERT INTO device_events (tenant_id, device_id, at, kind, detail) VALUES (?, ?, ?, ?, ?)")
+            .bind(tenant.0.to_string())
+            .bind(e.device_id.0.to_string())
+            .bind(e.at)
+            .bind(&e.kind)
+            .bind(e.detail.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_device_events(&self, tenant: TenantId, device: DeviceId) -> Result<Vec<DeviceEvent>> {
+        sqlx::query("SELECT * FROM device_events WHERE tenant_id = ? AND device_id = ? ORDER BY id")
+            .bind(tenant.0.to_string())
+            .bind(device.0.to_string())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(DeviceEvent {
+                    device_id: DeviceId(uuid_col(row, "device_id")?),
+                    at: row.try_get("at")?,
+                    kind: row.try_get("kind")?,
+                    detail: json_col(row, "detail")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_batch(&self, tenant: TenantId, b: &BatchRow) -> Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO batches (tenant_id, batch_id, device_id, kind, priority, items, bytes,
+             created_at, received_at, blob_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (tenant_id, device_id, batch_id) DO NOTHING",
+        )
+        .bind(tenant.0.to_string())
+        .bind(b.batch_id.to_string())
+        .bind(b.device_id.0.to_string())
+        .bind(&b.kind)
+        .bind(b.priority as i64)
+        .bind(b.items as i64)
+        .bind(b.bytes as i64)
+        .bind(b.created_at)
+        .bind(b.received_at)
+        .bind(&b.blob_key)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn list_batches(&self, tenant: TenantId, device: Option<DeviceId>, limit: u32) -> Result<Vec<BatchRow>> {
+        sqlx::query(
+            "SELECT * FROM batches WHERE tenant_id = ? AND (? IS NULL OR device_id = ?)
+             ORDER BY received_at, batch_id LIMIT ?",
+        )
+        .bind(tenant.0.to_string())
+        .bind(device.map(|d| d.0.to_string()))
+        .bind(device.map(|d| d.0.to_string()))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(batch_from)
+        .collect()
+    }
+}
