@@ -1,1 +1,185 @@
-fn main() {}
+//! `rampart-agent`: enroll, run, status, send. Logic lives in the library.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use rampart_agent::identity::StateDir;
+use rampart_agent::run::{self, RunOptions};
+use rampart_proto::batch::Priority;
+
+#[derive(Parser)]
+#[command(name = "rampart-agent", version, about = "Rampart edge agent: connects outbound to its tenant's portal only")]
+struct Cli {
+    /// Where the agent keeps its identity, wrapped key, state and outbox.
+    #[arg(long, env = "RAMPART_AGENT_STATE_DIR", default_value = "./rampart-agent-data", global = true)]
+    state_dir: PathBuf,
+    /// File with the key that wraps the device key (base64, 32 bytes).
+    /// Default: <state-dir>/wrap.key, generated on enrollment.
+    #[arg(long, env = "RAMPART_AGENT_WRAP_KEY_FILE", global = true)]
+    wrap_key_file: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Enroll with a token from the portal.
+    Enroll {
+        token: String,
+        /// Connect to this address instead of resolving the portal's domain
+        /// (`IP:PORT`, like curl --resolve).
+        #[arg(long, env = "RAMPART_AGENT_RESOLVE")]
+        resolve: Option<std::net::SocketAddr>,
+        /// Name to show in the portal (default: the host name).
+        #[arg(long)]
+        hostname: Option<String>,
+    },
+    /// Run: check in, run instructions, upload batches.
+    Run {
+        /// Seconds between heartbeats.
+        #[arg(long, env = "RAMPART_AGENT_HEARTBEAT_SECS", default_value_t = 30)]
+        heartbeat_secs: u64,
+        /// Outbox size bound in MiB; beyond it the oldest lowest-priority
+        /// batches are dropped (and counted).
+        #[arg(long, env = "RAMPART_AGENT_OUTBOX_MIB", default_value_t = 256)]
+        outbox_mib: u64,
+        /// Long-poll wait in seconds (default: what the portal said).
+        #[arg(long)]
+        poll_wait_secs: Option<u64>,
+    },
+    /// Show the agent's state.
+    Status {
+        /// Exit 0 if the run loop is alive, 1 otherwise (for health checks).
+        #[arg(long)]
+        health: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Seal a file of JSON lines into the outbox as one batch.
+    Send {
+        #[arg(long)]
+        kind: String,
+        /// alarm, health or data.
+        #[arg(long, default_value = "data")]
+        priority: String,
+        file: PathBuf,
+    },
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "agent".into())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RAMPART_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // One thread is plenty for an agent, and keeps its memory small.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let dir = StateDir::new(&cli.state_dir, cli.wrap_key_file.clone());
+    match cli.cmd {
+        Cmd::Enroll { token, resolve, hostname: name } => {
+            let id = rt
+                .block_on(run::enroll(&dir, &token, resolve, &name.unwrap_or_else(hostname)))
+                .context("enrollment failed")?;
+            println!("enrolled as device {} of tenant {}", id.device_id, id.tenant_id);
+            println!("state dir: {}", cli.state_dir.display());
+        }
+        Cmd::Run { heartbeat_secs, outbox_mib, poll_wait_secs } => {
+            if heartbeat_secs == 0 || outbox_mib == 0 {
+                bail!("--heartbeat-secs and --outbox-mib must be at least 1");
+            }
+            let opts = RunOptions {
+                heartbeat_every: Duration::from_secs(heartbeat_secs),
+                outbox_max_bytes: outbox_mib * 1024 * 1024,
+                poll_wait: poll_wait_secs.map(Duration::from_secs),
+            };
+            rt.block_on(run::run(dir, opts, shutdown_signal())).context("agent failed")?;
+        }
+        Cmd::Status { health, json } => {
+            let status = dir.status().context("reading status")?;
+            if health {
+                let ok = status
+                    .as_ref()
+                    .is_some_and(|s| run::is_healthy(s, rampart_agent::client::time_now()));
+                println!("{}", if ok { "healthy" } else { "unhealthy" });
+                std::process::exit(if ok { 0 } else { 1 });
+            }
+            let id = dir.identity().context("reading identity")?;
+            let outbox = run::open_outbox(&dir, u64::MAX)?.stats()?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"identity": id, "status": status, "outbox": {
+                        "batches": outbox.batches, "bytes": outbox.bytes,
+                        "dropped_batches": outbox.dropped_batches, "dropped_bytes": outbox.dropped_bytes}})
+                );
+            } else {
+                println!("device      {}", id.device_id);
+                println!("tenant      {}", id.tenant_id);
+                println!("portal      {}", id.portal_url);
+                println!("outbox      {} batches, {} bytes", outbox.batches, outbox.bytes);
+                println!("dropped     {} batches, {} bytes", outbox.dropped_batches, outbox.dropped_bytes);
+                match status {
+                    Some(s) => {
+                        let now = rampart_agent::client::time_now();
+                        println!("run loop    {} (pid {}, updated {}s ago)", if run::is_healthy(&s, now) { "alive" } else { "stale" }, s.pid, now - s.updated_at);
+                        println!("last seq    {}", s.last_applied_seq);
+                        println!("last contact {}", s.last_contact.map(|t| format!("{}s ago", now - t)).unwrap_or_else(|| "never".into()));
+                        println!("last error  {}", s.last_error.unwrap_or_else(|| "none".into()));
+                    }
+                    None => println!("run loop    never ran"),
+                }
+            }
+        }
+        Cmd::Send { kind, priority, file } => {
+            let priority = match priority.as_str() {
+                "alarm" => Priority::Alarm,
+                "health" => Priority::Health,
+                "data" => Priority::Data,
+                other => bail!("unknown priority {other}: use alarm, health or data"),
+            };
+            let meta = std::fs::metadata(&file).with_context(|| format!("reading {}", file.display()))?;
+            if meta.len() > rampart_proto::batch::MAX_PLAINTEXT_BYTES as u64 {
+                bail!("{} is larger than one batch may be (64 MiB): split it", file.display());
+            }
+            let data = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let items = data.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() as u32;
+            let outbox = run::open_outbox(&dir, 256 * 1024 * 1024)?;
+            let id = run::enqueue(&dir, &outbox, &kind, priority, items, &data)?;
+            println!("{id}");
+        }
+    }
+    Ok(())
+}

@@ -1,1 +1,328 @@
-fn main() {}
+//! `rampart`: the portal binary. Parses flags and calls the library.
+
+mod demo;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use rampart_portal::config::Config;
+use rampart_portal::service::Portal;
+use rampart_store::TenantStatus;
+
+#[derive(Parser)]
+#[command(name = "rampart", version, about = "Rampart multi-tenant security portal")]
+struct Cli {
+    /// TOML config file (see `rampart config defaults`).
+    #[arg(long, env = "RAMPART_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Data directory of the embedded store.
+    #[arg(long, env = "RAMPART_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Master key file (default <data-dir>/master.key); RAMPART_MASTER_KEY wins.
+    #[arg(long, env = "RAMPART_MASTER_KEY_FILE", global = true)]
+    master_key_file: Option<PathBuf>,
+    /// Domain of the admin API.
+    #[arg(long, env = "RAMPART_ADMIN_DOMAIN", global = true)]
+    admin_domain: Option<String>,
+    /// Port written into enrollment tokens (default: the listen port).
+    #[arg(long, env = "RAMPART_PUBLIC_PORT", global = true)]
+    public_port: Option<u16>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// HTTPS listen address.
+    #[arg(long, env = "RAMPART_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Seconds a device long poll is held.
+    #[arg(long, env = "RAMPART_POLL_WAIT_SECS")]
+    poll_wait_secs: Option<u64>,
+    /// Seconds without contact before a device shows offline.
+    #[arg(long, env = "RAMPART_OFFLINE_AFTER_SECS")]
+    offline_after_secs: Option<u64>,
+    /// Plain-HTTP metrics listener, or `off`.
+    #[arg(long, env = "RAMPART_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    /// `text` or `json` logs.
+    #[arg(long, env = "RAMPART_LOG_FORMAT")]
+    log_format: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the portal (production start).
+    Serve(ServeArgs),
+    /// Serve with a demo tenant and a local demo agent, and print how to use them.
+    Demo(ServeArgs),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCmd),
+    /// Manage enrollment tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Create an operator token for the admin API.
+    AdminToken {
+        #[arg(long, default_value = "operator")]
+        name: String,
+    },
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Subcommand)]
+enum TenantCmd {
+    /// Create a tenant; prints its first admin API token.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        domain: String,
+        /// Operator-provided certificate chain (PEM).
+        #[arg(long, requires = "key_file")]
+        cert_file: Option<String>,
+        #[arg(long, requires = "cert_file")]
+        key_file: Option<String>,
+    },
+    List,
+    Show { tenant: String },
+    Suspend { tenant: String },
+    Resume { tenant: String },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create an enrollment token (printed once).
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl_secs: i64,
+        #[arg(long, default_value_t = 1)]
+        max_uses: u32,
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        #[arg(long)]
+        needs_approval: bool,
+    },
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        id: uuid::Uuid,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print the documented defaults as TOML.
+    Defaults,
+}
+
+fn load_config(cli: &Cli, serve: Option<&ServeArgs>) -> anyhow::Result<Config> {
+    let mut c = match &cli.config {
+        Some(p) => Config::from_file(p).map_err(anyhow::Error::msg)?,
+        None => Config::default(),
+    };
+    if let Some(d) = &cli.data_dir {
+        c.data_dir = d.clone();
+    }
+    if let Some(f) = &cli.master_key_file {
+        c.master_key_file = Some(f.clone());
+    }
+    if let Some(d) = &cli.admin_domain {
+        c.admin_domain = d.clone();
+    }
+    if let Some(p) = cli.public_port {
+        c.public_port = Some(p);
+    }
+    if let Some(s) = serve {
+        if let Some(l) = s.listen {
+            c.listen = l;
+        }
+        if let Some(w) = s.poll_wait_secs {
+            c.poll_wait_secs = w;
+        }
+        if let Some(o) = s.offline_after_secs {
+            c.offline_after_secs = o;
+        }
+        match s.metrics_listen.as_deref() {
+            None => {}
+            Some("off") | Some("") => c.metrics_listen = None,
+            Some(a) => c.metrics_listen = Some(a.parse().with_context(|| format!("--metrics-listen {a}"))?),
+        }
+        if let Some(f) = &s.log_format {
+            c.log_format = f.clone();
+        }
+    }
+    c.validate().map_err(anyhow::Error::msg)?;
+    Ok(c)
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAMPART_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}
+
+fn print<T: serde::Serialize>(json: bool, v: &T, text: impl FnOnce() -> String) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    } else {
+        println!("{}", text());
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let serve_args = match &cli.cmd {
+        Cmd::Serve(a) | Cmd::Demo(a) => Some(a.clone()),
+        _ => None,
+    };
+    let mut config = load_config(&cli, serve_args.as_ref())?;
+    if matches!(cli.cmd, Cmd::Demo(_)) && serve_args.as_ref().is_some_and(|a| a.listen.is_none()) {
+        // The demo stays on loopback unless told otherwise.
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 8443));
+    }
+    init_logging(&config.log_format);
+    if let Cmd::Config(ConfigCmd::Defaults) = cli.cmd {
+        print!("{}", rampart_portal::config::defaults_toml());
+        return Ok(());
+    }
+    let portal = Arc::new(Portal::open(config.clone()).await.with_context(|| {
+        format!("opening the portal data dir {}", config.data_dir.display())
+    })?);
+    match cli.cmd {
+        Cmd::Serve(_) => {
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("binding {}", config.listen))?;
+            rampart_portal::run(portal, listener, shutdown_signal()).await?;
+        }
+        Cmd::Demo(_) => demo::run(portal).await?,
+        Cmd::Tenant(t) => tenant_cmd(&portal, t, cli.json).await?,
+        Cmd::Token(t) => token_cmd(&portal, t, cli.json).await?,
+        Cmd::AdminToken { name } => {
+            let t = portal.mint_api_token(None, &name, "operator", None).await?;
+            print(cli.json, &serde_json::json!({"id": t.row.id, "token": t.secret}), || {
+                format!("operator token (shown once): {}", t.secret)
+            });
+        }
+        Cmd::Config(_) => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+async fn tenant_cmd(p: &Portal, cmd: TenantCmd, json: bool) -> anyhow::Result<()> {
+    use rampart_portal::routes::admin::tenant_view;
+    match cmd {
+        TenantCmd::Create { name, domain, cert_file, key_file } => {
+            let files = cert_file.zip(key_file);
+            let t = p.create_tenant(&name, &domain, files).await?;
+            let tok = p.mint_api_token(Some(t.id), "initial admin", "admin", None).await?;
+            let v = tenant_view(p, &t);
+            print(json, &serde_json::json!({"tenant": v, "admin_token": tok.secret}), || {
+                format!(
+                    "tenant {} ({}) created at {}\nadmin api token (shown once): {}",
+                    t.name, t.id, v.url, tok.secret
+                )
+            });
+        }
+        TenantCmd::List => {
+            let ts = p.store.list_tenants().await?;
+            let vs: Vec<_> = ts.iter().map(|t| tenant_view(p, t)).collect();
+            print(json, &vs, || {
+                vs.iter()
+                    .map(|v| format!("{}  {:<20} {:<10} {}", v.id, v.name, v.status, v.url))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        TenantCmd::Show { tenant } => {
+            let t = p.find_tenant(&tenant).await?;
+            let pin = p.tenant_pin(&t).await?;
+            let v = tenant_view(p, &t);
+            print(json, &serde_json::json!({"tenant": v, "pin": pin}), || {
+                format!("{}  {} {}\nurl {}\npin {}", v.id, v.name, v.status, v.url, pin)
+            });
+        }
+        TenantCmd::Suspend { tenant } => {
+            let t = p.find_tenant(&tenant).await?;
+            p.set_tenant_status(t.id, TenantStatus::Suspended).await?;
+            println!("tenant {} suspended", t.name);
+        }
+        TenantCmd::Resume { tenant } => {
+            let t = p.find_tenant(&tenant).await?;
+            p.set_tenant_status(t.id, TenantStatus::Active).await?;
+            println!("tenant {} resumed", t.name);
+        }
+    }
+    Ok(())
+}
+
+async fn token_cmd(p: &Portal, cmd: TokenCmd, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        TokenCmd::Create { tenant, ttl_secs, max_uses, labels, needs_approval } => {
+            let t = p.find_tenant(&tenant).await?;
+            let (row, token) = p
+                .create_enrollment_token(&t, ttl_secs, max_uses, labels, needs_approval)
+                .await?;
+            print(json, &serde_json::json!({"id": row.id, "token": token, "expires_at": row.expires_at}), || {
+                format!("enrollment token {} (shown once):\n{token}", row.id)
+            });
+        }
+        TokenCmd::List { tenant } => {
+            let t = p.find_tenant(&tenant).await?;
+            let rows = p.store.list_enrollment_tokens(t.id).await?;
+            let vs: Vec<_> = rows
+                .iter()
+                .map(|r| serde_json::json!({"id": r.id, "expires_at": r.expires_at, "uses": r.uses,
+                    "max_uses": r.max_uses, "revoked": r.revoked_at.is_some(), "labels": r.labels}))
+                .collect();
+            print(json, &vs, || {
+                rows.iter()
+                    .map(|r| format!("{}  uses {}/{}  revoked {}", r.id, r.uses, r.max_uses, r.revoked_at.is_some()))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        TokenCmd::Revoke { tenant, id } => {
+            let t = p.find_tenant(&tenant).await?;
+            if !p.store.revoke_enrollment_token(t.id, id, rampart_portal::service::now()).await? {
+                bail!("no enrollment token {id} in tenant {}", t.name);
+            }
+            println!("enrollment token {id} revoked");
+        }
+    }
+    Ok(())
+}

@@ -42,6 +42,19 @@ pub enum StoreError {
     BadKey(String),
 }
 
+impl StoreError {
+    /// The backend is unreachable or saturated, rather than the request wrong:
+    /// callers answer 503 with a retry-after, and agents keep their data.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+            )
+        )
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A new tenant with its wrapped keys, created in one transaction.

@@ -1,0 +1,434 @@
+//! Enrollment and the agent's main loop.
+//!
+//! `run` drives three tasks over one portal client:
+//! - check-in: long-poll, verify each instruction, run it, record it, ack it;
+//! - uploader: drain the outbox, highest priority oldest first, with backoff;
+//! - heartbeat: seal a health batch into the outbox and write `status.json`.
+//! No task listens on a socket: every connection is outbound.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rampart_proto::api::{AckRequest, AckStatus, EnrollRequest, Heartbeat, RefusalReport};
+use rampart_proto::batch::{self, BatchHeader, Priority};
+use rampart_proto::envelope::{Envelope, Expectation, SignedInstruction};
+use rampart_proto::keys::{HpkePublicKey, SigningKey, VerifyingKey};
+use rampart_proto::token::EnrollmentToken;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::backoff::Backoff;
+use crate::client::{time_now, ClientError, PortalClient};
+use crate::identity::{Identity, PendingAck, RunState, StateDir};
+use crate::outbox::Outbox;
+use crate::AgentError;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Enrolls with `token`: makes a device key, proves it to the portal, keeps
+/// the identity. Refuses a portal whose certificate key is not the pinned one.
+pub async fn enroll(dir: &StateDir, token: &str, resolve: Option<std::net::SocketAddr>, hostname: &str) -> Result<Identity, AgentError> {
+    if dir.is_enrolled() {
+        return Err(AgentError::State(format!(
+            "{} is already enrolled: use another --state-dir, or remove it to enroll again",
+            dir.root.display()
+        )));
+    }
+    let tok = EnrollmentToken::decode(token).map_err(|e| AgentError::Token(e.to_string()))?;
+    let client = PortalClient::new(&tok.portal_url, &tok.pin, resolve)?;
+    let key = SigningKey::generate();
+    let pk = key.verifying_key().to_b64();
+    let proof = rampart_proto::b64(&key.sign(&EnrollRequest::proof_input(&tok.secret, &pk)));
+    let resp = client
+        .enroll(&EnrollRequest {
+            secret: tok.secret.clone(),
+            device_public_key: pk,
+            proof,
+            hostname: hostname.to_string(),
+            agent_version: VERSION.into(),
+        })
+        .await?;
+    if resp.tenant_id != tok.tenant {
+        return Err(AgentError::State("portal answered for another tenant than the token names".into()));
+    }
+    // Validate the keys before keeping them.
+    VerifyingKey::from_b64(&resp.instruction_key).map_err(|e| AgentError::State(e.to_string()))?;
+    HpkePublicKey::from_b64(&resp.upload_key).map_err(|e| AgentError::State(e.to_string()))?;
+    dir.save_device_key(&key)?;
+    let id = Identity {
+        portal_url: tok.portal_url,
+        resolve,
+        pin: tok.pin,
+        tenant_id: resp.tenant_id,
+        device_id: resp.device_id,
+        instruction_key: resp.instruction_key,
+        upload_key: resp.upload_key,
+        poll_wait_secs: resp.poll_wait_secs,
+        enrolled_at: time_now(),
+    };
+    dir.save_identity(&id)?;
+    tracing::info!(device = %id.device_id, tenant = %id.tenant_id, status = ?resp.status, "enrolled");
+    Ok(id)
+}
+
+/// Seals `plaintext` for the tenant and queues it in the outbox. Used by the
+/// heartbeat and by `rampart-agent send`; later by every collector.
+pub fn enqueue(dir: &StateDir, outbox: &Outbox, kind: &str, priority: Priority, items: u32, plaintext: &[u8]) -> Result<Uuid, AgentError> {
+    let id = dir.identity()?;
+    let key = HpkePublicKey::from_b64(&id.upload_key).map_err(|e| AgentError::State(e.to_string()))?;
+    let header = BatchHeader {
+        batch_id: Uuid::new_v4(),
+        priority,
+        created_at: time_now(),
+        items,
+        kind: kind.to_string(),
+    };
+    let frame = batch::seal(&header, plaintext, &key, id.tenant_id, id.device_id)
+        .map_err(|e| AgentError::State(e.to_string()))?;
+    let outcome = outbox.push(priority, header.batch_id, &frame)?;
+    if !outcome.stored() {
+        tracing::warn!(kind, status = ?outcome.status, "outbox full: batch dropped");
+    }
+    if outcome.evicted_batches > 0 {
+        tracing::warn!(evicted = outcome.evicted_batches, bytes = outcome.evicted_bytes, "outbox full: dropped older lower-priority batches");
+    }
+    Ok(header.batch_id)
+}
+
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub heartbeat_every: Duration,
+    pub outbox_max_bytes: u64,
+    /// Overrides the poll wait the portal gave at enrollment.
+    pub poll_wait: Option<Duration>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            heartbeat_every: Duration::from_secs(30),
+            outbox_max_bytes: 256 * 1024 * 1024,
+            poll_wait: None,
+        }
+    }
+}
+
+/// What `rampart-agent status` shows; written by `run` every heartbeat.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Status {
+    pub pid: u32,
+    pub version: String,
+    pub device_id: Uuid,
+    pub started_at: i64,
+    pub updated_at: i64,
+    pub last_contact: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_applied_seq: u64,
+    pub outbox_batches: u64,
+    pub outbox_bytes: u64,
+    pub outbox_dropped_batches: u64,
+    pub outbox_dropped_bytes: u64,
+    pub heartbeat_secs: u64,
+}
+
+struct Shared {
+    dir: StateDir,
+    id: Identity,
+    client: PortalClient,
+    outbox: Arc<Outbox>,
+    instruction_key: VerifyingKey,
+    state: Mutex<RunState>,
+    upload_wake: Notify,
+    started: Instant,
+    started_at: i64,
+    last_error: Mutex<Option<String>>,
+    last_contact: Mutex<Option<i64>>,
+}
+
+impl Shared {
+    fn note_error(&self, what: &str, e: &dyn std::fmt::Display) {
+        let msg = format!("{what}: {e}");
+        tracing::warn!(error = %msg, "portal exchange failed");
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
+    }
+
+    fn note_contact(&self) {
+        *self.last_contact.lock().unwrap_or_else(|p| p.into_inner()) = Some(time_now());
+    }
+
+    fn save_state(&self) -> Result<(), AgentError> {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.dir.save_run_state(&s)
+    }
+}
+
+/// Runs until `shutdown` resolves.
+pub async fn run(dir: StateDir, opts: RunOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<(), AgentError> {
+    let id = dir.identity()?;
+    let key = Arc::new(dir.device_key()?);
+    let instruction_key = VerifyingKey::from_b64(&id.instruction_key).map_err(|e| AgentError::State(e.to_string()))?;
+    let outbox = Arc::new(Outbox::open(&dir.outbox_dir(), opts.outbox_max_bytes)?);
+    let client = PortalClient::new(&id.portal_url, &id.pin, id.resolve)?.with_device(id.device_id, key);
+    let state = dir.run_state()?;
+    tracing::info!(device = %id.device_id, portal = %id.portal_url, last_applied_seq = state.last_applied_seq, "agent running");
+    let shared = Arc::new(Shared {
+        dir,
+        id,
+        client,
+        outbox,
+        instruction_key,
+        state: Mutex::new(state),
+        upload_wake: Notify::new(),
+        started: Instant::now(),
+        started_at: time_now(),
+        last_error: Mutex::new(None),
+        last_contact: Mutex::new(None),
+    });
+    let tasks = [
+        tokio::spawn(checkin_loop(shared.clone(), opts.clone())),
+        tokio::spawn(upload_loop(shared.clone())),
+        tokio::spawn(heartbeat_loop(shared.clone(), opts)),
+    ];
+    shutdown.await;
+    for t in &tasks {
+        t.abort();
+    }
+    let _ = shared.save_state();
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+async fn checkin_loop(s: Arc<Shared>, opts: RunOptions) {
+    let wait = opts.poll_wait.unwrap_or(Duration::from_secs(s.id.poll_wait_secs.max(1)));
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+    loop {
+        if let Err(e) = flush_pending(&s).await {
+            s.note_error("sending results", &e);
+            tokio::time::sleep(backoff.next_delay()).await;
+            continue;
+        }
+        let after = s.state.lock().unwrap_or_else(|p| p.into_inner()).last_applied_seq;
+        match s.client.poll(after, wait).await {
+            Ok(resp) => {
+                backoff.reset();
+                s.note_contact();
+                for si in resp.instructions {
+                    handle_instruction(&s, &si).await;
+                }
+            }
+            Err(e) => {
+                s.note_error("check-in", &e);
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+}
+
+/// Sends results and refusal reports the portal has not acknowledged yet.
+async fn flush_pending(s: &Shared) -> Result<(), ClientError> {
+    let (acks, refusals) = {
+        let st = s.state.lock().unwrap_or_else(|p| p.into_inner());
+        (st.pending_acks.clone(), st.pending_refusals.clone())
+    };
+    for p in acks {
+        match s.client.ack(p.seq, &p.ack).await {
+            Ok(()) => {}
+            // The portal no longer knows it (e.g. pruned): nothing to retry.
+            Err(ClientError::Refused { status: 404, .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let mut st = s.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.pending_acks.retain(|a| a.seq != p.seq);
+        drop(st);
+        let _ = s.save_state();
+    }
+    for r in refusals {
+        s.client.report_refusal(&r).await?;
+        let mut st = s.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = st.pending_refusals.iter().position(|x| x.code == r.code && x.seq == r.seq && x.message == r.message) {
+            st.pending_refusals.remove(i);
+        }
+        drop(st);
+        let _ = s.save_state();
+    }
+    Ok(())
+}
+
+async fn handle_instruction(s: &Shared, si: &SignedInstruction) {
+    let exp = Expectation {
+        tenant: s.id.tenant_id,
+        device: s.id.device_id,
+        last_applied_seq: s.state.lock().unwrap_or_else(|p| p.into_inner()).last_applied_seq,
+        now: time_now(),
+    };
+    let env = match si.verify(&s.instruction_key, &exp) {
+        Ok(env) => env,
+        Err(refusal) => {
+            tracing::warn!(code = refusal.code(), reason = %refusal, "refused an instruction");
+            let report = RefusalReport {
+                code: refusal.code().into(),
+                message: refusal.to_string(),
+                seq: refusal.seq(),
+            };
+            s.state.lock().unwrap_or_else(|p| p.into_inner()).pending_refusals.push(report);
+            if let Err(e) = s.save_state() {
+                tracing::error!(error = %e, "cannot record refusal");
+            }
+            return;
+        }
+    };
+    tracing::info!(seq = env.seq, kind = %env.kind, "running instruction");
+    let ack = execute(&env).await;
+    // Record the seq (and the result to send) before acking: after a crash
+    // the instruction is not run again, and its result is still sent.
+    {
+        let mut st = s.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.last_applied_seq = env.seq;
+        st.pending_acks.push(PendingAck { seq: env.seq, ack });
+    }
+    if let Err(e) = s.save_state() {
+        tracing::error!(error = %e, "cannot record applied instruction");
+    }
+}
+
+/// Runs one verified instruction. New kinds plug in here.
+async fn execute(env: &Envelope) -> AckRequest {
+    match env.kind.as_str() {
+        "ping" => AckRequest {
+            status: AckStatus::Ok,
+            result: serde_json::json!({
+                "pong": env.payload.get("message").cloned().unwrap_or(serde_json::Value::Null),
+                "agent_version": VERSION,
+                "at": time_now(),
+            }),
+        },
+        other => AckRequest {
+            status: AckStatus::Failed,
+            result: serde_json::json!({
+                "error": format!("unsupported instruction kind {other}: upgrade the agent")
+            }),
+        },
+    }
+}
+
+async fn upload_loop(s: Arc<Shared>) {
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+    loop {
+        let outbox = s.outbox.clone();
+        let next = tokio::task::spawn_blocking(move || {
+            let e = outbox.peek()?;
+            match e {
+                Some(e) => outbox.read(&e).map(|f| f.map(|f| (e, f))),
+                None => Ok(None),
+            }
+        })
+        .await;
+        let (entry, frame) = match next {
+            Ok(Ok(Some(x))) => x,
+            Ok(Ok(None)) => {
+                // Nothing queued: sleep until something is, or re-scan now
+                // and then for batches queued by `rampart-agent send`.
+                let _ = tokio::time::timeout(Duration::from_secs(2), s.upload_wake.notified()).await;
+                continue;
+            }
+            Ok(Err(e)) => {
+                s.note_error("reading the outbox", &e);
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+            Err(e) => {
+                s.note_error("reading the outbox", &e);
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        };
+        let remove = match s.client.upload(frame).await {
+            Ok(ack) => {
+                backoff.reset();
+                s.note_contact();
+                tracing::debug!(batch = %ack.batch_id, stored = ack.stored, "batch delivered");
+                true
+            }
+            Err(e) if e.is_retryable() => {
+                s.note_error("upload", &e);
+                tokio::time::sleep(backoff.next_delay()).await;
+                false
+            }
+            Err(e) => {
+                // The portal will never take this batch (malformed, sealed
+                // to an old key): keeping it would block the queue forever.
+                tracing::error!(batch = %entry.batch_id, error = %e, "portal rejected a batch: dropping it");
+                s.note_error("upload rejected", &e);
+                true
+            }
+        };
+        if remove {
+            let outbox = s.outbox.clone();
+            let id = entry.batch_id;
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || outbox.remove(id)).await {
+                s.note_error("removing a sent batch", &e);
+            }
+        }
+    }
+}
+
+async fn heartbeat_loop(s: Arc<Shared>, opts: RunOptions) {
+    let mut tick = tokio::time::interval(opts.heartbeat_every);
+    loop {
+        tick.tick().await;
+        let s2 = s.clone();
+        let secs = opts.heartbeat_every.as_secs();
+        let r = tokio::task::spawn_blocking(move || beat(&s2, secs)).await;
+        match r {
+            Ok(Ok(())) => s.upload_wake.notify_one(),
+            Ok(Err(e)) => tracing::error!(error = %e, "heartbeat failed"),
+            Err(e) => tracing::error!(error = %e, "heartbeat task failed"),
+        }
+    }
+}
+
+fn beat(s: &Shared, heartbeat_secs: u64) -> Result<(), AgentError> {
+    let stats = s.outbox.stats()?;
+    let last_error = s.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let hb = Heartbeat {
+        agent_version: VERSION.into(),
+        uptime_secs: s.started.elapsed().as_secs(),
+        sent_at: time_now(),
+        outbox_batches: stats.batches,
+        outbox_bytes: stats.bytes,
+        outbox_dropped_batches: stats.dropped_batches,
+        outbox_dropped_bytes: stats.dropped_bytes,
+        last_error: last_error.clone(),
+    };
+    let line = serde_json::to_vec(&hb).map_err(|e| AgentError::State(e.to_string()))?;
+    enqueue(&s.dir, &s.outbox, "health", Priority::Health, 1, &line)?;
+    let status = Status {
+        pid: std::process::id(),
+        version: VERSION.into(),
+        device_id: s.id.device_id,
+        started_at: s.started_at,
+        updated_at: time_now(),
+        last_contact: *s.last_contact.lock().unwrap_or_else(|p| p.into_inner()),
+        last_error,
+        last_applied_seq: s.state.lock().unwrap_or_else(|p| p.into_inner()).last_applied_seq,
+        outbox_batches: stats.batches,
+        outbox_bytes: stats.bytes,
+        outbox_dropped_batches: stats.dropped_batches,
+        outbox_dropped_bytes: stats.dropped_bytes,
+        heartbeat_secs,
+    };
+    s.dir.save_status(&status)
+}
+
+/// Whether `status` is fresh enough for a container health check: the run
+/// loop wrote it within three heartbeats.
+pub fn is_healthy(status: &Status, now: i64) -> bool {
+    now - status.updated_at <= 3 * status.heartbeat_secs.max(1) as i64 + 5
+}
+
+/// Opens the outbox of an enrolled state dir (for `send` and `status`).
+pub fn open_outbox(dir: &StateDir, max_bytes: u64) -> Result<Outbox, AgentError> {
+    Ok(Outbox::open(&dir.outbox_dir(), max_bytes)?)
+}
+

@@ -1,0 +1,134 @@
+//! Portal configuration: built-in defaults, then a TOML file, then
+//! environment variables and flags (each flag has a `RAMPART_*` variable).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the embedded store keeps its database, spool and CA.
+    pub data_dir: PathBuf,
+    /// HTTPS listen address for people, tools and agents.
+    pub listen: SocketAddr,
+    /// Port written into enrollment tokens, when a proxy or NAT maps the
+    /// listen port to another one. Defaults to the listen port.
+    pub public_port: Option<u16>,
+    /// Domain name of the operator's admin API. Tenant domains must differ.
+    pub admin_domain: String,
+    /// File holding the 32-byte master key (base64). Defaults to
+    /// `<data_dir>/master.key`. `RAMPART_MASTER_KEY` takes precedence.
+    pub master_key_file: Option<PathBuf>,
+    /// How long a device long poll is held open, in seconds.
+    pub poll_wait_secs: u64,
+    /// A device not seen for this many seconds shows as offline.
+    pub offline_after_secs: u64,
+    /// Default lifetime of an instruction, in seconds.
+    pub instruction_ttl_secs: u64,
+    /// Plain-HTTP listener for Prometheus `/metrics`; keep it on loopback or
+    /// a management network. Empty to disable.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./rampart-data"),
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            public_port: None,
+            admin_domain: "localhost".into(),
+            master_key_file: None,
+            poll_wait_secs: 60,
+            offline_after_secs: 180,
+            instruction_ttl_secs: 3600,
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))
+    }
+
+    pub fn public_port(&self) -> u16 {
+        self.public_port.unwrap_or(self.listen.port())
+    }
+
+    pub fn master_key_path(&self) -> PathBuf {
+        self.master_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("master.key"))
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("rampart.db")
+    }
+
+    pub fn blob_dir(&self) -> PathBuf {
+        self.data_dir.join("blobs")
+    }
+
+    /// The local CA certificate, for clients that should trust the portal.
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.data_dir.join("ca.pem")
+    }
+
+    /// Base URL of a tenant's API, as written into enrollment tokens.
+    pub fn tenant_url(&self, domain: &str) -> String {
+        match self.public_port() {
+            443 => format!("https://{domain}"),
+            p => format!("https://{domain}:{p}"),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.poll_wait_secs == 0 || self.poll_wait_secs > 600 {
+            return Err("poll_wait_secs must be between 1 and 600".into());
+        }
+        if self.instruction_ttl_secs < 10 {
+            return Err("instruction_ttl_secs must be at least 10".into());
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err("log_format must be text or json".into());
+        }
+        crate::service::validate_domain(&self.admin_domain)
+            .map_err(|e| format!("admin_domain: {e}"))?;
+        Ok(())
+    }
+}
+
+/// The documented defaults, as `rampart config defaults` prints them.
+pub fn defaults_toml() -> String {
+    let mut s = String::from(
+        "# Rampart portal configuration. Every key is optional; shown are the defaults.\n\
+         # Each key can also be set by flag (--data-dir) or env (RAMPART_DATA_DIR).\n",
+    );
+    s.push_str(&toml::to_string_pretty(&Config::default()).unwrap_or_default());
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        let parsed: Config = toml::from_str(&defaults_toml()).unwrap();
+        assert_eq!(parsed, Config::default());
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("listen_addr = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,95 @@
+//! Prometheus metrics, served on the separate metrics listener.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    /// The route template (`/api/v1/devices/{id}`), never the raw path, so
+    /// the label set stays bounded.
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BatchLabels {
+    pub kind: String,
+    /// `stored` or `duplicate`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub ingest_batches: Family<BatchLabels, Counter>,
+    pub ingest_bytes: Counter,
+    pub refused_instructions: Family<CodeLabels, Counter>,
+    pub instructions_queued: Counter,
+    pub instructions_acked: Counter,
+    pub devices_online: Gauge,
+    pub long_polls: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("rampart");
+        let m = Metrics {
+            http_requests: Family::default(),
+            ingest_batches: Family::default(),
+            ingest_bytes: Counter::default(),
+            refused_instructions: Family::default(),
+            instructions_queued: Counter::default(),
+            instructions_acked: Counter::default(),
+            devices_online: Gauge::default(),
+            long_polls: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("http_requests", "HTTP requests served", m.http_requests.clone());
+        registry.register("ingest_batches", "Sealed batches received", m.ingest_batches.clone());
+        registry.register("ingest_bytes", "Sealed batch bytes stored", m.ingest_bytes.clone());
+        registry.register(
+            "refused_instructions",
+            "Instructions agents refused (tampered, replayed, expired, misaddressed)",
+            m.refused_instructions.clone(),
+        );
+        registry.register("instructions_queued", "Instructions signed and queued", m.instructions_queued.clone());
+        registry.register("instructions_acked", "Instruction results received", m.instructions_acked.clone());
+        registry.register("devices_online", "Active devices seen within the offline threshold", m.devices_online.clone());
+        registry.register("long_polls", "Device long polls being held", m.long_polls.clone());
+        Metrics { registry, ..m }
+    }
+
+    pub fn record_batch(&self, kind: &str, stored: bool, bytes: usize) {
+        self.ingest_batches
+            .get_or_create(&BatchLabels {
+                kind: kind.to_string(),
+                result: if stored { "stored" } else { "duplicate" }.into(),
+            })
+            .inc();
+        if stored {
+            self.ingest_bytes.inc_by(bytes as u64);
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,93 @@
+//! HTTP routes. Each module is one audience: the operator's admin API, a
+//! tenant's own API, and the device API agents call.
+
+pub mod admin;
+pub mod device;
+pub mod tenant;
+
+use serde::Serialize;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::extract::AppState;
+
+/// Unix seconds as RFC 3339, for API views.
+pub fn rfc3339(ts: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ts)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let c = api.components.get_or_insert_with(Default::default);
+        let bearer = || {
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .build(),
+            )
+        };
+        c.add_security_scheme("operator", bearer());
+        c.add_security_scheme("tenant", bearer());
+        c.add_security_scheme(
+            "device",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                rampart_proto::reqsig::HDR_SIGNATURE,
+                "Ed25519 request signature by the device key, with x-rampart-device, \
+                 x-rampart-timestamp and x-rampart-nonce (see ARCHITECTURE.md)",
+            ))),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Rampart portal API",
+        description = "Multi-tenant managed-security portal. Errors share one shape: \
+                       {\"error\": {\"code\", \"message\", \"request_id\"}}."
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "admin", description = "Operator API, on the admin domain"),
+        (name = "tenant", description = "A tenant's API, on the tenant's domain"),
+        (name = "device", description = "Agent API, on the tenant's domain, signed by the device key"),
+        (name = "meta", description = "Health and API description"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Liveness: the process serves requests.
+#[utoipa::path(get, path = "/healthz", tag = "meta", responses((status = 200, body = Health)))]
+pub async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
+}
+
+/// Readiness: the store answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "meta",
+    responses(
+        (status = 200, body = Health),
+        (status = 503, body = rampart_proto::api::ErrorBody)
+    )
+)]
+pub async fn readyz(
+    axum::extract::State(p): axum::extract::State<AppState>,
+) -> Result<axum::Json<Health>, crate::error::ApiError> {
+    p.store
+        .get_meta("readiness-probe")
+        .await
+        .map_err(crate::error::ApiError::unavailable)?;
+    Ok(axum::Json(Health { status: "ready" }))
+}

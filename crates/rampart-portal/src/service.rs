@@ -1,0 +1,614 @@
+//! What the portal does, independent of how it is asked: the HTTP routes and
+//! the `rampart` CLI both call these methods, so there is one code path for
+//! creating a tenant, minting a token or queueing an instruction.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use rampart_proto::api::{DeviceStatus, EnrollRequest, EnrollResponse, Heartbeat};
+use rampart_proto::batch;
+use rampart_proto::envelope::Envelope;
+use rampart_proto::keys::VerifyingKey;
+use rampart_proto::token::EnrollmentToken;
+use rampart_store::blob::{BlobStore, LocalBlobStore};
+use rampart_store::sqlite::SqliteStore;
+use rampart_store::*;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::ca::LocalCa;
+use crate::config::Config;
+use crate::crypto::{self, KeyCache, MasterKey, TenantSecrets};
+use crate::metrics::Metrics;
+use crate::tls::{self, CertStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("key error: {0}")]
+    Crypto(String),
+    #[error("tls error: {0}")]
+    Tls(String),
+    #[error("{}", enrollment_message(*.0))]
+    Enrollment(TokenRejection),
+}
+
+fn enrollment_message(r: TokenRejection) -> &'static str {
+    match r {
+        TokenRejection::Unknown => {
+            "enrollment token is unknown to this tenant: ask the tenant admin for a new one"
+        }
+        TokenRejection::Expired => "enrollment token has expired: ask the tenant admin for a new one",
+        TokenRejection::UsedUp => {
+            "enrollment token has been used up: ask the tenant admin for a new one"
+        }
+        TokenRejection::Revoked => "enrollment token was revoked: ask the tenant admin for a new one",
+    }
+}
+
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Tenant names are short slugs: they appear in URLs, logs and file names.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::Invalid(format!(
+            "invalid tenant name {name:?}: use 1 to 63 of a-z, 0-9 and -, not starting or ending with -"
+        )))
+    }
+}
+
+/// Domains are DNS names (RFC 1123 labels), compared lowercase.
+pub fn validate_domain(domain: &str) -> Result<()> {
+    let ok = (1..=253).contains(&domain.len())
+        && domain.split('.').all(|l| {
+            (1..=63).contains(&l.len())
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::Invalid(format!(
+            "invalid domain {domain:?}: use a DNS name such as acme.portal.example.net"
+        )))
+    }
+}
+
+fn validate_labels(labels: &[String]) -> Result<()> {
+    if labels.len() > 32 || labels.iter().any(|l| l.is_empty() || l.len() > 64) {
+        return Err(ServiceError::Invalid(
+            "labels: at most 32, each 1 to 64 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Wakes long polls when an instruction is queued for their device.
+///
+/// In-process only: the scale-out issue adds a pub/sub fan-out behind this.
+#[derive(Default)]
+pub struct Waker {
+    devices: Mutex<HashMap<DeviceId, Arc<Notify>>>,
+}
+
+impl Waker {
+    pub fn subscribe(&self, device: DeviceId) -> Arc<Notify> {
+        let mut m = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(device).or_default().clone()
+    }
+
+    pub fn wake(&self, device: DeviceId) {
+        let n = self
+            .devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&device)
+            .cloned();
+        if let Some(n) = n {
+            n.notify_waiters();
+        }
+    }
+}
+
+/// Remembers request nonces inside the signature time window, so that a
+/// captured device request cannot be replayed.
+pub struct NonceCache {
+    inner: Mutex<(HashSet<(Uuid, String)>, VecDeque<(i64, Uuid, String)>)>,
+    /// Hard bound on memory; beyond it requests are refused (503).
+    cap: usize,
+}
+
+impl Default for NonceCache {
+    fn default() -> Self {
+        NonceCache {
+            inner: Mutex::default(),
+            cap: 2_000_000,
+        }
+    }
+}
+
+pub enum NonceCheck {
+    Fresh,
+    Replayed,
+    Full,
+}
+
+impl NonceCache {
+    pub fn check(&self, device: Uuid, nonce: &str, now: i64) -> NonceCheck {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (set, order) = &mut *g;
+        // Anything older than twice the window can no longer verify anyway.
+        let horizon = now - 2 * rampart_proto::reqsig::MAX_REQUEST_SKEW_SECS;
+        while order.front().is_some_and(|(t, _, _)| *t < horizon) {
+            if let Some((_, d, n)) = order.pop_front() {
+                set.remove(&(d, n));
+            }
+        }
+        let key = (device, nonce.to_string());
+        if set.contains(&key) {
+            return NonceCheck::Replayed;
+        }
+        if set.len() >= self.cap {
+            return NonceCheck::Full;
+        }
+        set.insert(key.clone());
+        order.push_back((now, key.0, key.1));
+        NonceCheck::Fresh
+    }
+}
+
+/// A tenant token or operator token, as minted (the secret is shown once).
+pub struct MintedToken {
+    pub row: ApiToken,
+    pub secret: String,
+}
+
+/// Everything the portal needs at run time. Cheap to share behind an `Arc`.
+pub struct Portal {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub master: Arc<dyn MasterKey>,
+    pub ca: LocalCa,
+    pub keys: KeyCache,
+    pub certs: Arc<CertStore>,
+    pub waker: Waker,
+    pub nonces: NonceCache,
+    pub metrics: Metrics,
+}
+
+impl Portal {
+    /// Opens the embedded stores under `config.data_dir`, creating them on
+    /// first start (master key, database, CA).
+    pub async fn open(config: Config) -> Result<Portal> {
+        config.validate().map_err(ServiceError::Invalid)?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            ServiceError::Invalid(format!(
+                "cannot create data dir {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let (master, source) =
+            crypto::load_master_key(&config.master_key_path()).map_err(ServiceError::Crypto)?;
+        if source == crypto::MasterKeySource::Generated {
+            tracing::warn!(
+                path = %config.master_key_path().display(),
+                "GENERATED A NEW MASTER KEY. Every tenant key is wrapped by it: back it up \
+                 somewhere other than the data dir, and for production move it out of the data \
+                 dir (master_key_file) or into RAMPART_MASTER_KEY. Losing it loses all tenant data."
+            );
+        }
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.db_path()).await?);
+        let blobs: Arc<dyn BlobStore> = Arc::new(LocalBlobStore::new(config.blob_dir()));
+        Self::with_backends(config, store, blobs, Arc::new(master)).await
+    }
+
+    /// Assembles a portal over given backends (tests use an in-memory store).
+    pub async fn with_backends(
+        config: Config,
+        store: Arc<dyn Store>,
+        blobs: Arc<dyn BlobStore>,
+        master: Arc<dyn MasterKey>,
+    ) -> Result<Portal> {
+        let ca = LocalCa::load_or_create(store.as_ref(), master.as_ref()).await?;
+        if config.data_dir.is_dir() {
+            let _ = std::fs::write(config.ca_cert_path(), ca.cert_pem());
+        }
+        // The admin certificate is reissued at every start and never stored.
+        let admin = ca.issue(&config.admin_domain)?;
+        let certs = Arc::new(CertStore::new(
+            &config.admin_domain,
+            tls::certified_key(&admin.chain_pem, &admin.key_der)?,
+        ));
+        let portal = Portal {
+            config,
+            store,
+            blobs,
+            master,
+            ca,
+            keys: KeyCache::default(),
+            certs,
+            waker: Waker::default(),
+            nonces: NonceCache::default(),
+            metrics: Metrics::new(),
+        };
+        portal.refresh_certs().await?;
+        Ok(portal)
+    }
+
+    /// Reloads tenant certificates, so tenants created by another process
+    /// (the CLI, another replica) are served.
+    pub async fn refresh_certs(&self) -> Result<()> {
+        let mut map = HashMap::new();
+        for t in self.store.list_tenants().await? {
+            let ck = match (&t.cert_file, &t.key_file) {
+                (Some(c), Some(k)) => tls::certified_key_from_files(c, k),
+                _ => {
+                    let keys = self.store.tenant_keys(t.id).await?;
+                    self.secrets(t.id)
+                        .await
+                        .and_then(|s| tls::certified_key(&keys.tls_cert_pem, &s.tls_key_der))
+                }
+            };
+            match ck {
+                Ok(ck) => {
+                    map.insert(t.domain.clone(), Arc::new(ck));
+                }
+                Err(e) => tracing::error!(tenant = %t.name, error = %e, "cannot load tenant certificate"),
+            }
+        }
+        self.certs.set_tenants(map);
+        Ok(())
+    }
+
+    /// The tenant's private keys, unwrapped once and cached.
+    pub async fn secrets(&self, tenant: TenantId) -> Result<Arc<TenantSecrets>> {
+        if let Some(s) = self.keys.get(tenant) {
+            return Ok(s);
+        }
+        let keys = self.store.tenant_keys(tenant).await?;
+        let s = Arc::new(crypto::open_tenant_keys(self.master.as_ref(), tenant, &keys)?);
+        self.keys.insert(tenant, s.clone());
+        Ok(s)
+    }
+
+    /// Hex SHA-256 of the SPKI of the certificate the tenant's domain serves.
+    pub async fn tenant_pin(&self, tenant: &Tenant) -> Result<String> {
+        let chain = match &tenant.cert_file {
+            Some(f) => std::fs::read_to_string(f)
+                .map_err(|e| ServiceError::Tls(format!("cannot read {f}: {e}")))?,
+            None => self.store.tenant_keys(tenant.id).await?.tls_cert_pem,
+        };
+        use rustls::pki_types::pem::PemObject;
+        let leaf = rustls::pki_types::CertificateDer::pem_slice_iter(chain.as_bytes())
+            .next()
+            .ok_or_else(|| ServiceError::Tls("tenant certificate chain is empty".into()))?
+            .map_err(|e| ServiceError::Tls(e.to_string()))?;
+        rampart_proto::pin::spki_pin(&leaf).map_err(|e| ServiceError::Tls(e.to_string()))
+    }
+
+    pub async fn create_tenant(
+        &self,
+        name: &str,
+        domain: &str,
+        cert_files: Option<(String, String)>,
+    ) -> Result<Tenant> {
+        validate_name(name)?;
+        let domain = domain.to_ascii_lowercase();
+        validate_domain(&domain)?;
+        if domain == self.config.admin_domain.to_ascii_lowercase() {
+            return Err(ServiceError::Invalid(format!(
+                "domain {domain} is the admin domain: give the tenant its own"
+            )));
+        }
+        if let Some((c, k)) = &cert_files {
+            // Refuse unusable files now rather than at the first handshake.
+            tls::certified_key_from_files(c, k)?;
+        }
+        let id = TenantId(Uuid::new_v4());
+        let issued = self.ca.issue(&domain)?;
+        let keys = crypto::new_tenant_keys(self.master.as_ref(), id, issued.chain_pem, &issued.key_der);
+        let tenant = Tenant {
+            id,
+            name: name.to_string(),
+            domain,
+            status: TenantStatus::Active,
+            created_at: now(),
+            cert_file: cert_files.as_ref().map(|c| c.0.clone()),
+            key_file: cert_files.map(|c| c.1),
+        };
+        self.store
+            .create_tenant(&NewTenant {
+                tenant: tenant.clone(),
+                keys,
+            })
+            .await?;
+        self.refresh_certs().await?;
+        tracing::info!(tenant = %tenant.name, domain = %tenant.domain, "tenant created");
+        Ok(tenant)
+    }
+
+    pub async fn find_tenant(&self, name_or_id: &str) -> Result<Tenant> {
+        let t = match Uuid::parse_str(name_or_id) {
+            Ok(id) => self.store.get_tenant(TenantId(id)).await?,
+            Err(_) => self.store.find_tenant(name_or_id).await?,
+        };
+        t.ok_or_else(|| ServiceError::NotFound(format!("tenant {name_or_id}")))
+    }
+
+    pub async fn set_tenant_status(&self, tenant: TenantId, status: TenantStatus) -> Result<()> {
+        self.store.set_tenant_status(tenant, status).await?;
+        tracing::info!(%tenant, status = status.as_str(), "tenant status changed");
+        Ok(())
+    }
+
+    /// Mints an API token: tenant-scoped, or an operator token when `tenant`
+    /// is `None`. Only its SHA-256 is stored.
+    pub async fn mint_api_token(
+        &self,
+        tenant: Option<TenantId>,
+        name: &str,
+        role: &str,
+        ttl_secs: Option<i64>,
+    ) -> Result<MintedToken> {
+        let mut raw = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut raw);
+        let prefix = if tenant.is_some() { "rmt_" } else { "rmo_" };
+        let secret = format!(
+            "{prefix}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        );
+        let now = now();
+        let row = ApiToken {
+            id: Uuid::new_v4(),
+            tenant_id: tenant,
+            name: name.to_string(),
+            token_hash: rampart_proto::sha256_hex(secret.as_bytes()),
+            role: role.to_string(),
+            created_at: now,
+            expires_at: ttl_secs.map(|t| now + t),
+            revoked_at: None,
+        };
+        self.store.create_api_token(&row).await?;
+        Ok(MintedToken { row, secret })
+    }
+
+    /// The live token behind a bearer secret, or `None`.
+    pub async fn authenticate(&self, secret: &str) -> Result<Option<ApiToken>> {
+        if secret.len() > 128 {
+            return Ok(None);
+        }
+        let hash = rampart_proto::sha256_hex(secret.as_bytes());
+        let Some(tok) = self.store.find_api_token(&hash).await? else {
+            return Ok(None);
+        };
+        // The lookup was by hash; compare again in constant time so timing
+        // says nothing about how much of a guess matched.
+        if !rampart_proto::ct_eq(tok.token_hash.as_bytes(), hash.as_bytes()) {
+            return Ok(None);
+        }
+        let now = now();
+        if tok.revoked_at.is_some() || tok.expires_at.is_some_and(|e| e <= now) {
+            return Ok(None);
+        }
+        Ok(Some(tok))
+    }
+
+    pub async fn create_enrollment_token(
+        &self,
+        tenant: &Tenant,
+        ttl_secs: i64,
+        max_uses: u32,
+        labels: Vec<String>,
+        needs_approval: bool,
+    ) -> Result<(EnrollmentTokenRow, String)> {
+        if !(60..=90 * 86_400).contains(&ttl_secs) {
+            return Err(ServiceError::Invalid(
+                "ttl_secs must be between 60 and 7776000 (90 days)".into(),
+            ));
+        }
+        if !(1..=100_000).contains(&max_uses) {
+            return Err(ServiceError::Invalid("max_uses must be between 1 and 100000".into()));
+        }
+        validate_labels(&labels)?;
+        let token = EnrollmentToken::new(
+            self.config.tenant_url(&tenant.domain),
+            tenant.id.0,
+            self.tenant_pin(tenant).await?,
+        );
+        let now = now();
+        let row = EnrollmentTokenRow {
+            id: Uuid::new_v4(),
+            tenant_id: tenant.id,
+            secret_hash: token.secret_hash(),
+            created_at: now,
+            expires_at: now + ttl_secs,
+            max_uses,
+            uses: 0,
+            labels,
+            needs_approval,
+            revoked_at: None,
+        };
+        self.store.create_enrollment_token(tenant.id, &row).await?;
+        Ok((row, token.encode()))
+    }
+
+    /// Redeems an enrollment token for a new device key.
+    pub async fn enroll(&self, tenant: &Tenant, req: &EnrollRequest) -> Result<EnrollResponse> {
+        if req.hostname.is_empty() || req.hostname.len() > 253 || req.agent_version.len() > 64 {
+            return Err(ServiceError::Invalid(
+                "hostname must be 1 to 253 characters and agent_version at most 64".into(),
+            ));
+        }
+        let pk = VerifyingKey::from_b64(&req.device_public_key)
+            .map_err(|e| ServiceError::Invalid(format!("device_public_key: {e}")))?;
+        let proof = rampart_proto::unb64("proof", &req.proof, 64)
+            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        pk.verify(
+            &EnrollRequest::proof_input(&req.secret, &req.device_public_key),
+            &proof,
+        )
+        .map_err(|_| {
+            ServiceError::Invalid("proof does not verify: sign the secret with the device key".into())
+        })?;
+        let hash = rampart_proto::sha256_hex(req.secret.as_bytes());
+        let device = NewDevice {
+            id: DeviceId(Uuid::new_v4()),
+            public_key: pk.to_bytes().to_vec(),
+            hostname: req.hostname.clone(),
+            now: now(),
+        };
+        let dev = self
+            .store
+            .redeem_enrollment(tenant.id, &hash, &device)
+            .await?
+            .map_err(ServiceError::Enrollment)?;
+        let secrets = self.secrets(tenant.id).await?;
+        tracing::info!(tenant = %tenant.name, device = %dev.id, hostname = %dev.hostname, status = %dev.status, "device enrolled");
+        Ok(EnrollResponse {
+            tenant_id: tenant.id.0,
+            device_id: dev.id.0,
+            status: DeviceStatus::parse(&dev.status).unwrap_or(DeviceStatus::Pending),
+            instruction_key: secrets.instruction_key().to_b64(),
+            upload_key: secrets.upload_key().to_b64(),
+            poll_wait_secs: self.config.poll_wait_secs,
+        })
+    }
+
+    /// Signs an instruction for one device, stores it and wakes its poll.
+    pub async fn queue_instruction(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        kind: &str,
+        payload: serde_json::Value,
+        ttl_secs: Option<i64>,
+    ) -> Result<InstructionRow> {
+        if kind.is_empty()
+            || kind.len() > 32
+            || !kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        {
+            return Err(ServiceError::Invalid(
+                "kind must be 1 to 32 characters of a-z and _".into(),
+            ));
+        }
+        let ttl = ttl_secs.unwrap_or(self.config.instruction_ttl_secs as i64);
+        if !(10..=30 * 86_400).contains(&ttl) {
+            return Err(ServiceError::Invalid("ttl_secs must be between 10 and 2592000".into()));
+        }
+        let dev = self
+            .store
+            .get_device(tenant, device)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("device {device}")))?;
+        if dev.status == DeviceStatus::Revoked.as_str() {
+            return Err(ServiceError::Conflict(format!(
+                "device {device} is revoked: enroll it again to send it instructions"
+            )));
+        }
+        let seq = self.store.allocate_seq(tenant, device).await?;
+        let now = now();
+        let env = Envelope {
+            tenant: tenant.0,
+            device: device.0,
+            seq,
+            issued_at: now,
+            expires_at: now + ttl,
+            kind: kind.to_string(),
+            payload: payload.clone(),
+        };
+        let signed = env.sign(&self.secrets(tenant).await?.signing);
+        let row = InstructionRow {
+            device_id: device,
+            seq,
+            kind: kind.to_string(),
+            payload,
+            signed: serde_json::to_value(&signed).map_err(|e| ServiceError::Crypto(e.to_string()))?,
+            issued_at: now,
+            expires_at: env.expires_at,
+            status: "queued".into(),
+            result: None,
+            delivered_at: None,
+            acked_at: None,
+        };
+        self.store.insert_instruction(tenant, &row).await?;
+        self.metrics.instructions_queued.inc();
+        self.waker.wake(device);
+        Ok(row)
+    }
+
+    /// Verifies, stores durably and then records a sealed batch. Answers
+    /// `stored: false` for a batch id this device already delivered.
+    pub async fn ingest_batch(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        frame_bytes: &[u8],
+    ) -> Result<rampart_proto::api::BatchAck> {
+        let frame = batch::parse(frame_bytes).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let secrets = self.secrets(tenant).await?;
+        // Opening proves the batch was sealed for this tenant and bound to
+        // this device before we spend disk on it.
+        let plaintext = frame
+            .open(&secrets.upload, tenant.0, device.0)
+            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let h = &frame.header;
+        let key = format!("spool/{}/{}/{}.rpb", tenant, device, h.batch_id);
+        self.blobs.put(&key, frame_bytes).await?;
+        let row = BatchRow {
+            batch_id: h.batch_id,
+            device_id: device,
+            kind: h.kind.clone(),
+            priority: h.priority as u8,
+            items: h.items,
+            bytes: frame_bytes.len() as u64,
+            created_at: h.created_at,
+            received_at: now(),
+            blob_key: key,
+        };
+        let stored = self.store.record_batch(tenant, &row).await?;
+        self.metrics.record_batch(&h.kind, stored, frame_bytes.len());
+        if stored && h.kind == "health" {
+            self.apply_heartbeat(tenant, device, &plaintext).await?;
+        }
+        Ok(rampart_proto::api::BatchAck {
+            batch_id: h.batch_id,
+            stored,
+        })
+    }
+
+    async fn apply_heartbeat(&self, tenant: TenantId, device: DeviceId, plaintext: &[u8]) -> Result<()> {
+        // A health batch holds one heartbeat per line; the newest wins.
+        let newest = plaintext
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| serde_json::from_slice::<Heartbeat>(l).ok())
+            .max_by_key(|h| h.sent_at);
+        if let Some(hb) = newest {
+            let v = serde_json::to_value(&hb).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+            self.store.set_device_health(tenant, device, &v).await?;
+        }
+        Ok(())
+    }
+}
