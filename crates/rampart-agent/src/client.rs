@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rampart_proto::api::{AckRequest, BatchAck, EnrollRequest, EnrollResponse, ErrorBody, PollResponse, RefusalReport};
+use rampart_proto::api::{
+    AckRequest, BatchAck, EnrollRequest, EnrollResponse, ErrorBody, PollResponse, RefusalReport,
+};
 use rampart_proto::keys::SigningKey;
 use rampart_proto::pin::PinnedServerVerifier;
 use rampart_proto::reqsig::{DeviceAuth, HDR_DEVICE, HDR_NONCE, HDR_SIGNATURE, HDR_TIMESTAMP};
@@ -35,7 +37,9 @@ impl ClientError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ClientError::Transport(_) => true,
-            ClientError::Refused { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+            ClientError::Refused { status, .. } => {
+                *status >= 500 || *status == 429 || *status == 408
+            }
             _ => false,
         }
     }
@@ -63,7 +67,11 @@ pub struct PortalClient {
 
 impl PortalClient {
     /// A client that trusts only the certificate key matching `pin`.
-    pub fn new(portal_url: &str, pin: &str, resolve: Option<SocketAddr>) -> Result<Self, ClientError> {
+    pub fn new(
+        portal_url: &str,
+        pin: &str,
+        resolve: Option<SocketAddr>,
+    ) -> Result<Self, ClientError> {
         let base = reqwest::Url::parse(portal_url)
             .map_err(|e| ClientError::Config(format!("portal url {portal_url}: {e}")))?;
         if base.scheme() != "https" {
@@ -73,7 +81,8 @@ impl PortalClient {
             .host_str()
             .ok_or_else(|| ClientError::Config("portal url has no host".into()))?
             .to_ascii_lowercase();
-        let tls = PinnedServerVerifier::client_config(pin).map_err(|e| ClientError::Config(e.to_string()))?;
+        let tls = PinnedServerVerifier::client_config(pin)
+            .map_err(|e| ClientError::Config(e.to_string()))?;
         let mut b = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .connect_timeout(Duration::from_secs(10))
@@ -82,7 +91,9 @@ impl PortalClient {
         if let Some(addr) = resolve {
             b = b.resolve(&host, addr);
         }
-        let http = b.build().map_err(|e| ClientError::Config(format!("http client: {e}")))?;
+        let http = b
+            .build()
+            .map_err(|e| ClientError::Config(format!("http client: {e}")))?;
         Ok(PortalClient {
             http,
             base,
@@ -103,7 +114,14 @@ impl PortalClient {
             .map_err(|e| ClientError::Config(e.to_string()))
     }
 
-    async fn send(&self, method: reqwest::Method, path_and_query: &str, body: Vec<u8>, content_type: &str, timeout: Duration) -> Result<reqwest::Response, ClientError> {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, ClientError> {
         let url = self.url(path_and_query)?;
         let mut req = self
             .http
@@ -112,7 +130,15 @@ impl PortalClient {
             .header("content-type", content_type);
         if let Some((device, key)) = &self.device {
             let now = time_now();
-            let auth = DeviceAuth::sign(key, *device, method.as_str(), &self.host, path_and_query, now, &body);
+            let auth = DeviceAuth::sign(
+                key,
+                *device,
+                method.as_str(),
+                &self.host,
+                path_and_query,
+                now,
+                &body,
+            );
             req = req
                 .header(HDR_DEVICE, auth.device.to_string())
                 .header(HDR_TIMESTAMP, auth.timestamp.to_string())
@@ -129,10 +155,16 @@ impl PortalClient {
             Ok(b) => (b.error.code, b.error.message),
             Err(_) => ("unknown".into(), text.chars().take(200).collect()),
         };
-        Err(ClientError::Refused { status, code, message })
+        Err(ClientError::Refused {
+            status,
+            code,
+            message,
+        })
     }
 
-    async fn json<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, ClientError> {
+    async fn json<T: serde::de::DeserializeOwned>(
+        resp: reqwest::Response,
+    ) -> Result<T, ClientError> {
         let bytes = resp.bytes().await.map_err(transport)?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
@@ -140,16 +172,31 @@ impl PortalClient {
     pub async fn enroll(&self, req: &EnrollRequest) -> Result<EnrollResponse, ClientError> {
         let body = serde_json::to_vec(req).map_err(|e| ClientError::Decode(e.to_string()))?;
         let resp = self
-            .send(reqwest::Method::POST, "/api/v1/enroll", body, "application/json", Duration::from_secs(30))
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/enroll",
+                body,
+                "application/json",
+                Duration::from_secs(30),
+            )
             .await?;
         Self::json(resp).await
     }
 
     /// Long poll: returns when instructions are pending or after `wait`.
     pub async fn poll(&self, after_seq: u64, wait: Duration) -> Result<PollResponse, ClientError> {
-        let path = format!("/api/v1/device/poll?after_seq={after_seq}&wait_secs={}", wait.as_secs());
+        let path = format!(
+            "/api/v1/device/poll?after_seq={after_seq}&wait_secs={}",
+            wait.as_secs()
+        );
         let resp = self
-            .send(reqwest::Method::GET, &path, Vec::new(), "application/json", wait + Duration::from_secs(20))
+            .send(
+                reqwest::Method::GET,
+                &path,
+                Vec::new(),
+                "application/json",
+                wait + Duration::from_secs(20),
+            )
             .await?;
         Self::json(resp).await
     }
@@ -169,14 +216,26 @@ impl PortalClient {
 
     pub async fn report_refusal(&self, r: &RefusalReport) -> Result<(), ClientError> {
         let body = serde_json::to_vec(r).map_err(|e| ClientError::Decode(e.to_string()))?;
-        self.send(reqwest::Method::POST, "/api/v1/device/refusals", body, "application/json", Duration::from_secs(30))
-            .await?;
+        self.send(
+            reqwest::Method::POST,
+            "/api/v1/device/refusals",
+            body,
+            "application/json",
+            Duration::from_secs(30),
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn upload(&self, frame: Vec<u8>) -> Result<BatchAck, ClientError> {
         let resp = self
-            .send(reqwest::Method::POST, "/api/v1/device/batches", frame, "application/octet-stream", Duration::from_secs(120))
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/device/batches",
+                frame,
+                "application/octet-stream",
+                Duration::from_secs(120),
+            )
             .await?;
         Self::json(resp).await
     }

@@ -114,19 +114,28 @@ impl StateDir {
                 .decode(s.trim())
                 .ok()
                 .and_then(|b| Kek::from_bytes(&b).ok())
-                .ok_or_else(|| AgentError::State(format!("wrapping key from {from} is not base64 of 32 bytes")))
+                .ok_or_else(|| {
+                    AgentError::State(format!(
+                        "wrapping key from {from} is not base64 of 32 bytes"
+                    ))
+                })
         };
         if let Ok(v) = std::env::var("RAMPART_AGENT_WRAP_KEY") {
             return decode(&v, "RAMPART_AGENT_WRAP_KEY");
         }
-        let path = self.wrap_key_file.clone().unwrap_or_else(|| self.path("wrap.key"));
+        let path = self
+            .wrap_key_file
+            .clone()
+            .unwrap_or_else(|| self.path("wrap.key"));
         match std::fs::read_to_string(&path) {
             Ok(s) => decode(&s, &path.display().to_string()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.wrap_key_file.is_none() => {
                 let k = Kek::generate();
                 write_atomic(
                     &path,
-                    base64::engine::general_purpose::STANDARD.encode(k.as_bytes()).as_bytes(),
+                    base64::engine::general_purpose::STANDARD
+                        .encode(k.as_bytes())
+                        .as_bytes(),
                     true,
                 )?;
                 tracing::warn!(path = %path.display(), "generated the agent's wrapping key; for production provide it with --wrap-key-file (e.g. a systemd credential) or RAMPART_AGENT_WRAP_KEY");
@@ -145,12 +154,17 @@ impl StateDir {
         let path = self.path("device.key");
         let blob = std::fs::read(&path).map_err(|e| io_err(&path, "read", e))?;
         let secret = self.wrap_key()?.unwrap(&blob, KEY_AAD).map_err(|_| {
-            AgentError::State("device key does not unwrap: is this the wrapping key it was enrolled with?".into())
+            AgentError::State(
+                "device key does not unwrap: is this the wrapping key it was enrolled with?".into(),
+            )
         })?;
         SigningKey::from_secret(&secret).map_err(|e| AgentError::State(e.to_string()))
     }
 
-    fn read_json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>, AgentError> {
+    fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, AgentError> {
         let path = self.path(name);
         match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b)

@@ -10,10 +10,19 @@ use rampart_agent::run::{self, RunOptions};
 use rampart_proto::batch::Priority;
 
 #[derive(Parser)]
-#[command(name = "rampart-agent", version, about = "Rampart edge agent: connects outbound to its tenant's portal only")]
+#[command(
+    name = "rampart-agent",
+    version,
+    about = "Rampart edge agent: connects outbound to its tenant's portal only"
+)]
 struct Cli {
     /// Where the agent keeps its identity, wrapped key, state and outbox.
-    #[arg(long, env = "RAMPART_AGENT_STATE_DIR", default_value = "./rampart-agent-data", global = true)]
+    #[arg(
+        long,
+        env = "RAMPART_AGENT_STATE_DIR",
+        default_value = "./rampart-agent-data",
+        global = true
+    )]
     state_dir: PathBuf,
     /// File with the key that wraps the device key (base64, 32 bytes).
     /// Default: <state-dir>/wrap.key, generated on enrollment.
@@ -80,13 +89,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]
@@ -109,14 +119,30 @@ fn main() -> anyhow::Result<()> {
         .context("starting the runtime")?;
     let dir = StateDir::new(&cli.state_dir, cli.wrap_key_file.clone());
     match cli.cmd {
-        Cmd::Enroll { token, resolve, hostname: name } => {
+        Cmd::Enroll {
+            token,
+            resolve,
+            hostname: name,
+        } => {
             let id = rt
-                .block_on(run::enroll(&dir, &token, resolve, &name.unwrap_or_else(hostname)))
+                .block_on(run::enroll(
+                    &dir,
+                    &token,
+                    resolve,
+                    &name.unwrap_or_else(hostname),
+                ))
                 .context("enrollment failed")?;
-            println!("enrolled as device {} of tenant {}", id.device_id, id.tenant_id);
+            println!(
+                "enrolled as device {} of tenant {}",
+                id.device_id, id.tenant_id
+            );
             println!("state dir: {}", cli.state_dir.display());
         }
-        Cmd::Run { heartbeat_secs, outbox_mib, poll_wait_secs } => {
+        Cmd::Run {
+            heartbeat_secs,
+            outbox_mib,
+            poll_wait_secs,
+        } => {
             if heartbeat_secs == 0 || outbox_mib == 0 {
                 bail!("--heartbeat-secs and --outbox-mib must be at least 1");
             }
@@ -125,7 +151,8 @@ fn main() -> anyhow::Result<()> {
                 outbox_max_bytes: outbox_mib * 1024 * 1024,
                 poll_wait: poll_wait_secs.map(Duration::from_secs),
             };
-            rt.block_on(run::run(dir, opts, shutdown_signal())).context("agent failed")?;
+            rt.block_on(run::run(dir, opts, shutdown_signal()))
+                .context("agent failed")?;
         }
         Cmd::Status { health, json } => {
             let status = dir.status().context("reading status")?;
@@ -149,33 +176,68 @@ fn main() -> anyhow::Result<()> {
                 println!("device      {}", id.device_id);
                 println!("tenant      {}", id.tenant_id);
                 println!("portal      {}", id.portal_url);
-                println!("outbox      {} batches, {} bytes", outbox.batches, outbox.bytes);
-                println!("dropped     {} batches, {} bytes", outbox.dropped_batches, outbox.dropped_bytes);
+                println!(
+                    "outbox      {} batches, {} bytes",
+                    outbox.batches, outbox.bytes
+                );
+                println!(
+                    "dropped     {} batches, {} bytes",
+                    outbox.dropped_batches, outbox.dropped_bytes
+                );
                 match status {
                     Some(s) => {
                         let now = rampart_agent::client::time_now();
-                        println!("run loop    {} (pid {}, updated {}s ago)", if run::is_healthy(&s, now) { "alive" } else { "stale" }, s.pid, now - s.updated_at);
+                        println!(
+                            "run loop    {} (pid {}, updated {}s ago)",
+                            if run::is_healthy(&s, now) {
+                                "alive"
+                            } else {
+                                "stale"
+                            },
+                            s.pid,
+                            now - s.updated_at
+                        );
                         println!("last seq    {}", s.last_applied_seq);
-                        println!("last contact {}", s.last_contact.map(|t| format!("{}s ago", now - t)).unwrap_or_else(|| "never".into()));
-                        println!("last error  {}", s.last_error.unwrap_or_else(|| "none".into()));
+                        println!(
+                            "last contact {}",
+                            s.last_contact
+                                .map(|t| format!("{}s ago", now - t))
+                                .unwrap_or_else(|| "never".into())
+                        );
+                        println!(
+                            "last error  {}",
+                            s.last_error.unwrap_or_else(|| "none".into())
+                        );
                     }
                     None => println!("run loop    never ran"),
                 }
             }
         }
-        Cmd::Send { kind, priority, file } => {
+        Cmd::Send {
+            kind,
+            priority,
+            file,
+        } => {
             let priority = match priority.as_str() {
                 "alarm" => Priority::Alarm,
                 "health" => Priority::Health,
                 "data" => Priority::Data,
                 other => bail!("unknown priority {other}: use alarm, health or data"),
             };
-            let meta = std::fs::metadata(&file).with_context(|| format!("reading {}", file.display()))?;
+            let meta =
+                std::fs::metadata(&file).with_context(|| format!("reading {}", file.display()))?;
             if meta.len() > rampart_proto::batch::MAX_PLAINTEXT_BYTES as u64 {
-                bail!("{} is larger than one batch may be (64 MiB): split it", file.display());
+                bail!(
+                    "{} is larger than one batch may be (64 MiB): split it",
+                    file.display()
+                );
             }
-            let data = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let items = data.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() as u32;
+            let data =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let items = data
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count() as u32;
             let outbox = run::open_outbox(&dir, 256 * 1024 * 1024)?;
             let id = run::enqueue(&dir, &outbox, &kind, priority, items, &data)?;
             println!("{id}");

@@ -4,6 +4,7 @@
 //! - check-in: long-poll, verify each instruction, run it, record it, ack it;
 //! - uploader: drain the outbox, highest priority oldest first, with backoff;
 //! - heartbeat: seal a health batch into the outbox and write `status.json`.
+//!
 //! No task listens on a socket: every connection is outbound.
 
 use std::sync::{Arc, Mutex};
@@ -28,7 +29,12 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Enrolls with `token`: makes a device key, proves it to the portal, keeps
 /// the identity. Refuses a portal whose certificate key is not the pinned one.
-pub async fn enroll(dir: &StateDir, token: &str, resolve: Option<std::net::SocketAddr>, hostname: &str) -> Result<Identity, AgentError> {
+pub async fn enroll(
+    dir: &StateDir,
+    token: &str,
+    resolve: Option<std::net::SocketAddr>,
+    hostname: &str,
+) -> Result<Identity, AgentError> {
     if dir.is_enrolled() {
         return Err(AgentError::State(format!(
             "{} is already enrolled: use another --state-dir, or remove it to enroll again",
@@ -50,7 +56,9 @@ pub async fn enroll(dir: &StateDir, token: &str, resolve: Option<std::net::Socke
         })
         .await?;
     if resp.tenant_id != tok.tenant {
-        return Err(AgentError::State("portal answered for another tenant than the token names".into()));
+        return Err(AgentError::State(
+            "portal answered for another tenant than the token names".into(),
+        ));
     }
     // Validate the keys before keeping them.
     VerifyingKey::from_b64(&resp.instruction_key).map_err(|e| AgentError::State(e.to_string()))?;
@@ -74,9 +82,17 @@ pub async fn enroll(dir: &StateDir, token: &str, resolve: Option<std::net::Socke
 
 /// Seals `plaintext` for the tenant and queues it in the outbox. Used by the
 /// heartbeat and by `rampart-agent send`; later by every collector.
-pub fn enqueue(dir: &StateDir, outbox: &Outbox, kind: &str, priority: Priority, items: u32, plaintext: &[u8]) -> Result<Uuid, AgentError> {
+pub fn enqueue(
+    dir: &StateDir,
+    outbox: &Outbox,
+    kind: &str,
+    priority: Priority,
+    items: u32,
+    plaintext: &[u8],
+) -> Result<Uuid, AgentError> {
     let id = dir.identity()?;
-    let key = HpkePublicKey::from_b64(&id.upload_key).map_err(|e| AgentError::State(e.to_string()))?;
+    let key =
+        HpkePublicKey::from_b64(&id.upload_key).map_err(|e| AgentError::State(e.to_string()))?;
     let header = BatchHeader {
         batch_id: Uuid::new_v4(),
         priority,
@@ -91,7 +107,11 @@ pub fn enqueue(dir: &StateDir, outbox: &Outbox, kind: &str, priority: Priority, 
         tracing::warn!(kind, status = ?outcome.status, "outbox full: batch dropped");
     }
     if outcome.evicted_batches > 0 {
-        tracing::warn!(evicted = outcome.evicted_batches, bytes = outcome.evicted_bytes, "outbox full: dropped older lower-priority batches");
+        tracing::warn!(
+            evicted = outcome.evicted_batches,
+            bytes = outcome.evicted_bytes,
+            "outbox full: dropped older lower-priority batches"
+        );
     }
     Ok(header.batch_id)
 }
@@ -164,12 +184,18 @@ impl Shared {
 }
 
 /// Runs until `shutdown` resolves.
-pub async fn run(dir: StateDir, opts: RunOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<(), AgentError> {
+pub async fn run(
+    dir: StateDir,
+    opts: RunOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AgentError> {
     let id = dir.identity()?;
     let key = Arc::new(dir.device_key()?);
-    let instruction_key = VerifyingKey::from_b64(&id.instruction_key).map_err(|e| AgentError::State(e.to_string()))?;
+    let instruction_key = VerifyingKey::from_b64(&id.instruction_key)
+        .map_err(|e| AgentError::State(e.to_string()))?;
     let outbox = Arc::new(Outbox::open(&dir.outbox_dir(), opts.outbox_max_bytes)?);
-    let client = PortalClient::new(&id.portal_url, &id.pin, id.resolve)?.with_device(id.device_id, key);
+    let client =
+        PortalClient::new(&id.portal_url, &id.pin, id.resolve)?.with_device(id.device_id, key);
     let state = dir.run_state()?;
     tracing::info!(device = %id.device_id, portal = %id.portal_url, last_applied_seq = state.last_applied_seq, "agent running");
     let shared = Arc::new(Shared {
@@ -200,7 +226,9 @@ pub async fn run(dir: StateDir, opts: RunOptions, shutdown: impl std::future::Fu
 }
 
 async fn checkin_loop(s: Arc<Shared>, opts: RunOptions) {
-    let wait = opts.poll_wait.unwrap_or(Duration::from_secs(s.id.poll_wait_secs.max(1)));
+    let wait = opts
+        .poll_wait
+        .unwrap_or(Duration::from_secs(s.id.poll_wait_secs.max(1)));
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
     loop {
         if let Err(e) = flush_pending(&s).await {
@@ -208,7 +236,11 @@ async fn checkin_loop(s: Arc<Shared>, opts: RunOptions) {
             tokio::time::sleep(backoff.next_delay()).await;
             continue;
         }
-        let after = s.state.lock().unwrap_or_else(|p| p.into_inner()).last_applied_seq;
+        let after = s
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_applied_seq;
         match s.client.poll(after, wait).await {
             Ok(resp) => {
                 backoff.reset();
@@ -246,7 +278,11 @@ async fn flush_pending(s: &Shared) -> Result<(), ClientError> {
     for r in refusals {
         s.client.report_refusal(&r).await?;
         let mut st = s.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = st.pending_refusals.iter().position(|x| x.code == r.code && x.seq == r.seq && x.message == r.message) {
+        if let Some(i) = st
+            .pending_refusals
+            .iter()
+            .position(|x| x.code == r.code && x.seq == r.seq && x.message == r.message)
+        {
             st.pending_refusals.remove(i);
         }
         drop(st);
@@ -259,7 +295,11 @@ async fn handle_instruction(s: &Shared, si: &SignedInstruction) {
     let exp = Expectation {
         tenant: s.id.tenant_id,
         device: s.id.device_id,
-        last_applied_seq: s.state.lock().unwrap_or_else(|p| p.into_inner()).last_applied_seq,
+        last_applied_seq: s
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_applied_seq,
         now: time_now(),
     };
     let env = match si.verify(&s.instruction_key, &exp) {
@@ -271,7 +311,11 @@ async fn handle_instruction(s: &Shared, si: &SignedInstruction) {
                 message: refusal.to_string(),
                 seq: refusal.seq(),
             };
-            s.state.lock().unwrap_or_else(|p| p.into_inner()).pending_refusals.push(report);
+            s.state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pending_refusals
+                .push(report);
             if let Err(e) = s.save_state() {
                 tracing::error!(error = %e, "cannot record refusal");
             }
@@ -329,7 +373,8 @@ async fn upload_loop(s: Arc<Shared>) {
             Ok(Ok(None)) => {
                 // Nothing queued: sleep until something is, or re-scan now
                 // and then for batches queued by `rampart-agent send`.
-                let _ = tokio::time::timeout(Duration::from_secs(2), s.upload_wake.notified()).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), s.upload_wake.notified()).await;
                 continue;
             }
             Ok(Err(e)) => {
@@ -390,7 +435,11 @@ async fn heartbeat_loop(s: Arc<Shared>, opts: RunOptions) {
 
 fn beat(s: &Shared, heartbeat_secs: u64) -> Result<(), AgentError> {
     let stats = s.outbox.stats()?;
-    let last_error = s.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let last_error = s
+        .last_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let hb = Heartbeat {
         agent_version: VERSION.into(),
         uptime_secs: s.started.elapsed().as_secs(),
@@ -411,7 +460,11 @@ fn beat(s: &Shared, heartbeat_secs: u64) -> Result<(), AgentError> {
         updated_at: time_now(),
         last_contact: *s.last_contact.lock().unwrap_or_else(|p| p.into_inner()),
         last_error,
-        last_applied_seq: s.state.lock().unwrap_or_else(|p| p.into_inner()).last_applied_seq,
+        last_applied_seq: s
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_applied_seq,
         outbox_batches: stats.batches,
         outbox_bytes: stats.bytes,
         outbox_dropped_batches: stats.dropped_batches,
@@ -431,4 +484,3 @@ pub fn is_healthy(status: &Status, now: i64) -> bool {
 pub fn open_outbox(dir: &StateDir, max_bytes: u64) -> Result<Outbox, AgentError> {
     Ok(Outbox::open(&dir.outbox_dir(), max_bytes)?)
 }
-

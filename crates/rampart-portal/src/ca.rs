@@ -59,7 +59,8 @@ impl LocalCa {
                 let mut p = CertificateParams::default();
                 p.distinguished_name
                     .push(DnType::CommonName, "Rampart local CA");
-                p.distinguished_name.push(DnType::OrganizationName, "Rampart");
+                p.distinguished_name
+                    .push(DnType::OrganizationName, "Rampart");
                 p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
                 p.key_usages = vec![
                     KeyUsagePurpose::KeyCertSign,
@@ -92,11 +93,16 @@ impl LocalCa {
         self.cert.pem()
     }
 
-    /// Issues a server certificate for `domain`.
-    pub fn issue(&self, domain: &str) -> Result<Issued, ServiceError> {
+    /// Issues a server certificate for `names` (DNS names or IP
+    /// addresses); the first is the subject's common name.
+    pub fn issue(&self, names: &[&str]) -> Result<Issued, ServiceError> {
         let key = KeyPair::generate().map_err(tls_err)?;
-        let mut p = CertificateParams::new(vec![domain.to_string()]).map_err(tls_err)?;
-        p.distinguished_name.push(DnType::CommonName, domain);
+        let sans: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut p = CertificateParams::new(sans).map_err(tls_err)?;
+        p.distinguished_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("rampart"),
+        );
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let now = time::OffsetDateTime::now_utc();

@@ -64,7 +64,10 @@ pub fn load_master_key(path: &Path) -> Result<(LocalMasterKey, MasterKeySource),
             .ok_or_else(|| format!("master key from {from} is not base64 of 32 bytes"))
     };
     if let Ok(v) = std::env::var("RAMPART_MASTER_KEY") {
-        return Ok((LocalMasterKey(decode(&v, "RAMPART_MASTER_KEY")?), MasterKeySource::Env));
+        return Ok((
+            LocalMasterKey(decode(&v, "RAMPART_MASTER_KEY")?),
+            MasterKeySource::Env,
+        ));
     }
     match std::fs::read_to_string(path) {
         Ok(s) => Ok((

@@ -20,8 +20,12 @@ pub async fn run(portal: Arc<Portal>) -> anyhow::Result<()> {
         Some(t) => t,
         None => portal.create_tenant(TENANT, DOMAIN, None).await?,
     };
-    let operator = portal.mint_api_token(None, "demo operator", "operator", None).await?;
-    let tenant_token = portal.mint_api_token(Some(tenant.id), "demo admin", "admin", None).await?;
+    let operator = portal
+        .mint_api_token(None, "demo operator", "operator", None)
+        .await?;
+    let tenant_token = portal
+        .mint_api_token(Some(tenant.id), "demo admin", "admin", None)
+        .await?;
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -55,7 +59,13 @@ pub async fn run(portal: Arc<Portal>) -> anyhow::Result<()> {
 
     // Push one signed instruction and wait for the agent's ack.
     let ins = portal
-        .queue_instruction(tenant.id, device, "ping", serde_json::json!({"message": "hello from the demo"}), None)
+        .queue_instruction(
+            tenant.id,
+            device,
+            "ping",
+            serde_json::json!({"message": "hello from the demo"}),
+            None,
+        )
         .await?;
     let mut acked = None;
     for _ in 0..100 {
@@ -78,9 +88,13 @@ pub async fn run(portal: Arc<Portal>) -> anyhow::Result<()> {
     println!("  CA cert       {}", ca.display());
     println!("  operator token (admin API):  {}", operator.secret);
     println!("  tenant admin token (demo):   {}", tenant_token.secret);
-    println!("  demo agent    device {device}, ping instruction seq {} -> {}",
+    println!(
+        "  demo agent    device {device}, ping instruction seq {} -> {}",
         ins.seq,
-        acked.map(|r| format!("acked: {r}")).unwrap_or_else(|| "not acked yet".into()));
+        acked
+            .map(|r| format!("acked: {r}"))
+            .unwrap_or_else(|| "not acked yet".into())
+    );
     println!();
     println!("Try:");
     println!(

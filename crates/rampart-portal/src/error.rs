@@ -79,7 +79,9 @@ impl From<rampart_store::StoreError> for ApiError {
     fn from(e: rampart_store::StoreError) -> Self {
         use rampart_store::StoreError as E;
         match e {
-            E::Conflict(what) => ApiError::conflict(format!("{what} already exists: choose another")),
+            E::Conflict(what) => {
+                ApiError::conflict(format!("{what} already exists: choose another"))
+            }
             E::NotFound(what) => ApiError::not_found(what),
             e if e.is_unavailable() => ApiError::unavailable(e),
             e => ApiError::internal(e),

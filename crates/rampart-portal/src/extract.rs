@@ -61,7 +61,10 @@ fn addressed_host(parts: &Parts) -> Result<String, ApiError> {
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(strip_port);
-    let sni = parts.extensions.get::<ConnInfo>().and_then(|c| c.sni.clone());
+    let sni = parts
+        .extensions
+        .get::<ConnInfo>()
+        .and_then(|c| c.sni.clone());
     match (sni, header) {
         (Some(sni), Some(h)) if sni != h => Err(ApiError::new(
             StatusCode::MISDIRECTED_REQUEST,

@@ -62,11 +62,20 @@ pub fn app(portal: AppState) -> axum::Router {
             "/api/v1/openapi.json",
             axum::routing::get(move || {
                 let body = api_json.clone();
-                async move { ([("content-type", "application/json")], body.as_ref().clone()) }
+                async move {
+                    (
+                        [("content-type", "application/json")],
+                        body.as_ref().clone(),
+                    )
+                }
             }),
         )
         .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route: see /api/v1/openapi.json")
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_route",
+                "no such route: see /api/v1/openapi.json",
+            )
         })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -95,7 +104,11 @@ async fn observe(State(p): State<AppState>, req: Request, next: Next) -> Respons
     let status = resp.status().as_u16();
     p.metrics
         .http_requests
-        .get_or_create(&HttpLabels { method: method.clone(), route: route.clone(), status })
+        .get_or_create(&HttpLabels {
+            method: method.clone(),
+            route: route.clone(),
+            status,
+        })
         .inc();
     tracing::debug!(request_id = %id, %method, %route, status, elapsed_ms = start.elapsed().as_millis() as u64, "request");
     if let Ok(v) = HeaderValue::from_str(&id) {
@@ -120,7 +133,10 @@ pub async fn run(
                 let p = p.clone();
                 async move {
                     (
-                        [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                        [(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
                         p.metrics.encode(),
                     )
                         .into_response()

@@ -13,7 +13,11 @@ use rampart_portal::service::Portal;
 use rampart_store::TenantStatus;
 
 #[derive(Parser)]
-#[command(name = "rampart", version, about = "Rampart multi-tenant security portal")]
+#[command(
+    name = "rampart",
+    version,
+    about = "Rampart multi-tenant security portal"
+)]
 struct Cli {
     /// TOML config file (see `rampart config defaults`).
     #[arg(long, env = "RAMPART_CONFIG", global = true)]
@@ -68,11 +72,9 @@ enum Cmd {
     /// Manage enrollment tokens.
     #[command(subcommand)]
     Token(TokenCmd),
-    /// Create an operator token for the admin API.
-    AdminToken {
-        #[arg(long, default_value = "operator")]
-        name: String,
-    },
+    /// Operator tokens for the admin API.
+    #[command(subcommand)]
+    AdminToken(AdminTokenCmd),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -93,9 +95,15 @@ enum TenantCmd {
         key_file: Option<String>,
     },
     List,
-    Show { tenant: String },
-    Suspend { tenant: String },
-    Resume { tenant: String },
+    Show {
+        tenant: String,
+    },
+    Suspend {
+        tenant: String,
+    },
+    Resume {
+        tenant: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -122,6 +130,15 @@ enum TokenCmd {
         #[arg(long)]
         tenant: String,
         id: uuid::Uuid,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminTokenCmd {
+    /// Create an operator token (printed once).
+    Create {
+        #[arg(long, default_value = "operator")]
+        name: String,
     },
 }
 
@@ -161,7 +178,9 @@ fn load_config(cli: &Cli, serve: Option<&ServeArgs>) -> anyhow::Result<Config> {
         match s.metrics_listen.as_deref() {
             None => {}
             Some("off") | Some("") => c.metrics_listen = None,
-            Some(a) => c.metrics_listen = Some(a.parse().with_context(|| format!("--metrics-listen {a}"))?),
+            Some(a) => {
+                c.metrics_listen = Some(a.parse().with_context(|| format!("--metrics-listen {a}"))?)
+            }
         }
         if let Some(f) = &s.log_format {
             c.log_format = f.clone();
@@ -174,7 +193,9 @@ fn load_config(cli: &Cli, serve: Option<&ServeArgs>) -> anyhow::Result<Config> {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RAMPART_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         b.json().init();
     } else {
@@ -186,7 +207,9 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
             return;
         }
@@ -219,9 +242,10 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", rampart_portal::config::defaults_toml());
         return Ok(());
     }
-    let portal = Arc::new(Portal::open(config.clone()).await.with_context(|| {
-        format!("opening the portal data dir {}", config.data_dir.display())
-    })?);
+    let portal =
+        Arc::new(Portal::open(config.clone()).await.with_context(|| {
+            format!("opening the portal data dir {}", config.data_dir.display())
+        })?);
     match cli.cmd {
         Cmd::Serve(_) => {
             let listener = tokio::net::TcpListener::bind(config.listen)
@@ -232,11 +256,13 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Demo(_) => demo::run(portal).await?,
         Cmd::Tenant(t) => tenant_cmd(&portal, t, cli.json).await?,
         Cmd::Token(t) => token_cmd(&portal, t, cli.json).await?,
-        Cmd::AdminToken { name } => {
+        Cmd::AdminToken(AdminTokenCmd::Create { name }) => {
             let t = portal.mint_api_token(None, &name, "operator", None).await?;
-            print(cli.json, &serde_json::json!({"id": t.row.id, "token": t.secret}), || {
-                format!("operator token (shown once): {}", t.secret)
-            });
+            print(
+                cli.json,
+                &serde_json::json!({"id": t.row.id, "token": t.secret}),
+                || format!("operator token (shown once): {}", t.secret),
+            );
         }
         Cmd::Config(_) => unreachable!("handled above"),
     }
@@ -246,17 +272,28 @@ async fn main() -> anyhow::Result<()> {
 async fn tenant_cmd(p: &Portal, cmd: TenantCmd, json: bool) -> anyhow::Result<()> {
     use rampart_portal::routes::admin::tenant_view;
     match cmd {
-        TenantCmd::Create { name, domain, cert_file, key_file } => {
+        TenantCmd::Create {
+            name,
+            domain,
+            cert_file,
+            key_file,
+        } => {
             let files = cert_file.zip(key_file);
             let t = p.create_tenant(&name, &domain, files).await?;
-            let tok = p.mint_api_token(Some(t.id), "initial admin", "admin", None).await?;
+            let tok = p
+                .mint_api_token(Some(t.id), "initial admin", "admin", None)
+                .await?;
             let v = tenant_view(p, &t);
-            print(json, &serde_json::json!({"tenant": v, "admin_token": tok.secret}), || {
-                format!(
-                    "tenant {} ({}) created at {}\nadmin api token (shown once): {}",
-                    t.name, t.id, v.url, tok.secret
-                )
-            });
+            print(
+                json,
+                &serde_json::json!({"tenant": v, "admin_token": tok.secret}),
+                || {
+                    format!(
+                        "tenant {} ({}) created at {}\nadmin api token (shown once): {}",
+                        t.name, t.id, v.url, tok.secret
+                    )
+                },
+            );
         }
         TenantCmd::List => {
             let ts = p.store.list_tenants().await?;
@@ -273,7 +310,10 @@ async fn tenant_cmd(p: &Portal, cmd: TenantCmd, json: bool) -> anyhow::Result<()
             let pin = p.tenant_pin(&t).await?;
             let v = tenant_view(p, &t);
             print(json, &serde_json::json!({"tenant": v, "pin": pin}), || {
-                format!("{}  {} {}\nurl {}\npin {}", v.id, v.name, v.status, v.url, pin)
+                format!(
+                    "{}  {} {}\nurl {}\npin {}",
+                    v.id, v.name, v.status, v.url, pin
+                )
             });
         }
         TenantCmd::Suspend { tenant } => {
@@ -292,33 +332,55 @@ async fn tenant_cmd(p: &Portal, cmd: TenantCmd, json: bool) -> anyhow::Result<()
 
 async fn token_cmd(p: &Portal, cmd: TokenCmd, json: bool) -> anyhow::Result<()> {
     match cmd {
-        TokenCmd::Create { tenant, ttl_secs, max_uses, labels, needs_approval } => {
+        TokenCmd::Create {
+            tenant,
+            ttl_secs,
+            max_uses,
+            labels,
+            needs_approval,
+        } => {
             let t = p.find_tenant(&tenant).await?;
             let (row, token) = p
                 .create_enrollment_token(&t, ttl_secs, max_uses, labels, needs_approval)
                 .await?;
-            print(json, &serde_json::json!({"id": row.id, "token": token, "expires_at": row.expires_at}), || {
-                format!("enrollment token {} (shown once):\n{token}", row.id)
-            });
+            print(
+                json,
+                &serde_json::json!({"id": row.id, "token": token, "expires_at": row.expires_at}),
+                || format!("enrollment token {} (shown once):\n{token}", row.id),
+            );
         }
         TokenCmd::List { tenant } => {
             let t = p.find_tenant(&tenant).await?;
             let rows = p.store.list_enrollment_tokens(t.id).await?;
             let vs: Vec<_> = rows
                 .iter()
-                .map(|r| serde_json::json!({"id": r.id, "expires_at": r.expires_at, "uses": r.uses,
-                    "max_uses": r.max_uses, "revoked": r.revoked_at.is_some(), "labels": r.labels}))
+                .map(|r| {
+                    serde_json::json!({"id": r.id, "expires_at": r.expires_at, "uses": r.uses,
+                    "max_uses": r.max_uses, "revoked": r.revoked_at.is_some(), "labels": r.labels})
+                })
                 .collect();
             print(json, &vs, || {
                 rows.iter()
-                    .map(|r| format!("{}  uses {}/{}  revoked {}", r.id, r.uses, r.max_uses, r.revoked_at.is_some()))
+                    .map(|r| {
+                        format!(
+                            "{}  uses {}/{}  revoked {}",
+                            r.id,
+                            r.uses,
+                            r.max_uses,
+                            r.revoked_at.is_some()
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             });
         }
         TokenCmd::Revoke { tenant, id } => {
             let t = p.find_tenant(&tenant).await?;
-            if !p.store.revoke_enrollment_token(t.id, id, rampart_portal::service::now()).await? {
+            if !p
+                .store
+                .revoke_enrollment_token(t.id, id, rampart_portal::service::now())
+                .await?
+            {
                 bail!("no enrollment token {id} in tenant {}", t.name);
             }
             println!("enrollment token {id} revoked");

@@ -53,18 +53,46 @@ impl Metrics {
             long_polls: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register("http_requests", "HTTP requests served", m.http_requests.clone());
-        registry.register("ingest_batches", "Sealed batches received", m.ingest_batches.clone());
-        registry.register("ingest_bytes", "Sealed batch bytes stored", m.ingest_bytes.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests served",
+            m.http_requests.clone(),
+        );
+        registry.register(
+            "ingest_batches",
+            "Sealed batches received",
+            m.ingest_batches.clone(),
+        );
+        registry.register(
+            "ingest_bytes",
+            "Sealed batch bytes stored",
+            m.ingest_bytes.clone(),
+        );
         registry.register(
             "refused_instructions",
             "Instructions agents refused (tampered, replayed, expired, misaddressed)",
             m.refused_instructions.clone(),
         );
-        registry.register("instructions_queued", "Instructions signed and queued", m.instructions_queued.clone());
-        registry.register("instructions_acked", "Instruction results received", m.instructions_acked.clone());
-        registry.register("devices_online", "Active devices seen within the offline threshold", m.devices_online.clone());
-        registry.register("long_polls", "Device long polls being held", m.long_polls.clone());
+        registry.register(
+            "instructions_queued",
+            "Instructions signed and queued",
+            m.instructions_queued.clone(),
+        );
+        registry.register(
+            "instructions_acked",
+            "Instruction results received",
+            m.instructions_acked.clone(),
+        );
+        registry.register(
+            "devices_online",
+            "Active devices seen within the offline threshold",
+            m.devices_online.clone(),
+        );
+        registry.register(
+            "long_polls",
+            "Device long polls being held",
+            m.long_polls.clone(),
+        );
         Metrics { registry, ..m }
     }
 

@@ -46,11 +46,15 @@ fn enrollment_message(r: TokenRejection) -> &'static str {
         TokenRejection::Unknown => {
             "enrollment token is unknown to this tenant: ask the tenant admin for a new one"
         }
-        TokenRejection::Expired => "enrollment token has expired: ask the tenant admin for a new one",
+        TokenRejection::Expired => {
+            "enrollment token has expired: ask the tenant admin for a new one"
+        }
         TokenRejection::UsedUp => {
             "enrollment token has been used up: ask the tenant admin for a new one"
         }
-        TokenRejection::Revoked => "enrollment token was revoked: ask the tenant admin for a new one",
+        TokenRejection::Revoked => {
+            "enrollment token was revoked: ask the tenant admin for a new one"
+        }
     }
 }
 
@@ -134,9 +138,16 @@ impl Waker {
 /// Remembers request nonces inside the signature time window, so that a
 /// captured device request cannot be replayed.
 pub struct NonceCache {
-    inner: Mutex<(HashSet<(Uuid, String)>, VecDeque<(i64, Uuid, String)>)>,
+    inner: Mutex<NonceWindow>,
     /// Hard bound on memory; beyond it requests are refused (503).
     cap: usize,
+}
+
+/// Nonces seen, and the order they arrived in for expiry.
+#[derive(Default)]
+struct NonceWindow {
+    seen: HashSet<(Uuid, String)>,
+    order: VecDeque<(i64, Uuid, String)>,
 }
 
 impl Default for NonceCache {
@@ -157,7 +168,7 @@ pub enum NonceCheck {
 impl NonceCache {
     pub fn check(&self, device: Uuid, nonce: &str, now: i64) -> NonceCheck {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (set, order) = &mut *g;
+        let NonceWindow { seen: set, order } = &mut *g;
         // Anything older than twice the window can no longer verify anyway.
         let horizon = now - 2 * rampart_proto::reqsig::MAX_REQUEST_SKEW_SECS;
         while order.front().is_some_and(|(t, _, _)| *t < horizon) {
@@ -236,7 +247,9 @@ impl Portal {
             let _ = std::fs::write(config.ca_cert_path(), ca.cert_pem());
         }
         // The admin certificate is reissued at every start and never stored.
-        let admin = ca.issue(&config.admin_domain)?;
+        // It also names the loopback addresses, so local tools can reach the
+        // API by IP with verification on (routing then follows `Host`).
+        let admin = ca.issue(&[&config.admin_domain, "127.0.0.1", "::1"])?;
         let certs = Arc::new(CertStore::new(
             &config.admin_domain,
             tls::certified_key(&admin.chain_pem, &admin.key_der)?,
@@ -275,7 +288,9 @@ impl Portal {
                 Ok(ck) => {
                     map.insert(t.domain.clone(), Arc::new(ck));
                 }
-                Err(e) => tracing::error!(tenant = %t.name, error = %e, "cannot load tenant certificate"),
+                Err(e) => {
+                    tracing::error!(tenant = %t.name, error = %e, "cannot load tenant certificate")
+                }
             }
         }
         self.certs.set_tenants(map);
@@ -288,7 +303,11 @@ impl Portal {
             return Ok(s);
         }
         let keys = self.store.tenant_keys(tenant).await?;
-        let s = Arc::new(crypto::open_tenant_keys(self.master.as_ref(), tenant, &keys)?);
+        let s = Arc::new(crypto::open_tenant_keys(
+            self.master.as_ref(),
+            tenant,
+            &keys,
+        )?);
         self.keys.insert(tenant, s.clone());
         Ok(s)
     }
@@ -327,8 +346,9 @@ impl Portal {
             tls::certified_key_from_files(c, k)?;
         }
         let id = TenantId(Uuid::new_v4());
-        let issued = self.ca.issue(&domain)?;
-        let keys = crypto::new_tenant_keys(self.master.as_ref(), id, issued.chain_pem, &issued.key_der);
+        let issued = self.ca.issue(&[&domain])?;
+        let keys =
+            crypto::new_tenant_keys(self.master.as_ref(), id, issued.chain_pem, &issued.key_der);
         let tenant = Tenant {
             id,
             name: name.to_string(),
@@ -423,13 +443,15 @@ impl Portal {
         labels: Vec<String>,
         needs_approval: bool,
     ) -> Result<(EnrollmentTokenRow, String)> {
-        if !(60..=90 * 86_400).contains(&ttl_secs) {
+        if !(1..=90 * 86_400).contains(&ttl_secs) {
             return Err(ServiceError::Invalid(
-                "ttl_secs must be between 60 and 7776000 (90 days)".into(),
+                "ttl_secs must be between 1 and 7776000 (90 days)".into(),
             ));
         }
         if !(1..=100_000).contains(&max_uses) {
-            return Err(ServiceError::Invalid("max_uses must be between 1 and 100000".into()));
+            return Err(ServiceError::Invalid(
+                "max_uses must be between 1 and 100000".into(),
+            ));
         }
         validate_labels(&labels)?;
         let token = EnrollmentToken::new(
@@ -470,7 +492,9 @@ impl Portal {
             &proof,
         )
         .map_err(|_| {
-            ServiceError::Invalid("proof does not verify: sign the secret with the device key".into())
+            ServiceError::Invalid(
+                "proof does not verify: sign the secret with the device key".into(),
+            )
         })?;
         let hash = rampart_proto::sha256_hex(req.secret.as_bytes());
         let device = NewDevice {
@@ -515,7 +539,9 @@ impl Portal {
         }
         let ttl = ttl_secs.unwrap_or(self.config.instruction_ttl_secs as i64);
         if !(10..=30 * 86_400).contains(&ttl) {
-            return Err(ServiceError::Invalid("ttl_secs must be between 10 and 2592000".into()));
+            return Err(ServiceError::Invalid(
+                "ttl_secs must be between 10 and 2592000".into(),
+            ));
         }
         let dev = self
             .store
@@ -544,7 +570,8 @@ impl Portal {
             seq,
             kind: kind.to_string(),
             payload,
-            signed: serde_json::to_value(&signed).map_err(|e| ServiceError::Crypto(e.to_string()))?,
+            signed: serde_json::to_value(&signed)
+                .map_err(|e| ServiceError::Crypto(e.to_string()))?,
             issued_at: now,
             expires_at: env.expires_at,
             status: "queued".into(),
@@ -588,7 +615,8 @@ impl Portal {
             blob_key: key,
         };
         let stored = self.store.record_batch(tenant, &row).await?;
-        self.metrics.record_batch(&h.kind, stored, frame_bytes.len());
+        self.metrics
+            .record_batch(&h.kind, stored, frame_bytes.len());
         if stored && h.kind == "health" {
             self.apply_heartbeat(tenant, device, &plaintext).await?;
         }
@@ -598,7 +626,12 @@ impl Portal {
         })
     }
 
-    async fn apply_heartbeat(&self, tenant: TenantId, device: DeviceId, plaintext: &[u8]) -> Result<()> {
+    async fn apply_heartbeat(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        plaintext: &[u8],
+    ) -> Result<()> {
         // A health batch holds one heartbeat per line; the newest wins.
         let newest = plaintext
             .split(|b| *b == b'\n')

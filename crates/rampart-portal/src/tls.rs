@@ -42,7 +42,10 @@ pub fn certified_key(chain_pem: &str, key_der: &[u8]) -> Result<CertifiedKey, Se
 }
 
 /// Reads operator-provided certificate and key files (PEM, any key format).
-pub fn certified_key_from_files(cert_file: &str, key_file: &str) -> Result<CertifiedKey, ServiceError> {
+pub fn certified_key_from_files(
+    cert_file: &str,
+    key_file: &str,
+) -> Result<CertifiedKey, ServiceError> {
     let chain = std::fs::read_to_string(cert_file)
         .map_err(|e| ServiceError::Tls(format!("cannot read {cert_file}: {e}")))?;
     let certs = CertificateDer::pem_slice_iter(chain.as_bytes())
@@ -53,7 +56,9 @@ pub fn certified_key_from_files(cert_file: &str, key_file: &str) -> Result<Certi
     let signer = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| ServiceError::Tls(format!("{key_file}: {e}")))?;
     if certs.is_empty() {
-        return Err(ServiceError::Tls(format!("{cert_file} holds no certificate")));
+        return Err(ServiceError::Tls(format!(
+            "{cert_file} holds no certificate"
+        )));
     }
     Ok(CertifiedKey::new(certs, signer))
 }
@@ -146,25 +151,32 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "tls handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "tls handshake timed out");
-                    return;
-                }
-            };
+            let stream =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "tls handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "tls handshake timed out");
+                        return;
+                    }
+                };
             let info = ConnInfo {
-                sni: stream.get_ref().1.server_name().map(|s| s.to_ascii_lowercase()),
+                sni: stream
+                    .get_ref()
+                    .1
+                    .server_name()
+                    .map(|s| s.to_ascii_lowercase()),
                 peer,
             };
-            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(info.clone());
-                app.clone().oneshot(req.map(axum::body::Body::new))
-            });
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(info.clone());
+                    app.clone().oneshot(req.map(axum::body::Body::new))
+                },
+            );
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()

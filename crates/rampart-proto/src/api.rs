@@ -29,7 +29,13 @@ pub struct EnrollRequest {
 
 impl EnrollRequest {
     pub fn proof_input(secret: &str, device_public_key: &str) -> Vec<u8> {
-        [ENROLL_PROOF_CONTEXT, secret.as_bytes(), b"\0", device_public_key.as_bytes()].concat()
+        [
+            ENROLL_PROOF_CONTEXT,
+            secret.as_bytes(),
+            b"\0",
+            device_public_key.as_bytes(),
+        ]
+        .concat()
     }
 }
 
@@ -53,9 +59,13 @@ impl DeviceStatus {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [DeviceStatus::Pending, DeviceStatus::Active, DeviceStatus::Revoked]
-            .into_iter()
-            .find(|d| d.as_str() == s)
+        [
+            DeviceStatus::Pending,
+            DeviceStatus::Active,
+            DeviceStatus::Revoked,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
     }
 }
 

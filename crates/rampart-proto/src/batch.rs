@@ -294,7 +294,11 @@ mod tests {
 
     #[test]
     fn malformed_frames_are_errors() {
-        for f in [&b""[..], b"RPB1", b"XXXX0123456789abcdef0123456789abcdef0123456789abcdef"] {
+        for f in [
+            &b""[..],
+            b"RPB1",
+            b"XXXX0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
             assert!(parse(f).is_err());
         }
         let mut bad_kind = seal(
@@ -344,6 +348,9 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 257, "every encryption of the base-mode ChaCha20-Poly1305 vector");
+        assert_eq!(
+            checked, 257,
+            "every encryption of the base-mode ChaCha20-Poly1305 vector"
+        );
     }
 }

@@ -53,7 +53,9 @@ pub struct SignedInstruction {
 pub enum Refusal {
     #[error("instruction is malformed: {detail}")]
     Malformed { detail: String },
-    #[error("instruction signature does not verify: it was tampered with or signed by another key")]
+    #[error(
+        "instruction signature does not verify: it was tampered with or signed by another key"
+    )]
     BadSignature,
     #[error("instruction is addressed to tenant {got}, this agent belongs to {expected}")]
     WrongTenant { expected: Uuid, got: Uuid },
@@ -61,7 +63,9 @@ pub enum Refusal {
     WrongDevice { expected: Uuid, got: Uuid },
     #[error("instruction {seq} expired at {expires_at}, now is {now}")]
     Expired { seq: u64, expires_at: i64, now: i64 },
-    #[error("instruction {seq} is issued in the future ({issued_at}, now is {now}): check the clocks")]
+    #[error(
+        "instruction {seq} is issued in the future ({issued_at}, now is {now}): check the clocks"
+    )]
     FromTheFuture { seq: u64, issued_at: i64, now: i64 },
     #[error("instruction {seq} is a replay: sequence {last} was already applied")]
     Replayed { seq: u64, last: u64 },
@@ -131,8 +135,12 @@ impl SignedInstruction {
         let malformed = |e: ProtoError| Refusal::Malformed {
             detail: e.to_string(),
         };
-        let bytes = unb64("instruction envelope", &self.envelope, MAX_INSTRUCTION_BYTES)
-            .map_err(malformed)?;
+        let bytes = unb64(
+            "instruction envelope",
+            &self.envelope,
+            MAX_INSTRUCTION_BYTES,
+        )
+        .map_err(malformed)?;
         let sig = unb64("instruction signature", &self.signature, 64).map_err(malformed)?;
         key.verify(&signing_input(&bytes), &sig)
             .map_err(|_| Refusal::BadSignature)?;
@@ -224,12 +232,18 @@ mod tests {
         let other = env.sign(&SigningKey::generate());
         assert_eq!(other.verify(&vk, &exp), Err(Refusal::BadSignature));
 
-        let replay = Expectation { last_applied_seq: 5, ..exp };
+        let replay = Expectation {
+            last_applied_seq: 5,
+            ..exp
+        };
         assert!(matches!(
             env.sign(&key).verify(&vk, &replay),
             Err(Refusal::Replayed { seq: 5, last: 5 })
         ));
-        let late = Expectation { now: 2001, ..replay };
+        let late = Expectation {
+            now: 2001,
+            ..replay
+        };
         assert!(matches!(
             env.sign(&key).verify(&vk, &late),
             Err(Refusal::Expired { .. })
@@ -266,7 +280,11 @@ mod tests {
     fn garbage_is_malformed_not_a_panic() {
         let (key, _env, exp) = setup();
         let vk = key.verifying_key();
-        for (e, s) in [("", ""), ("!!", "??"), (&b64(b"{}") as &str, &b64(&[0u8; 64]) as &str)] {
+        for (e, s) in [
+            ("", ""),
+            ("!!", "??"),
+            (&b64(b"{}") as &str, &b64(&[0u8; 64]) as &str),
+        ] {
             let si = SignedInstruction {
                 envelope: e.into(),
                 signature: s.into(),

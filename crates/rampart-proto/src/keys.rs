@@ -70,7 +70,8 @@ impl VerifyingKey {
 
     /// Strict verification (rejects small-order and non-canonical encodings).
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<()> {
-        let sig = ed25519_dalek::Signature::from_slice(sig).map_err(|_| ProtoError::BadSignature)?;
+        let sig =
+            ed25519_dalek::Signature::from_slice(sig).map_err(|_| ProtoError::BadSignature)?;
         self.0
             .verify_strict(msg, &sig)
             .map_err(|_| ProtoError::BadSignature)?;
@@ -171,6 +172,9 @@ mod tests {
         let (sk, pk) = HpkeSecretKey::generate();
         let sk2 = HpkeSecretKey::from_bytes(&sk.secret_bytes()).unwrap();
         assert_eq!(sk2.public_key().to_bytes(), pk.to_bytes());
-        assert_eq!(HpkePublicKey::from_b64(&pk.to_b64()).unwrap().to_bytes(), pk.to_bytes());
+        assert_eq!(
+            HpkePublicKey::from_b64(&pk.to_b64()).unwrap().to_bytes(),
+            pk.to_bytes()
+        );
     }
 }

@@ -71,13 +71,16 @@ impl ServerCertVerifier for PinnedServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = x509_cert::Certificate::from_der(end_entity)
-            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        let cert = x509_cert::Certificate::from_der(end_entity).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
         let spki = cert
             .tbs_certificate
             .subject_public_key_info
             .to_der()
-            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+            .map_err(|_| {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+            })?;
         let got: [u8; 32] = Sha256::digest(&spki).into();
         if !crate::ct_eq(&got, &self.pin) {
             return Err(rustls::Error::InvalidCertificate(
@@ -87,10 +90,14 @@ impl ServerCertVerifier for PinnedServerVerifier {
         let validity = &cert.tbs_certificate.validity;
         let now = now.as_secs();
         if now < validity.not_before.to_unix_duration().as_secs() {
-            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidYet));
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidYet,
+            ));
         }
         if now > validity.not_after.to_unix_duration().as_secs() {
-            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Expired));
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Expired,
+            ));
         }
         let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
         rustls::client::verify_server_name(&parsed, server_name)?;

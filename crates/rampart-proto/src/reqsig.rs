@@ -34,7 +34,14 @@ pub struct DeviceAuth {
     pub signature: String,
 }
 
-fn canonical(method: &str, host: &str, path_and_query: &str, ts: i64, nonce: &str, body: &[u8]) -> Vec<u8> {
+fn canonical(
+    method: &str,
+    host: &str,
+    path_and_query: &str,
+    ts: i64,
+    nonce: &str,
+    body: &[u8],
+) -> Vec<u8> {
     format!(
         "{CONTEXT}\n{}\n{}\n{}\n{ts}\n{nonce}\n{}",
         method.to_ascii_uppercase(),
@@ -73,7 +80,9 @@ impl DeviceAuth {
             return Ok(None);
         };
         let need = |h: &'static str| {
-            get(h).ok_or_else(|| ProtoError::malformed("device request", format!("missing header {h}")))
+            get(h).ok_or_else(|| {
+                ProtoError::malformed("device request", format!("missing header {h}"))
+            })
         };
         let device = Uuid::parse_str(device).map_err(|e| ProtoError::malformed(HDR_DEVICE, e))?;
         let timestamp = need(HDR_TIMESTAMP)?
@@ -110,7 +119,14 @@ impl DeviceAuth {
         }
         let sig = unb64(HDR_SIGNATURE, &self.signature, 64)?;
         key.verify(
-            &canonical(method, host, path_and_query, self.timestamp, &self.nonce, body),
+            &canonical(
+                method,
+                host,
+                path_and_query,
+                self.timestamp,
+                &self.nonce,
+                body,
+            ),
             &sig,
         )
     }
@@ -125,18 +141,45 @@ mod tests {
         let k = SigningKey::generate();
         let vk = k.verifying_key();
         let d = Uuid::new_v4();
-        let a = DeviceAuth::sign(&k, d, "POST", "acme.example", "/api/v1/x?y=1", 1000, b"body");
-        a.verify(&vk, "POST", "acme.example", "/api/v1/x?y=1", 1010, b"body").unwrap();
-        assert!(a.verify(&vk, "POST", "other.example", "/api/v1/x?y=1", 1010, b"body").is_err());
-        assert!(a.verify(&vk, "POST", "acme.example", "/api/v1/x?y=2", 1010, b"body").is_err());
-        assert!(a.verify(&vk, "GET", "acme.example", "/api/v1/x?y=1", 1010, b"body").is_err());
-        assert!(a.verify(&vk, "POST", "acme.example", "/api/v1/x?y=1", 1010, b"bodY").is_err());
-        assert!(a.verify(&vk, "POST", "acme.example", "/api/v1/x?y=1", 2000, b"body").is_err());
+        let a = DeviceAuth::sign(
+            &k,
+            d,
+            "POST",
+            "acme.example",
+            "/api/v1/x?y=1",
+            1000,
+            b"body",
+        );
+        a.verify(&vk, "POST", "acme.example", "/api/v1/x?y=1", 1010, b"body")
+            .unwrap();
+        assert!(a
+            .verify(&vk, "POST", "other.example", "/api/v1/x?y=1", 1010, b"body")
+            .is_err());
+        assert!(a
+            .verify(&vk, "POST", "acme.example", "/api/v1/x?y=2", 1010, b"body")
+            .is_err());
+        assert!(a
+            .verify(&vk, "GET", "acme.example", "/api/v1/x?y=1", 1010, b"body")
+            .is_err());
+        assert!(a
+            .verify(&vk, "POST", "acme.example", "/api/v1/x?y=1", 1010, b"bodY")
+            .is_err());
+        assert!(a
+            .verify(&vk, "POST", "acme.example", "/api/v1/x?y=1", 2000, b"body")
+            .is_err());
     }
 
     #[test]
     fn headers_parse() {
-        let a = DeviceAuth::sign(&SigningKey::generate(), Uuid::new_v4(), "GET", "h", "/", 5, b"");
+        let a = DeviceAuth::sign(
+            &SigningKey::generate(),
+            Uuid::new_v4(),
+            "GET",
+            "h",
+            "/",
+            5,
+            b"",
+        );
         let ts = a.timestamp.to_string();
         let dev = a.device.to_string();
         let get = |h: &str| match h {
@@ -148,6 +191,9 @@ mod tests {
         };
         assert_eq!(DeviceAuth::from_headers(get).unwrap(), Some(a.clone()));
         assert_eq!(DeviceAuth::from_headers(|_| None).unwrap(), None);
-        assert!(DeviceAuth::from_headers(|h| if h == HDR_DEVICE { Some("nope") } else { None }).is_err());
+        assert!(
+            DeviceAuth::from_headers(|h| if h == HDR_DEVICE { Some("nope") } else { None })
+                .is_err()
+        );
     }
 }

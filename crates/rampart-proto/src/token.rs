@@ -99,14 +99,21 @@ mod tests {
 
     #[test]
     fn token_round_trips_and_rejects_garbage() {
-        let t = EnrollmentToken::new("https://a.example:8443".into(), Uuid::new_v4(), "ab".repeat(32));
+        let t = EnrollmentToken::new(
+            "https://a.example:8443".into(),
+            Uuid::new_v4(),
+            "ab".repeat(32),
+        );
         let s = t.encode();
         assert!(s.starts_with("rmp1_"));
         assert_eq!(EnrollmentToken::decode(&s).unwrap(), t);
         assert!(EnrollmentToken::decode("rmp1_!!!").is_err());
         assert!(EnrollmentToken::decode(&s[5..]).is_err());
         assert!(EnrollmentToken::decode(&"x".repeat(5000)).is_err());
-        let http = EnrollmentToken { portal_url: "http://a".into(), ..t };
+        let http = EnrollmentToken {
+            portal_url: "http://a".into(),
+            ..t
+        };
         assert!(EnrollmentToken::decode(&http.encode()).is_err());
     }
 }

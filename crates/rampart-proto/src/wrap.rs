@@ -42,7 +42,13 @@ impl Kek {
         let cipher = XChaCha20Poly1305::new(self.0.as_ref().into());
         let nonce = XChaCha20Poly1305::generate_nonce(&mut rand::rngs::OsRng);
         let ct = cipher
-            .encrypt(&nonce, Payload { msg: plaintext, aad })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .expect("xchacha20poly1305 encryption of an in-memory buffer cannot fail");
         let mut out = Vec::with_capacity(MAGIC.len() + NONCE_LEN + ct.len());
         out.extend_from_slice(MAGIC);

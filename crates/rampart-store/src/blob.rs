@@ -129,7 +129,10 @@ mod tests {
         assert_eq!(s.get("a/b.bin").await.unwrap(), None);
         s.put("a/b.bin", b"one").await.unwrap();
         s.put("a/b.bin", b"two").await.unwrap();
-        assert_eq!(s.get("a/b.bin").await.unwrap().as_deref(), Some(&b"two"[..]));
+        assert_eq!(
+            s.get("a/b.bin").await.unwrap().as_deref(),
+            Some(&b"two"[..])
+        );
         s.delete("a/b.bin").await.unwrap();
         s.delete("a/b.bin").await.unwrap();
         assert_eq!(s.get("a/b.bin").await.unwrap(), None);

@@ -95,8 +95,11 @@ pub trait Store: Send + Sync + 'static {
     async fn find_api_token(&self, token_hash: &str) -> Result<Option<ApiToken>>;
 
     // --- enrollment ---
-    async fn create_enrollment_token(&self, tenant: TenantId, token: &EnrollmentTokenRow)
-        -> Result<()>;
+    async fn create_enrollment_token(
+        &self,
+        tenant: TenantId,
+        token: &EnrollmentTokenRow,
+    ) -> Result<()>;
     async fn list_enrollment_tokens(&self, tenant: TenantId) -> Result<Vec<EnrollmentTokenRow>>;
     /// Returns false when no such token exists in this tenant.
     async fn revoke_enrollment_token(&self, tenant: TenantId, id: Uuid, now: i64) -> Result<bool>;

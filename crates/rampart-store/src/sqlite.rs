@@ -6,7 +6,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
@@ -81,7 +83,8 @@ fn opt_json_col(row: &SqliteRow, col: &str) -> Result<Option<serde_json::Value>>
 }
 
 fn labels_col(row: &SqliteRow, col: &str) -> Result<Vec<String>> {
-    serde_json::from_value(json_col(row, col)?).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+    serde_json::from_value(json_col(row, col)?)
+        .map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
 }
 
 fn tenant_from(row: &SqliteRow) -> Result<Tenant> {
@@ -165,18 +168,22 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 #[async_trait]
 impl Store for SqliteStore {
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(sqlx::query_scalar("SELECT value FROM portal_meta WHERE key = ?")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT value FROM portal_meta WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     async fn init_meta(&self, key: &str, value: &[u8]) -> Result<Vec<u8>> {
-        sqlx::query("INSERT INTO portal_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING")
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO portal_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
         self.get_meta(key)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("meta {key} vanished")))
@@ -201,7 +208,10 @@ impl Store for SqliteStore {
         .await
         .map_err(|e| {
             if is_unique_violation(&e) {
-                StoreError::Conflict(format!("a tenant named {} or with domain {}", t.name, t.domain))
+                StoreError::Conflict(format!(
+                    "a tenant named {} or with domain {}",
+                    t.name, t.domain
+                ))
             } else {
                 e.into()
             }
@@ -322,7 +332,11 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn create_enrollment_token(&self, tenant: TenantId, t: &EnrollmentTokenRow) -> Result<()> {
+    async fn create_enrollment_token(
+        &self,
+        tenant: TenantId,
+        t: &EnrollmentTokenRow,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO enrollment_tokens (id, tenant_id, secret_hash, created_at, expires_at,
              max_uses, uses, labels, needs_approval, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -374,11 +388,12 @@ impl Store for SqliteStore {
         // BEGIN IMMEDIATE semantics: the use count check and increment must not
         // interleave with another redemption of the same token.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let Some(row) = sqlx::query("SELECT * FROM enrollment_tokens WHERE tenant_id = ? AND secret_hash = ?")
-            .bind(tenant.0.to_string())
-            .bind(secret_hash)
-            .fetch_optional(&mut *tx)
-            .await?
+        let Some(row) =
+            sqlx::query("SELECT * FROM enrollment_tokens WHERE tenant_id = ? AND secret_hash = ?")
+                .bind(tenant.0.to_string())
+                .bind(secret_hash)
+                .fetch_optional(&mut *tx)
+                .await?
         else {
             return Ok(Err(TokenRejection::Unknown));
         };
@@ -396,7 +411,11 @@ impl Store for SqliteStore {
             .bind(tok.id.to_string())
             .execute(&mut *tx)
             .await?;
-        let status = if tok.needs_approval { "pending" } else { "active" };
+        let status = if tok.needs_approval {
+            "pending"
+        } else {
+            "active"
+        };
         sqlx::query(
             "INSERT INTO devices (id, tenant_id, public_key, hostname, labels, status, enrolled_at, enrollment_token_id)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -447,7 +466,12 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn set_device_status(&self, tenant: TenantId, id: DeviceId, status: &str) -> Result<bool> {
+    async fn set_device_status(
+        &self,
+        tenant: TenantId,
+        id: DeviceId,
+        status: &str,
+    ) -> Result<bool> {
         let r = sqlx::query("UPDATE devices SET status = ? WHERE tenant_id = ? AND id = ?")
             .bind(status)
             .bind(tenant.0.to_string())
@@ -467,7 +491,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn set_device_health(&self, tenant: TenantId, id: DeviceId, health: &serde_json::Value) -> Result<()> {
+    async fn set_device_health(
+        &self,
+        tenant: TenantId,
+        id: DeviceId,
+        health: &serde_json::Value,
+    ) -> Result<()> {
         sqlx::query("UPDATE devices SET health = ? WHERE tenant_id = ? AND id = ?")
             .bind(health.to_string())
             .bind(tenant.0.to_string())
@@ -478,10 +507,12 @@ impl Store for SqliteStore {
     }
 
     async fn count_devices_seen_since(&self, since: i64) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE last_seen >= ? AND status = 'active'")
-            .bind(since)
-            .fetch_one(&self.pool)
-            .await?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM devices WHERE last_seen >= ? AND status = 'active'",
+        )
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(n as u64)
     }
 
@@ -543,7 +574,13 @@ impl Store for SqliteStore {
         .collect()
     }
 
-    async fn mark_delivered(&self, tenant: TenantId, device: DeviceId, seqs: &[u64], now: i64) -> Result<()> {
+    async fn mark_delivered(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        seqs: &[u64],
+        now: i64,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for seq in seqs {
             sqlx::query(
@@ -585,7 +622,11 @@ impl Store for SqliteStore {
         Ok(r.rows_affected() > 0)
     }
 
-    async fn list_instructions(&self, tenant: TenantId, device: DeviceId) -> Result<Vec<InstructionRow>> {
+    async fn list_instructions(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+    ) -> Result<Vec<InstructionRow>> {
         sqlx::query("SELECT * FROM instructions WHERE tenant_id = ? AND device_id = ? ORDER BY seq")
             .bind(tenant.0.to_string())
             .bind(device.0.to_string())
@@ -608,7 +649,11 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn list_device_events(&self, tenant: TenantId, device: DeviceId) -> Result<Vec<DeviceEvent>> {
+    async fn list_device_events(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+    ) -> Result<Vec<DeviceEvent>> {
         sqlx::query("SELECT * FROM device_events WHERE tenant_id = ? AND device_id = ? ORDER BY id")
             .bind(tenant.0.to_string())
             .bind(device.0.to_string())
@@ -647,7 +692,12 @@ impl Store for SqliteStore {
         Ok(r.rows_affected() > 0)
     }
 
-    async fn list_batches(&self, tenant: TenantId, device: Option<DeviceId>, limit: u32) -> Result<Vec<BatchRow>> {
+    async fn list_batches(
+        &self,
+        tenant: TenantId,
+        device: Option<DeviceId>,
+        limit: u32,
+    ) -> Result<Vec<BatchRow>> {
         sqlx::query(
             "SELECT * FROM batches WHERE tenant_id = ? AND (? IS NULL OR device_id = ?)
              ORDER BY received_at, batch_id LIMIT ?",

@@ -28,7 +28,12 @@ fn tenant(name: &str) -> NewTenant {
     }
 }
 
-fn enrollment(tenant: TenantId, hash: &str, max_uses: u32, needs_approval: bool) -> EnrollmentTokenRow {
+fn enrollment(
+    tenant: TenantId,
+    hash: &str,
+    max_uses: u32,
+    needs_approval: bool,
+) -> EnrollmentTokenRow {
     EnrollmentTokenRow {
         id: Uuid::new_v4(),
         tenant_id: tenant,
@@ -95,19 +100,41 @@ async fn tenants(s: &dyn Store) {
         },
         keys: a.keys.clone(),
     };
-    assert!(matches!(s.create_tenant(&dup).await, Err(StoreError::Conflict(_))));
-    assert_eq!(s.get_tenant(a.tenant.id).await.unwrap(), Some(a.tenant.clone()));
-    assert_eq!(s.find_tenant("alpha").await.unwrap(), Some(a.tenant.clone()));
-    assert_eq!(s.find_tenant("ALPHA.example.net").await.unwrap(), Some(a.tenant.clone()));
+    assert!(matches!(
+        s.create_tenant(&dup).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        s.get_tenant(a.tenant.id).await.unwrap(),
+        Some(a.tenant.clone())
+    );
+    assert_eq!(
+        s.find_tenant("alpha").await.unwrap(),
+        Some(a.tenant.clone())
+    );
+    assert_eq!(
+        s.find_tenant("ALPHA.example.net").await.unwrap(),
+        Some(a.tenant.clone())
+    );
     assert_eq!(s.find_tenant("nobody").await.unwrap(), None);
     assert_eq!(s.tenant_keys(a.tenant.id).await.unwrap(), a.keys);
-    s.set_tenant_status(a.tenant.id, TenantStatus::Suspended).await.unwrap();
+    s.set_tenant_status(a.tenant.id, TenantStatus::Suspended)
+        .await
+        .unwrap();
     assert_eq!(
         s.get_tenant(a.tenant.id).await.unwrap().unwrap().status,
         TenantStatus::Suspended
     );
-    assert!(s.set_tenant_status(TenantId(Uuid::new_v4()), TenantStatus::Active).await.is_err());
-    assert!(s.list_tenants().await.unwrap().iter().any(|t| t.name == "alpha"));
+    assert!(s
+        .set_tenant_status(TenantId(Uuid::new_v4()), TenantStatus::Active)
+        .await
+        .is_err());
+    assert!(s
+        .list_tenants()
+        .await
+        .unwrap()
+        .iter()
+        .any(|t| t.name == "alpha"));
 
     let tok = ApiToken {
         id: Uuid::new_v4(),
@@ -132,28 +159,47 @@ async fn enrollment_and_devices(s: &dyn Store) {
     s.create_enrollment_token(tid, &once).await.unwrap();
 
     let d1 = new_device(1_500);
-    let dev = s.redeem_enrollment(tid, "h-once", &d1).await.unwrap().unwrap();
+    let dev = s
+        .redeem_enrollment(tid, "h-once", &d1)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(dev.status, "active");
     assert_eq!(dev.labels, vec!["site:lab".to_string()]);
     assert_eq!(
-        s.redeem_enrollment(tid, "h-once", &new_device(1_500)).await.unwrap(),
+        s.redeem_enrollment(tid, "h-once", &new_device(1_500))
+            .await
+            .unwrap(),
         Err(TokenRejection::UsedUp)
     );
     assert_eq!(
-        s.redeem_enrollment(tid, "h-unknown", &new_device(1_500)).await.unwrap(),
+        s.redeem_enrollment(tid, "h-unknown", &new_device(1_500))
+            .await
+            .unwrap(),
         Err(TokenRejection::Unknown)
     );
     let approval = enrollment(tid, "h-approval", 5, true);
     s.create_enrollment_token(tid, &approval).await.unwrap();
     assert_eq!(
-        s.redeem_enrollment(tid, "h-approval", &new_device(2_000)).await.unwrap(),
+        s.redeem_enrollment(tid, "h-approval", &new_device(2_000))
+            .await
+            .unwrap(),
         Err(TokenRejection::Expired)
     );
-    let pending = s.redeem_enrollment(tid, "h-approval", &new_device(1_999)).await.unwrap().unwrap();
+    let pending = s
+        .redeem_enrollment(tid, "h-approval", &new_device(1_999))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(pending.status, "pending");
-    assert!(s.revoke_enrollment_token(tid, approval.id, 1_600).await.unwrap());
+    assert!(s
+        .revoke_enrollment_token(tid, approval.id, 1_600)
+        .await
+        .unwrap());
     assert_eq!(
-        s.redeem_enrollment(tid, "h-approval", &new_device(1_700)).await.unwrap(),
+        s.redeem_enrollment(tid, "h-approval", &new_device(1_700))
+            .await
+            .unwrap(),
         Err(TokenRejection::Revoked)
     );
     let listed = s.list_enrollment_tokens(tid).await.unwrap();
@@ -161,36 +207,73 @@ async fn enrollment_and_devices(s: &dyn Store) {
     assert_eq!(listed.iter().find(|t| t.id == once.id).unwrap().uses, 1);
 
     assert_eq!(s.list_devices(tid).await.unwrap().len(), 2);
-    assert!(s.set_device_status(tid, pending.id, "active").await.unwrap());
+    assert!(s
+        .set_device_status(tid, pending.id, "active")
+        .await
+        .unwrap());
     s.touch_device(tid, dev.id, 1_800).await.unwrap();
-    s.set_device_health(tid, dev.id, &serde_json::json!({"uptime_secs": 5})).await.unwrap();
+    s.set_device_health(tid, dev.id, &serde_json::json!({"uptime_secs": 5}))
+        .await
+        .unwrap();
     let got = s.get_device(tid, dev.id).await.unwrap().unwrap();
     assert_eq!(got.last_seen, Some(1_800));
     assert_eq!(got.health, Some(serde_json::json!({"uptime_secs": 5})));
     assert!(s.count_devices_seen_since(1_800).await.unwrap() >= 1);
-    assert!(!s.set_device_status(tid, DeviceId(Uuid::new_v4()), "revoked").await.unwrap());
+    assert!(!s
+        .set_device_status(tid, DeviceId(Uuid::new_v4()), "revoked")
+        .await
+        .unwrap());
 }
 
 async fn instructions(s: &dyn Store) {
     let t = tenant("charlie");
     s.create_tenant(&t).await.unwrap();
     let tid = t.tenant.id;
-    s.create_enrollment_token(tid, &enrollment(tid, "h-c", 10, false)).await.unwrap();
-    let dev = s.redeem_enrollment(tid, "h-c", &new_device(1_000)).await.unwrap().unwrap();
+    s.create_enrollment_token(tid, &enrollment(tid, "h-c", 10, false))
+        .await
+        .unwrap();
+    let dev = s
+        .redeem_enrollment(tid, "h-c", &new_device(1_000))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(s.allocate_seq(tid, dev.id).await.unwrap(), 1);
     assert_eq!(s.allocate_seq(tid, dev.id).await.unwrap(), 2);
     assert_eq!(s.allocate_seq(tid, dev.id).await.unwrap(), 3);
-    s.insert_instruction(tid, &instruction(dev.id, 1, 5_000)).await.unwrap();
-    s.insert_instruction(tid, &instruction(dev.id, 2, 1_500)).await.unwrap();
-    s.insert_instruction(tid, &instruction(dev.id, 3, 5_000)).await.unwrap();
+    s.insert_instruction(tid, &instruction(dev.id, 1, 5_000))
+        .await
+        .unwrap();
+    s.insert_instruction(tid, &instruction(dev.id, 2, 1_500))
+        .await
+        .unwrap();
+    s.insert_instruction(tid, &instruction(dev.id, 3, 5_000))
+        .await
+        .unwrap();
 
-    let p = s.pending_instructions(tid, dev.id, 0, 2_000, 10).await.unwrap();
-    assert_eq!(p.iter().map(|i| i.seq).collect::<Vec<_>>(), vec![1, 3], "expired one is skipped");
-    let p = s.pending_instructions(tid, dev.id, 1, 1_000, 10).await.unwrap();
+    let p = s
+        .pending_instructions(tid, dev.id, 0, 2_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        p.iter().map(|i| i.seq).collect::<Vec<_>>(),
+        vec![1, 3],
+        "expired one is skipped"
+    );
+    let p = s
+        .pending_instructions(tid, dev.id, 1, 1_000, 10)
+        .await
+        .unwrap();
     assert_eq!(p.iter().map(|i| i.seq).collect::<Vec<_>>(), vec![2, 3]);
     s.mark_delivered(tid, dev.id, &[1], 1_100).await.unwrap();
     assert!(s
-        .finish_instruction(tid, dev.id, 1, "ok", &serde_json::json!({"pong": true}), 1_200)
+        .finish_instruction(
+            tid,
+            dev.id,
+            1,
+            "ok",
+            &serde_json::json!({"pong": true}),
+            1_200
+        )
         .await
         .unwrap());
     assert!(!s
@@ -202,7 +285,10 @@ async fn instructions(s: &dyn Store) {
     assert_eq!(all[0].delivered_at, Some(1_100));
     assert_eq!(all[0].result, Some(serde_json::json!({"pong": true})));
     assert_eq!(
-        s.pending_instructions(tid, dev.id, 0, 1_000, 10).await.unwrap().len(),
+        s.pending_instructions(tid, dev.id, 0, 1_000, 10)
+            .await
+            .unwrap()
+            .len(),
         2,
         "acked instruction is no longer pending"
     );
@@ -221,8 +307,14 @@ async fn batches(s: &dyn Store) {
     let t = tenant("delta");
     s.create_tenant(&t).await.unwrap();
     let tid = t.tenant.id;
-    s.create_enrollment_token(tid, &enrollment(tid, "h-d", 10, false)).await.unwrap();
-    let dev = s.redeem_enrollment(tid, "h-d", &new_device(1_000)).await.unwrap().unwrap();
+    s.create_enrollment_token(tid, &enrollment(tid, "h-d", 10, false))
+        .await
+        .unwrap();
+    let dev = s
+        .redeem_enrollment(tid, "h-d", &new_device(1_000))
+        .await
+        .unwrap()
+        .unwrap();
     let row = BatchRow {
         batch_id: Uuid::new_v4(),
         device_id: dev.id,
@@ -235,8 +327,14 @@ async fn batches(s: &dyn Store) {
         blob_key: "spool/x.rpb".into(),
     };
     assert!(s.record_batch(tid, &row).await.unwrap());
-    assert!(!s.record_batch(tid, &row).await.unwrap(), "second time is a duplicate");
-    assert_eq!(s.list_batches(tid, Some(dev.id), 100).await.unwrap(), vec![row.clone()]);
+    assert!(
+        !s.record_batch(tid, &row).await.unwrap(),
+        "second time is a duplicate"
+    );
+    assert_eq!(
+        s.list_batches(tid, Some(dev.id), 100).await.unwrap(),
+        vec![row.clone()]
+    );
     assert_eq!(s.list_batches(tid, None, 100).await.unwrap().len(), 1);
 }
 
@@ -250,24 +348,43 @@ async fn tenant_isolation(s: &dyn Store) {
     let tok = enrollment(ta, "h-echo", 10, false);
     s.create_enrollment_token(ta, &tok).await.unwrap();
     assert_eq!(
-        s.redeem_enrollment(tb, "h-echo", &new_device(1_000)).await.unwrap(),
+        s.redeem_enrollment(tb, "h-echo", &new_device(1_000))
+            .await
+            .unwrap(),
         Err(TokenRejection::Unknown)
     );
     assert!(!s.revoke_enrollment_token(tb, tok.id, 1_000).await.unwrap());
     assert!(s.list_enrollment_tokens(tb).await.unwrap().is_empty());
-    let dev = s.redeem_enrollment(ta, "h-echo", &new_device(1_000)).await.unwrap().unwrap();
+    let dev = s
+        .redeem_enrollment(ta, "h-echo", &new_device(1_000))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(s.get_device(tb, dev.id).await.unwrap(), None);
     assert!(s.list_devices(tb).await.unwrap().is_empty());
     assert!(!s.set_device_status(tb, dev.id, "revoked").await.unwrap());
     assert!(s.allocate_seq(tb, dev.id).await.is_err());
-    s.insert_instruction(ta, &instruction(dev.id, 1, 5_000)).await.unwrap();
-    assert!(s.pending_instructions(tb, dev.id, 0, 1_000, 10).await.unwrap().is_empty());
+    s.insert_instruction(ta, &instruction(dev.id, 1, 5_000))
+        .await
+        .unwrap();
+    assert!(s
+        .pending_instructions(tb, dev.id, 0, 1_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
     assert!(s.list_instructions(tb, dev.id).await.unwrap().is_empty());
     assert!(!s
         .finish_instruction(tb, dev.id, 1, "ok", &serde_json::json!({}), 1)
         .await
         .unwrap());
-    assert!(s.list_batches(tb, Some(dev.id), 10).await.unwrap().is_empty());
+    assert!(s
+        .list_batches(tb, Some(dev.id), 10)
+        .await
+        .unwrap()
+        .is_empty());
     assert!(s.list_device_events(tb, dev.id).await.unwrap().is_empty());
-    assert_eq!(s.get_device(ta, dev.id).await.unwrap().unwrap().status, "active");
+    assert_eq!(
+        s.get_device(ta, dev.id).await.unwrap().unwrap().status,
+        "active"
+    );
 }

@@ -86,7 +86,10 @@ pub struct CreatedToken {
 #[utoipa::path(get, path = "/api/v1/admin/tenants", tag = "admin",
     security(("operator" = [])),
     responses((status = 200, body = Vec<TenantView>), (status = 401, body = ErrorBody)))]
-async fn list_tenants(State(p): State<AppState>, _op: Operator) -> Result<axum::Json<Vec<TenantView>>, ApiError> {
+async fn list_tenants(
+    State(p): State<AppState>,
+    _op: Operator,
+) -> Result<axum::Json<Vec<TenantView>>, ApiError> {
     let ts = p.store.list_tenants().await?;
     Ok(axum::Json(ts.iter().map(|t| tenant_view(&p, t)).collect()))
 }
@@ -113,7 +116,9 @@ async fn create_tenant(
         }
     };
     let t = p.create_tenant(&req.name, &req.domain, files).await?;
-    let tok = p.mint_api_token(Some(t.id), "initial admin", "admin", None).await?;
+    let tok = p
+        .mint_api_token(Some(t.id), "initial admin", "admin", None)
+        .await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(CreatedTenant {
@@ -137,7 +142,11 @@ async fn get_tenant(
     Ok(axum::Json(tenant_view(&p, &t)))
 }
 
-async fn set_status(p: &AppState, tenant: &str, status: TenantStatus) -> Result<axum::Json<TenantView>, ApiError> {
+async fn set_status(
+    p: &AppState,
+    tenant: &str,
+    status: TenantStatus,
+) -> Result<axum::Json<TenantView>, ApiError> {
     let t = p.find_tenant(tenant).await?;
     p.set_tenant_status(t.id, status).await?;
     let t = p.find_tenant(tenant).await?;
@@ -149,7 +158,11 @@ async fn set_status(p: &AppState, tenant: &str, status: TenantStatus) -> Result<
     security(("operator" = [])),
     params(("tenant" = String, Path, description = "Tenant id or name")),
     responses((status = 200, body = TenantView), (status = 404, body = ErrorBody)))]
-async fn suspend_tenant(State(p): State<AppState>, _op: Operator, Path(tenant): Path<String>) -> Result<axum::Json<TenantView>, ApiError> {
+async fn suspend_tenant(
+    State(p): State<AppState>,
+    _op: Operator,
+    Path(tenant): Path<String>,
+) -> Result<axum::Json<TenantView>, ApiError> {
     set_status(&p, &tenant, TenantStatus::Suspended).await
 }
 
@@ -158,7 +171,11 @@ async fn suspend_tenant(State(p): State<AppState>, _op: Operator, Path(tenant): 
     security(("operator" = [])),
     params(("tenant" = String, Path, description = "Tenant id or name")),
     responses((status = 200, body = TenantView), (status = 404, body = ErrorBody)))]
-async fn resume_tenant(State(p): State<AppState>, _op: Operator, Path(tenant): Path<String>) -> Result<axum::Json<TenantView>, ApiError> {
+async fn resume_tenant(
+    State(p): State<AppState>,
+    _op: Operator,
+    Path(tenant): Path<String>,
+) -> Result<axum::Json<TenantView>, ApiError> {
     set_status(&p, &tenant, TenantStatus::Active).await
 }
 
@@ -175,13 +192,24 @@ async fn create_tenant_token(
     Json(req): Json<CreateToken>,
 ) -> Result<(StatusCode, axum::Json<CreatedToken>), ApiError> {
     if req.name.is_empty() || req.name.len() > 64 {
-        return Err(ApiError::bad_request("invalid", "name must be 1 to 64 characters"));
+        return Err(ApiError::bad_request(
+            "invalid",
+            "name must be 1 to 64 characters",
+        ));
     }
-    if req.ttl_secs.is_some_and(|t| !(60..=10 * 365 * 86_400).contains(&t)) {
-        return Err(ApiError::bad_request("invalid", "ttl_secs must be between 60 and 315360000"));
+    if req
+        .ttl_secs
+        .is_some_and(|t| !(60..=10 * 365 * 86_400).contains(&t))
+    {
+        return Err(ApiError::bad_request(
+            "invalid",
+            "ttl_secs must be between 60 and 315360000",
+        ));
     }
     let t = p.find_tenant(&tenant).await?;
-    let tok = p.mint_api_token(Some(t.id), &req.name, "admin", req.ttl_secs).await?;
+    let tok = p
+        .mint_api_token(Some(t.id), &req.name, "admin", req.ttl_secs)
+        .await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(CreatedToken {

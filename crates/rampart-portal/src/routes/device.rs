@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use rampart_proto::api::{AckRequest, AckStatus, BatchAck, EnrollRequest, EnrollResponse, ErrorBody, PollResponse, RefusalReport};
+use rampart_proto::api::{
+    AckRequest, AckStatus, BatchAck, EnrollRequest, EnrollResponse, ErrorBody, PollResponse,
+    RefusalReport,
+};
 use rampart_proto::envelope::SignedInstruction;
 use rampart_store::DeviceEvent;
 use serde::Deserialize;
@@ -38,7 +41,10 @@ async fn enroll(
     Json(req): Json<EnrollRequest>,
 ) -> Result<(StatusCode, axum::Json<EnrollResponse>), ApiError> {
     if req.secret.len() > 128 || req.device_public_key.len() > 64 || req.proof.len() > 128 {
-        return Err(ApiError::bad_request("invalid", "secret, key or proof is too long"));
+        return Err(ApiError::bad_request(
+            "invalid",
+            "secret, key or proof is too long",
+        ));
     }
     let resp = p.enroll(&tenant, &req).await?;
     Ok((StatusCode::CREATED, axum::Json(resp)))
@@ -75,7 +81,10 @@ async fn poll(
     req: DeviceRequest,
 ) -> Result<axum::Json<PollResponse>, ApiError> {
     let (tenant, device) = (req.tenant.id, req.device_id());
-    let wait = q.wait_secs.unwrap_or(p.config.poll_wait_secs).min(p.config.poll_wait_secs);
+    let wait = q
+        .wait_secs
+        .unwrap_or(p.config.poll_wait_secs)
+        .min(p.config.poll_wait_secs);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let notify = p.waker.subscribe(device);
     p.metrics.long_polls.inc();
@@ -98,7 +107,10 @@ async fn poll(
             }
         }
         first = false;
-        let rows = p.store.pending_instructions(tenant, device, q.after_seq, now(), 100).await?;
+        let rows = p
+            .store
+            .pending_instructions(tenant, device, q.after_seq, now(), 100)
+            .await?;
         if !rows.is_empty() {
             let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
             p.store.mark_delivered(tenant, device, &seqs, now()).await?;
@@ -124,21 +136,34 @@ async fn poll(
     params(("seq" = u64, Path, description = "Instruction sequence number")),
     request_body = AckRequest,
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn ack(State(p): State<AppState>, Path(seq): Path<u64>, req: DeviceRequest) -> Result<StatusCode, ApiError> {
+async fn ack(
+    State(p): State<AppState>,
+    Path(seq): Path<u64>,
+    req: DeviceRequest,
+) -> Result<StatusCode, ApiError> {
     let body: AckRequest = req.json()?;
     let status = match body.status {
         AckStatus::Ok => "ok",
         AckStatus::Failed => "failed",
     };
     if p.store
-        .finish_instruction(req.tenant.id, req.device_id(), seq, status, &body.result, now())
+        .finish_instruction(
+            req.tenant.id,
+            req.device_id(),
+            seq,
+            status,
+            &body.result,
+            now(),
+        )
         .await?
     {
         p.metrics.instructions_acked.inc();
         tracing::info!(tenant = %req.tenant.name, device = %req.device_id(), seq, status, "instruction acked");
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::not_found(format!("instruction {seq} of this device")))
+        Err(ApiError::not_found(format!(
+            "instruction {seq} of this device"
+        )))
     }
 }
 
@@ -147,24 +172,64 @@ async fn ack(State(p): State<AppState>, Path(seq): Path<u64>, req: DeviceRequest
 #[utoipa::path(post, path = "/api/v1/device/refusals", tag = "device", security(("device" = [])),
     request_body = RefusalReport,
     responses((status = 204), (status = 400, body = ErrorBody)))]
-async fn report_refusal(State(p): State<AppState>, req: DeviceRequest) -> Result<StatusCode, ApiError> {
+async fn report_refusal(
+    State(p): State<AppState>,
+    req: DeviceRequest,
+) -> Result<StatusCode, ApiError> {
     let r: RefusalReport = req.json()?;
-    if r.code.is_empty() || r.code.len() > 32 || !r.code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-        return Err(ApiError::bad_request("invalid", "code must be 1 to 32 characters of a-z and _"));
+    if r.code.is_empty()
+        || r.code.len() > 32
+        || !r.code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    {
+        return Err(ApiError::bad_request(
+            "invalid",
+            "code must be 1 to 32 characters of a-z and _",
+        ));
     }
     let message: String = r.message.chars().take(1024).collect();
     tracing::warn!(tenant = %req.tenant.name, device = %req.device_id(), code = %r.code, seq = ?r.seq, %message, "agent refused an instruction");
-    p.metrics.refused_instructions.get_or_create(&CodeLabels { code: r.code.clone() }).inc();
+    p.metrics
+        .refused_instructions
+        .get_or_create(&CodeLabels {
+            code: r.code.clone(),
+        })
+        .inc();
     let detail = serde_json::json!({"code": r.code, "message": message, "seq": r.seq});
     p.store
-        .add_device_event(req.tenant.id, &DeviceEvent { device_id: req.device_id(), at: now(), kind: "refusal".into(), detail: detail.clone() })
+        .add_device_event(
+            req.tenant.id,
+            &DeviceEvent {
+                device_id: req.device_id(),
+                at: now(),
+                kind: "refusal".into(),
+                detail: detail.clone(),
+            },
+        )
         .await?;
     if let Some(seq) = r.seq {
         // Only an instruction still awaiting a result can be marked refused;
         // a replayed seq that already ran keeps its real outcome.
-        let pending = p.store.pending_instructions(req.tenant.id, req.device_id(), seq.saturating_sub(1), i64::MIN, 1).await?;
+        let pending = p
+            .store
+            .pending_instructions(
+                req.tenant.id,
+                req.device_id(),
+                seq.saturating_sub(1),
+                i64::MIN,
+                1,
+            )
+            .await?;
         if pending.first().is_some_and(|i| i.seq == seq) {
-            p.store.finish_instruction(req.tenant.id, req.device_id(), seq, "refused", &detail, now()).await?;
+            p.store
+                .finish_instruction(
+                    req.tenant.id,
+                    req.device_id(),
+                    seq,
+                    "refused",
+                    &detail,
+                    now(),
+                )
+                .await?;
         }
     }
     Ok(StatusCode::NO_CONTENT)
@@ -176,7 +241,12 @@ async fn report_refusal(State(p): State<AppState>, req: DeviceRequest) -> Result
 #[utoipa::path(post, path = "/api/v1/device/batches", tag = "device", security(("device" = [])),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 200, body = BatchAck), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
-async fn upload_batch(State(p): State<AppState>, DeviceUpload(req): DeviceUpload) -> Result<axum::Json<BatchAck>, ApiError> {
-    let ack = p.ingest_batch(req.tenant.id, req.device_id(), &req.body).await?;
+async fn upload_batch(
+    State(p): State<AppState>,
+    DeviceUpload(req): DeviceUpload,
+) -> Result<axum::Json<BatchAck>, ApiError> {
+    let ack = p
+        .ingest_batch(req.tenant.id, req.device_id(), &req.body)
+        .await?;
     Ok(axum::Json(ack))
 }

@@ -46,7 +46,10 @@ pub struct TenantInfo {
 /// This tenant, with its public keys and certificate pin.
 #[utoipa::path(get, path = "/api/v1/tenant", tag = "tenant", security(("tenant" = [])),
     responses((status = 200, body = TenantInfo), (status = 401, body = ErrorBody)))]
-async fn tenant_info(State(p): State<AppState>, a: TenantAdmin) -> Result<axum::Json<TenantInfo>, ApiError> {
+async fn tenant_info(
+    State(p): State<AppState>,
+    a: TenantAdmin,
+) -> Result<axum::Json<TenantInfo>, ApiError> {
     let s = p.secrets(a.tenant.id).await?;
     Ok(axum::Json(TenantInfo {
         id: a.tenant.id.0,
@@ -61,7 +64,7 @@ async fn tenant_info(State(p): State<AppState>, a: TenantAdmin) -> Result<axum::
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnrollmentToken {
-    /// Seconds until the token expires (60 to 7776000). Default one day.
+    /// Seconds until the token expires (1 to 7776000). Default one day.
     #[serde(default = "default_ttl")]
     pub ttl_secs: i64,
     /// How many agents may enroll with it. Default 1.
@@ -136,7 +139,13 @@ async fn create_enrollment_token(
     Json(req): Json<CreateEnrollmentToken>,
 ) -> Result<(StatusCode, axum::Json<CreatedEnrollmentToken>), ApiError> {
     let (row, token) = p
-        .create_enrollment_token(&a.tenant, req.ttl_secs, req.max_uses, req.labels, req.needs_approval)
+        .create_enrollment_token(
+            &a.tenant,
+            req.ttl_secs,
+            req.max_uses,
+            req.labels,
+            req.needs_approval,
+        )
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -152,18 +161,30 @@ async fn create_enrollment_token(
 /// List enrollment tokens (never their secrets).
 #[utoipa::path(get, path = "/api/v1/enrollment-tokens", tag = "tenant", security(("tenant" = [])),
     responses((status = 200, body = Vec<EnrollmentTokenView>), (status = 401, body = ErrorBody)))]
-async fn list_enrollment_tokens(State(p): State<AppState>, a: TenantAdmin) -> Result<axum::Json<Vec<EnrollmentTokenView>>, ApiError> {
+async fn list_enrollment_tokens(
+    State(p): State<AppState>,
+    a: TenantAdmin,
+) -> Result<axum::Json<Vec<EnrollmentTokenView>>, ApiError> {
     let now = now();
     let rows = p.store.list_enrollment_tokens(a.tenant.id).await?;
-    Ok(axum::Json(rows.iter().map(|t| token_view(t, now)).collect()))
+    Ok(axum::Json(
+        rows.iter().map(|t| token_view(t, now)).collect(),
+    ))
 }
 
 /// Revoke an enrollment token.
 #[utoipa::path(post, path = "/api/v1/enrollment-tokens/{id}/revoke", tag = "tenant", security(("tenant" = [])),
     params(("id" = Uuid, Path, description = "Enrollment token id")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-async fn revoke_enrollment_token(State(p): State<AppState>, a: TenantAdmin, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
-    if p.store.revoke_enrollment_token(a.tenant.id, id, now()).await? {
+async fn revoke_enrollment_token(
+    State(p): State<AppState>,
+    a: TenantAdmin,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    if p.store
+        .revoke_enrollment_token(a.tenant.id, id, now())
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("enrollment token {id}")))
@@ -214,22 +235,37 @@ async fn load_device(p: &Portal, a: &TenantAdmin, id: Uuid) -> Result<Device, Ap
 /// List devices with their online state.
 #[utoipa::path(get, path = "/api/v1/devices", tag = "tenant", security(("tenant" = [])),
     responses((status = 200, body = Vec<DeviceView>), (status = 401, body = ErrorBody)))]
-async fn list_devices(State(p): State<AppState>, a: TenantAdmin) -> Result<axum::Json<Vec<DeviceView>>, ApiError> {
+async fn list_devices(
+    State(p): State<AppState>,
+    a: TenantAdmin,
+) -> Result<axum::Json<Vec<DeviceView>>, ApiError> {
     let now = now();
     let ds = p.store.list_devices(a.tenant.id).await?;
-    Ok(axum::Json(ds.iter().map(|d| device_view(&p, d, now)).collect()))
+    Ok(axum::Json(
+        ds.iter().map(|d| device_view(&p, d, now)).collect(),
+    ))
 }
 
 /// Show one device.
 #[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "tenant", security(("tenant" = [])),
     params(("id" = Uuid, Path, description = "Device id")),
     responses((status = 200, body = DeviceView), (status = 404, body = ErrorBody)))]
-async fn get_device(State(p): State<AppState>, a: TenantAdmin, Path(id): Path<Uuid>) -> Result<axum::Json<DeviceView>, ApiError> {
+async fn get_device(
+    State(p): State<AppState>,
+    a: TenantAdmin,
+    Path(id): Path<Uuid>,
+) -> Result<axum::Json<DeviceView>, ApiError> {
     let d = load_device(&p, &a, id).await?;
     Ok(axum::Json(device_view(&p, &d, now())))
 }
 
-async fn set_device_status(p: &AppState, a: &TenantAdmin, id: Uuid, from: &[DeviceStatus], to: DeviceStatus) -> Result<axum::Json<DeviceView>, ApiError> {
+async fn set_device_status(
+    p: &AppState,
+    a: &TenantAdmin,
+    id: Uuid,
+    from: &[DeviceStatus],
+    to: DeviceStatus,
+) -> Result<axum::Json<DeviceView>, ApiError> {
     let d = load_device(p, a, id).await?;
     if !from.iter().any(|s| s.as_str() == d.status) {
         return Err(ApiError::conflict(format!(
@@ -238,7 +274,9 @@ async fn set_device_status(p: &AppState, a: &TenantAdmin, id: Uuid, from: &[Devi
             to.as_str()
         )));
     }
-    p.store.set_device_status(a.tenant.id, d.id, to.as_str()).await?;
+    p.store
+        .set_device_status(a.tenant.id, d.id, to.as_str())
+        .await?;
     // A held long poll re-reads the device and ends at once on revocation.
     p.waker.wake(d.id);
     tracing::info!(tenant = %a.tenant.name, device = %d.id, status = to.as_str(), "device status changed");
@@ -250,7 +288,11 @@ async fn set_device_status(p: &AppState, a: &TenantAdmin, id: Uuid, from: &[Devi
 #[utoipa::path(post, path = "/api/v1/devices/{id}/approve", tag = "tenant", security(("tenant" = [])),
     params(("id" = Uuid, Path, description = "Device id")),
     responses((status = 200, body = DeviceView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn approve_device(State(p): State<AppState>, a: TenantAdmin, Path(id): Path<Uuid>) -> Result<axum::Json<DeviceView>, ApiError> {
+async fn approve_device(
+    State(p): State<AppState>,
+    a: TenantAdmin,
+    Path(id): Path<Uuid>,
+) -> Result<axum::Json<DeviceView>, ApiError> {
     set_device_status(&p, &a, id, &[DeviceStatus::Pending], DeviceStatus::Active).await
 }
 
@@ -258,8 +300,19 @@ async fn approve_device(State(p): State<AppState>, a: TenantAdmin, Path(id): Pat
 #[utoipa::path(post, path = "/api/v1/devices/{id}/revoke", tag = "tenant", security(("tenant" = [])),
     params(("id" = Uuid, Path, description = "Device id")),
     responses((status = 200, body = DeviceView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn revoke_device(State(p): State<AppState>, a: TenantAdmin, Path(id): Path<Uuid>) -> Result<axum::Json<DeviceView>, ApiError> {
-    set_device_status(&p, &a, id, &[DeviceStatus::Pending, DeviceStatus::Active], DeviceStatus::Revoked).await
+async fn revoke_device(
+    State(p): State<AppState>,
+    a: TenantAdmin,
+    Path(id): Path<Uuid>,
+) -> Result<axum::Json<DeviceView>, ApiError> {
+    set_device_status(
+        &p,
+        &a,
+        id,
+        &[DeviceStatus::Pending, DeviceStatus::Active],
+        DeviceStatus::Revoked,
+    )
+    .await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -316,7 +369,13 @@ async fn create_instruction(
     Json(req): Json<CreateInstruction>,
 ) -> Result<(StatusCode, axum::Json<InstructionView>), ApiError> {
     let row = p
-        .queue_instruction(a.tenant.id, DeviceId(id), &req.kind, req.payload, req.ttl_secs)
+        .queue_instruction(
+            a.tenant.id,
+            DeviceId(id),
+            &req.kind,
+            req.payload,
+            req.ttl_secs,
+        )
         .await?;
     Ok((StatusCode::CREATED, axum::Json(instruction_view(&row))))
 }
@@ -325,7 +384,11 @@ async fn create_instruction(
 #[utoipa::path(get, path = "/api/v1/devices/{id}/instructions", tag = "tenant", security(("tenant" = [])),
     params(("id" = Uuid, Path, description = "Device id")),
     responses((status = 200, body = Vec<InstructionView>), (status = 404, body = ErrorBody)))]
-async fn list_instructions(State(p): State<AppState>, a: TenantAdmin, Path(id): Path<Uuid>) -> Result<axum::Json<Vec<InstructionView>>, ApiError> {
+async fn list_instructions(
+    State(p): State<AppState>,
+    a: TenantAdmin,
+    Path(id): Path<Uuid>,
+) -> Result<axum::Json<Vec<InstructionView>>, ApiError> {
     let d = load_device(&p, &a, id).await?;
     let rows = p.store.list_instructions(a.tenant.id, d.id).await?;
     Ok(axum::Json(rows.iter().map(instruction_view).collect()))
@@ -352,7 +415,11 @@ fn event_view(e: &DeviceEvent) -> EventView {
 #[utoipa::path(get, path = "/api/v1/devices/{id}/events", tag = "tenant", security(("tenant" = [])),
     params(("id" = Uuid, Path, description = "Device id")),
     responses((status = 200, body = Vec<EventView>), (status = 404, body = ErrorBody)))]
-async fn list_device_events(State(p): State<AppState>, a: TenantAdmin, Path(id): Path<Uuid>) -> Result<axum::Json<Vec<EventView>>, ApiError> {
+async fn list_device_events(
+    State(p): State<AppState>,
+    a: TenantAdmin,
+    Path(id): Path<Uuid>,
+) -> Result<axum::Json<Vec<EventView>>, ApiError> {
     let d = load_device(&p, &a, id).await?;
     let rows = p.store.list_device_events(a.tenant.id, d.id).await?;
     Ok(axum::Json(rows.iter().map(event_view).collect()))
@@ -400,11 +467,21 @@ fn batch_view(b: &BatchRow) -> BatchView {
 #[utoipa::path(get, path = "/api/v1/batches", tag = "tenant", security(("tenant" = [])),
     params(BatchQuery),
     responses((status = 200, body = Vec<BatchView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-async fn list_batches(State(p): State<AppState>, a: TenantAdmin, Query(q): Query<BatchQuery>) -> Result<axum::Json<Vec<BatchView>>, ApiError> {
+async fn list_batches(
+    State(p): State<AppState>,
+    a: TenantAdmin,
+    Query(q): Query<BatchQuery>,
+) -> Result<axum::Json<Vec<BatchView>>, ApiError> {
     let limit = q.limit.unwrap_or(1000);
     if !(1..=10_000).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_query", "limit must be between 1 and 10000"));
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be between 1 and 10000",
+        ));
     }
-    let rows = p.store.list_batches(a.tenant.id, q.device.map(DeviceId), limit).await?;
+    let rows = p
+        .store
+        .list_batches(a.tenant.id, q.device.map(DeviceId), limit)
+        .await?;
     Ok(axum::Json(rows.iter().map(batch_view).collect()))
 }

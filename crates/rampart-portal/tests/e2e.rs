@@ -1,0 +1,771 @@
+//! End to end with the real binaries: `rampart` and `rampart-agent` run as
+//! processes in temp dirs and talk HTTPS over loopback, as in production.
+//!
+//! `rampart-agent` is found beside `rampart` in the target dir; the test
+//! command builds all binaries first (`cargo build --bins`).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rampart_proto::api::{AckRequest, PollResponse, RefusalReport};
+use rampart_proto::envelope::{Envelope, SignedInstruction};
+use rampart_proto::keys::{HpkeSecretKey, SigningKey};
+use rampart_proto::token::EnrollmentToken;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+fn portal_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rampart"))
+}
+
+fn agent_bin() -> PathBuf {
+    let p = portal_bin().with_file_name("rampart-agent");
+    assert!(
+        p.exists(),
+        "{} is missing: build all binaries first (`cargo build --bins`, as scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A child process killed when dropped; its output goes to files in `log_dir`.
+struct Proc {
+    child: Child,
+    name: String,
+    log_dir: PathBuf,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command, name: &str, log_dir: &Path) -> Proc {
+        let out = std::fs::File::create(log_dir.join(format!("{name}.out"))).unwrap();
+        let err = std::fs::File::create(log_dir.join(format!("{name}.err"))).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Proc {
+            child,
+            name: name.into(),
+            log_dir: log_dir.into(),
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.log_dir.join(format!("{}.err", self.name))).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs a command to completion, returning (success, stdout, stderr).
+fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .expect("running a command");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A running portal process on a temp data dir.
+struct PortalProc {
+    dir: tempfile::TempDir,
+    port: u16,
+    proc: Option<Proc>,
+    operator: String,
+}
+
+impl PortalProc {
+    async fn start() -> PortalProc {
+        let dir = tempfile::tempdir().unwrap();
+        let (ok, out, err) = run(Command::new(portal_bin())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--json", "admin-token", "create"]));
+        assert!(ok, "admin-token create failed: {err}");
+        let operator = serde_json::from_str::<Value>(&out).unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut p = PortalProc {
+            dir,
+            port: free_port(),
+            proc: None,
+            operator,
+        };
+        p.restart().await;
+        p
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    async fn restart(&mut self) {
+        let proc = Proc::spawn(
+            Command::new(portal_bin())
+                .arg("--data-dir")
+                .arg(self.dir.path())
+                .args(["serve", "--listen", &self.addr().to_string()])
+                .args(["--poll-wait-secs", "5", "--metrics-listen", "off"])
+                .env("RAMPART_LOG", "info"),
+            "portal",
+            self.dir.path(),
+        );
+        self.proc = Some(proc);
+        let addr = self.addr();
+        eventually(
+            "the portal to listen",
+            Duration::from_secs(30),
+            || async move { std::net::TcpStream::connect(addr).ok().map(|_| ()) },
+        )
+        .await;
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// An HTTPS request to `domain` on this portal, verified against its CA.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        domain: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let url = format!("https://{domain}:{}{path}", self.port);
+        // Resolve every domain to loopback, like curl --resolve.
+        let client = reqwest::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(
+                    &std::fs::read(self.dir.path().join("ca.pem")).unwrap(),
+                )
+                .unwrap(),
+            )
+            .resolve(domain, self.addr())
+            .build()
+            .unwrap();
+        let mut req = client.request(method, url).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("portal reachable");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn create_tenant(&self, name: &str) -> Tenant {
+        let domain = format!("{name}.rampart.test");
+        let (s, v) = self
+            .call(
+                reqwest::Method::POST,
+                "localhost",
+                "/api/v1/admin/tenants",
+                &self.operator,
+                Some(json!({"name": name, "domain": domain})),
+            )
+            .await;
+        assert_eq!(s, 201, "create tenant: {v}");
+        Tenant {
+            domain,
+            token: v["admin_token"].as_str().unwrap().to_string(),
+        }
+    }
+
+    async fn enrollment_token(&self, t: &Tenant, body: Value) -> String {
+        let (s, v) = self
+            .call(
+                reqwest::Method::POST,
+                &t.domain,
+                "/api/v1/enrollment-tokens",
+                &t.token,
+                Some(body),
+            )
+            .await;
+        assert_eq!(s, 201, "enrollment token: {v}");
+        v["token"].as_str().unwrap().to_string()
+    }
+}
+
+struct Tenant {
+    domain: String,
+    token: String,
+}
+
+/// An agent state dir and, while running, its process.
+struct Agent {
+    dir: tempfile::TempDir,
+    proc: Option<Proc>,
+}
+
+impl Agent {
+    fn new() -> Agent {
+        Agent {
+            dir: tempfile::tempdir().unwrap(),
+            proc: None,
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(agent_bin());
+        c.arg("--state-dir").arg(self.dir.path().join("state"));
+        c
+    }
+
+    fn enroll(&self, token: &str, portal: SocketAddr) -> (bool, String) {
+        let (ok, out, err) =
+            run(self
+                .cmd()
+                .args(["enroll", token, "--resolve", &portal.to_string()]));
+        (ok, format!("{out}{err}"))
+    }
+
+    fn identity(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.dir.path().join("state/identity.json")).unwrap())
+            .unwrap()
+    }
+
+    fn device_id(&self) -> String {
+        self.identity()["device_id"].as_str().unwrap().to_string()
+    }
+
+    fn start(&mut self) {
+        let mut c = self.cmd();
+        c.args(["run", "--heartbeat-secs", "1"]);
+        self.proc = Some(Proc::spawn(&mut c, "agent", self.dir.path()));
+    }
+
+    fn status(&self) -> Value {
+        let (ok, out, err) = run(self.cmd().args(["status", "--json"]));
+        assert!(ok, "agent status: {err}");
+        serde_json::from_str(&out).unwrap()
+    }
+}
+
+async fn instruction_status(p: &PortalProc, t: &Tenant, device: &str, seq: u64) -> Option<Value> {
+    let (_, v) = p
+        .call(
+            reqwest::Method::GET,
+            &t.domain,
+            &format!("/api/v1/devices/{device}/instructions"),
+            &t.token,
+            None,
+        )
+        .await;
+    v.as_array()?
+        .iter()
+        .find(|i| i["seq"] == seq && (i["status"] == "ok" || i["status"] == "failed"))
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tenants_enroll_agents_and_run_signed_instructions() {
+    let portal = PortalProc::start().await;
+    let acme = portal.create_tenant("acme").await;
+    let bravo = portal.create_tenant("bravo").await;
+
+    let mut agents = Vec::new();
+    for t in [&acme, &bravo] {
+        let token = portal
+            .enrollment_token(t, json!({"ttl_secs": 600, "labels": ["site:lab"]}))
+            .await;
+        let mut a = Agent::new();
+        let (ok, out) = a.enroll(&token, portal.addr());
+        assert!(ok, "enroll: {out}");
+        a.start();
+        agents.push(a);
+    }
+
+    for (t, a) in [(&acme, &agents[0]), (&bravo, &agents[1])] {
+        let device = a.device_id();
+        let (s, v) = portal
+            .call(
+                reqwest::Method::POST,
+                &t.domain,
+                &format!("/api/v1/devices/{device}/instructions"),
+                &t.token,
+                Some(json!({"kind": "ping", "payload": {"message": t.domain}})),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let seq = v["seq"].as_u64().unwrap();
+        let done = eventually("the instruction ack", Duration::from_secs(30), || {
+            instruction_status(&portal, t, &device, seq)
+        })
+        .await;
+        assert_eq!(done["status"], "ok");
+        assert_eq!(
+            done["result"]["pong"],
+            t.domain.as_str(),
+            "the agent ran this tenant's payload"
+        );
+
+        // Heartbeats arrive as sealed health batches and show on the device.
+        let dev = eventually("a heartbeat", Duration::from_secs(30), || async {
+            let (_, v) = portal
+                .call(
+                    reqwest::Method::GET,
+                    &t.domain,
+                    &format!("/api/v1/devices/{device}"),
+                    &t.token,
+                    None,
+                )
+                .await;
+            (v["health"]["agent_version"].is_string()).then_some(v)
+        })
+        .await;
+        assert_eq!(dev["connectivity"], "online");
+        assert_eq!(dev["labels"], json!(["site:lab"]));
+    }
+
+    // Cross-tenant: bravo's token on acme's domain, and acme's device id on bravo's domain.
+    let acme_dev = agents[0].device_id();
+    let (s, _) = portal
+        .call(
+            reqwest::Method::GET,
+            &acme.domain,
+            "/api/v1/devices",
+            &bravo.token,
+            None,
+        )
+        .await;
+    assert_eq!(s, 401);
+    let (s, _) = portal
+        .call(
+            reqwest::Method::POST,
+            &bravo.domain,
+            &format!("/api/v1/devices/{acme_dev}/instructions"),
+            &bravo.token,
+            Some(json!({"kind": "ping"})),
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (s, v) = portal
+        .call(
+            reqwest::Method::GET,
+            &bravo.domain,
+            "/api/v1/devices",
+            &bravo.token,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        v.as_array().unwrap().len(),
+        1,
+        "bravo sees only its own device"
+    );
+
+    // Acme's agent pointed at bravo's domain (with bravo's pin) is an unknown device there.
+    let pin_b = {
+        let tok = portal.enrollment_token(&bravo, json!({})).await;
+        EnrollmentToken::decode(&tok).unwrap().pin
+    };
+    let mut id = agents[0].identity();
+    id["portal_url"] = json!(format!("https://{}:{}", bravo.domain, portal.port));
+    id["pin"] = json!(pin_b);
+    let cross = Agent::new();
+    let state = cross.dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    for f in ["device.key", "wrap.key"] {
+        std::fs::copy(agents[0].dir.path().join("state").join(f), state.join(f)).unwrap();
+    }
+    std::fs::write(state.join("identity.json"), id.to_string()).unwrap();
+    let mut cross = cross;
+    cross.start();
+    let err = eventually(
+        "the cross-tenant agent to be refused",
+        Duration::from_secs(30),
+        || async {
+            cross.status()["status"]["last_error"]
+                .as_str()
+                .map(str::to_string)
+        },
+    )
+    .await;
+    assert!(err.contains("unknown device"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_killed_during_uploads_loses_and_duplicates_nothing() {
+    let mut portal = PortalProc::start().await;
+    let t = portal.create_tenant("acme").await;
+    let token = portal.enrollment_token(&t, json!({})).await;
+    let mut agent = Agent::new();
+    assert!(agent.enroll(&token, portal.addr()).0);
+    agent.start();
+    let device = agent.device_id();
+
+    // Queue batches through the agent's outbox while the portal dies and comes back.
+    let mut sent = Vec::new();
+    for i in 0..30 {
+        if i == 10 {
+            portal.kill();
+        }
+        if i == 20 {
+            portal.restart().await;
+        }
+        let file = agent.dir.path().join(format!("events-{i}.jsonl"));
+        let lines: String = (0..50)
+            .map(|j| format!("{{\"event\":{i},\"line\":{j}}}\n"))
+            .collect();
+        std::fs::write(&file, lines).unwrap();
+        let (ok, out, err) = run(agent.cmd().args(["send", "--kind", "events"]).arg(&file));
+        assert!(ok, "send: {err}");
+        sent.push(out.trim().to_string());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let got: Vec<Value> = eventually("every batch to arrive", Duration::from_secs(60), || async {
+        let (s, v) = portal
+            .call(
+                reqwest::Method::GET,
+                &t.domain,
+                &format!("/api/v1/batches?device={device}&limit=10000"),
+                &t.token,
+                None,
+            )
+            .await;
+        let events: Vec<Value> = v
+            .as_array()?
+            .iter()
+            .filter(|b| b["kind"] == "events")
+            .cloned()
+            .collect();
+        (s == 200 && events.len() >= sent.len()).then_some(events)
+    })
+    .await;
+    let mut ids: Vec<String> = got
+        .iter()
+        .map(|b| b["batch_id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    let mut want = sent.clone();
+    want.sort();
+    assert_eq!(ids, want, "exactly the sent batches, each once");
+    assert!(got.iter().all(|b| b["items"] == 50));
+    let outbox = eventually("the outbox to drain", Duration::from_secs(30), || async {
+        let s = agent.status();
+        (s["outbox"]["batches"] == 0).then_some(s)
+    })
+    .await;
+    assert_eq!(outbox["outbox"]["dropped_batches"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollment_refusals_wrong_pin_expired_used_up_and_revoked_device() {
+    let portal = PortalProc::start().await;
+    let t = portal.create_tenant("acme").await;
+
+    // Wrong pin: the agent refuses the portal before sending the secret.
+    let token = portal.enrollment_token(&t, json!({})).await;
+    let mut bad = EnrollmentToken::decode(&token).unwrap();
+    bad.pin = "00".repeat(32);
+    let (ok, out) = Agent::new().enroll(&bad.encode(), portal.addr());
+    assert!(
+        !ok && out.contains("certificate"),
+        "wrong pin must fail on the certificate: {out}"
+    );
+    // The real token still works afterwards: the secret was never spent.
+    let mut good = Agent::new();
+    assert!(good.enroll(&token, portal.addr()).0);
+
+    // Used up: a one-time token a second time.
+    let (ok, out) = Agent::new().enroll(&token, portal.addr());
+    assert!(!ok && out.contains("used up"), "{out}");
+
+    // Expired.
+    let short = portal.enrollment_token(&t, json!({"ttl_secs": 1})).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (ok, out) = Agent::new().enroll(&short, portal.addr());
+    assert!(!ok && out.contains("expired"), "{out}");
+
+    // Revoked token.
+    let (_, list) = portal
+        .call(
+            reqwest::Method::GET,
+            &t.domain,
+            "/api/v1/enrollment-tokens",
+            &t.token,
+            None,
+        )
+        .await;
+    let revocable = portal.enrollment_token(&t, json!({"max_uses": 5})).await;
+    let (_, list2) = portal
+        .call(
+            reqwest::Method::GET,
+            &t.domain,
+            "/api/v1/enrollment-tokens",
+            &t.token,
+            None,
+        )
+        .await;
+    let new_id = list2
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| !list.as_array().unwrap().iter().any(|y| y["id"] == x["id"]))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, _) = portal
+        .call(
+            reqwest::Method::POST,
+            &t.domain,
+            &format!("/api/v1/enrollment-tokens/{new_id}/revoke"),
+            &t.token,
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (ok, out) = Agent::new().enroll(&revocable, portal.addr());
+    assert!(!ok && out.contains("revoked"), "{out}");
+
+    // Revoked device: its next request fails at once, even a held long poll.
+    good.start();
+    let device = good.device_id();
+    eventually("the agent to check in", Duration::from_secs(30), || async {
+        good.status()["status"]["last_contact"].as_i64()
+    })
+    .await;
+    let (s, _) = portal
+        .call(
+            reqwest::Method::POST,
+            &t.domain,
+            &format!("/api/v1/devices/{device}/revoke"),
+            &t.token,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let err = eventually(
+        "the revoked agent to be refused",
+        Duration::from_secs(30),
+        || async {
+            good.status()["status"]["last_error"]
+                .as_str()
+                .filter(|e| e.contains("revoked"))
+                .map(str::to_string)
+        },
+    )
+    .await;
+    assert!(err.contains("device_revoked"), "{err}");
+    let (s, _) = portal
+        .call(
+            reqwest::Method::POST,
+            &t.domain,
+            &format!("/api/v1/devices/{device}/instructions"),
+            &t.token,
+            Some(json!({"kind": "ping"})),
+        )
+        .await;
+    assert_eq!(s, 409, "no instructions for a revoked device");
+}
+
+/// What the hostile portal saw from the agent.
+#[derive(Default)]
+struct Seen {
+    acks: Vec<u64>,
+    refusals: Vec<RefusalReport>,
+    polls: usize,
+}
+
+/// The real agent binary against a portal that serves tampered, replayed,
+/// expired and misaddressed instructions: it runs only the genuine ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_refuses_tampered_replayed_expired_and_misaddressed_instructions() {
+    use axum::routing::{get, post};
+
+    // A fake portal with its own certificate and instruction key.
+    let domain = "evil.rampart.test";
+    let kp = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![domain.into()])
+        .unwrap()
+        .self_signed(&kp)
+        .unwrap();
+    let pin = rampart_proto::pin::spki_pin(cert.der()).unwrap();
+    let signer = SigningKey::generate();
+    let (tenant, device) = (Uuid::new_v4(), Uuid::new_v4());
+    let now = rampart_agent::client::time_now();
+    let env = |seq: u64, dev: Uuid, expires_at: i64| Envelope {
+        tenant,
+        device: dev,
+        seq,
+        issued_at: now,
+        expires_at,
+        kind: "ping".into(),
+        payload: json!({"message": seq}),
+    };
+    let mut tampered = env(2, device, now + 600).sign(&signer);
+    tampered.envelope =
+        rampart_proto::b64(&serde_json::to_vec(&env(2, device, now + 600_000)).unwrap());
+    let script: Vec<Vec<SignedInstruction>> = vec![
+        vec![env(1, device, now + 600).sign(&signer)],
+        vec![tampered],
+        vec![env(1, device, now + 600).sign(&signer)], // replay of an applied seq
+        vec![env(3, device, now - 10).sign(&signer)],  // expired
+        vec![env(4, Uuid::new_v4(), now + 600).sign(&signer)], // another device's
+        vec![env(5, device, now + 600).sign(&SigningKey::generate())], // another key
+        vec![env(6, device, now + 600).sign(&signer)],
+    ];
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let script = Arc::new(script);
+    let app = axum::Router::new()
+        .route(
+            "/api/v1/device/poll",
+            get({
+                let (seen, script) = (seen.clone(), script.clone());
+                move || async move {
+                    let i = {
+                        let mut s = seen.lock().unwrap();
+                        s.polls += 1;
+                        s.polls - 1
+                    };
+                    if i >= script.len() {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    axum::Json(PollResponse {
+                        instructions: script.get(i).cloned().unwrap_or_default(),
+                    })
+                }
+            }),
+        )
+        .route(
+            "/api/v1/device/instructions/{seq}/ack",
+            post({
+                let seen = seen.clone();
+                move |axum::extract::Path(seq): axum::extract::Path<u64>,
+                      axum::Json(_a): axum::Json<AckRequest>| async move {
+                    seen.lock().unwrap().acks.push(seq);
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        )
+        .route(
+            "/api/v1/device/refusals",
+            post({
+                let seen = seen.clone();
+                move |axum::Json(r): axum::Json<RefusalReport>| async move {
+                    seen.lock().unwrap().refusals.push(r);
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        )
+        .route(
+            "/api/v1/device/batches",
+            post(|| async { axum::http::StatusCode::SERVICE_UNAVAILABLE }),
+        );
+    let certs = Arc::new(rampart_portal::tls::CertStore::new(
+        domain,
+        rampart_portal::tls::certified_key(&cert.pem(), &kp.serialize_der()).unwrap(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(rampart_portal::tls::serve(
+        listener,
+        rampart_portal::tls::server_config(certs),
+        app,
+        std::future::pending(),
+    ));
+
+    // An agent state dir that trusts this portal, made with the agent library.
+    let mut agent = Agent::new();
+    let dir = rampart_agent::identity::StateDir::new(agent.dir.path().join("state"), None);
+    dir.save_device_key(&SigningKey::generate()).unwrap();
+    let (_, upload) = HpkeSecretKey::generate();
+    dir.save_identity(&rampart_agent::identity::Identity {
+        portal_url: format!("https://{domain}:{}", addr.port()),
+        resolve: Some(addr),
+        pin,
+        tenant_id: tenant,
+        device_id: device,
+        instruction_key: signer.verifying_key().to_b64(),
+        upload_key: upload.to_b64(),
+        poll_wait_secs: 1,
+        enrolled_at: now,
+    })
+    .unwrap();
+    agent.start();
+
+    eventually(
+        "the agent to work through the script",
+        Duration::from_secs(60),
+        || async {
+            let s = seen.lock().unwrap();
+            (s.acks.contains(&6) && s.refusals.len() >= 5).then_some(())
+        },
+    )
+    .await;
+    let s = seen.lock().unwrap();
+    let mut acks = s.acks.clone();
+    acks.dedup();
+    assert_eq!(acks, vec![1, 6], "only the genuine instructions ran");
+    let codes: Vec<&str> = s.refusals.iter().map(|r| r.code.as_str()).collect();
+    assert_eq!(
+        codes,
+        vec![
+            "bad_signature",
+            "replayed",
+            "expired",
+            "wrong_device",
+            "bad_signature"
+        ]
+    );
+    assert_eq!(s.refusals[1].seq, Some(1));
+    drop(s);
+    // The applied seq survived on disk: a restarted agent refuses seq 1 again.
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(agent.dir.path().join("state/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["last_applied_seq"], 6);
+    let stderr = agent.proc.as_ref().unwrap().stderr();
+    assert!(
+        stderr.contains("refused an instruction"),
+        "refusals are logged"
+    );
+}
