@@ -55,6 +55,7 @@ pub struct PendingAck {
     pub ack: rampart_proto::api::AckRequest,
 }
 
+#[derive(Clone)]
 pub struct StateDir {
     pub root: PathBuf,
     wrap_key_file: Option<PathBuf>,

@@ -195,13 +195,13 @@ fn main() -> anyhow::Result<()> {
                                 "stale"
                             },
                             s.pid,
-                            now - s.updated_at
+                            now.saturating_sub(s.updated_at)
                         );
                         println!("last seq    {}", s.last_applied_seq);
                         println!(
                             "last contact {}",
                             s.last_contact
-                                .map(|t| format!("{}s ago", now - t))
+                                .map(|t| format!("{}s ago", now.saturating_sub(t)))
                                 .unwrap_or_else(|| "never".into())
                         );
                         println!(

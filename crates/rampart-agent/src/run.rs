@@ -177,9 +177,13 @@ impl Shared {
         *self.last_contact.lock().unwrap_or_else(|p| p.into_inner()) = Some(time_now());
     }
 
-    fn save_state(&self) -> Result<(), AgentError> {
+    /// Persists the run state off the async thread (it fsyncs).
+    async fn save_state(&self) -> Result<(), AgentError> {
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        self.dir.save_run_state(&s)
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || dir.save_run_state(&s))
+            .await
+            .map_err(|e| AgentError::State(format!("saving state: {e}")))?
     }
 }
 
@@ -220,7 +224,7 @@ pub async fn run(
     for t in &tasks {
         t.abort();
     }
-    let _ = shared.save_state();
+    let _ = shared.save_state().await;
     tracing::info!("agent stopped");
     Ok(())
 }
@@ -270,23 +274,26 @@ async fn flush_pending(s: &Shared) -> Result<(), ClientError> {
             Err(ClientError::Refused { status: 404, .. }) => {}
             Err(e) => return Err(e),
         }
-        let mut st = s.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.pending_acks.retain(|a| a.seq != p.seq);
-        drop(st);
-        let _ = s.save_state();
+        s.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pending_acks
+            .retain(|a| a.seq != p.seq);
+        let _ = s.save_state().await;
     }
     for r in refusals {
         s.client.report_refusal(&r).await?;
-        let mut st = s.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = st
-            .pending_refusals
-            .iter()
-            .position(|x| x.code == r.code && x.seq == r.seq && x.message == r.message)
         {
-            st.pending_refusals.remove(i);
+            let mut st = s.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = st
+                .pending_refusals
+                .iter()
+                .position(|x| x.code == r.code && x.seq == r.seq && x.message == r.message)
+            {
+                st.pending_refusals.remove(i);
+            }
         }
-        drop(st);
-        let _ = s.save_state();
+        let _ = s.save_state().await;
     }
     Ok(())
 }
@@ -316,7 +323,7 @@ async fn handle_instruction(s: &Shared, si: &SignedInstruction) {
                 .unwrap_or_else(|p| p.into_inner())
                 .pending_refusals
                 .push(report);
-            if let Err(e) = s.save_state() {
+            if let Err(e) = s.save_state().await {
                 tracing::error!(error = %e, "cannot record refusal");
             }
             return;
@@ -331,7 +338,7 @@ async fn handle_instruction(s: &Shared, si: &SignedInstruction) {
         st.last_applied_seq = env.seq;
         st.pending_acks.push(PendingAck { seq: env.seq, ack });
     }
-    if let Err(e) = s.save_state() {
+    if let Err(e) = s.save_state().await {
         tracing::error!(error = %e, "cannot record applied instruction");
     }
 }
@@ -477,7 +484,7 @@ fn beat(s: &Shared, heartbeat_secs: u64) -> Result<(), AgentError> {
 /// Whether `status` is fresh enough for a container health check: the run
 /// loop wrote it within three heartbeats.
 pub fn is_healthy(status: &Status, now: i64) -> bool {
-    now - status.updated_at <= 3 * status.heartbeat_secs.max(1) as i64 + 5
+    now.saturating_sub(status.updated_at) <= 3 * status.heartbeat_secs.clamp(1, 86_400) as i64 + 5
 }
 
 /// Opens the outbox of an enrolled state dir (for `send` and `status`).

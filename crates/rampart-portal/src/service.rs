@@ -276,7 +276,13 @@ impl Portal {
         let mut map = HashMap::new();
         for t in self.store.list_tenants().await? {
             let ck = match (&t.cert_file, &t.key_file) {
-                (Some(c), Some(k)) => tls::certified_key_from_files(c, k),
+                (Some(c), Some(k)) => {
+                    let (c, k) = (c.clone(), k.clone());
+                    tokio::task::spawn_blocking(move || tls::certified_key_from_files(&c, &k))
+                        .await
+                        .map_err(|e| ServiceError::Tls(e.to_string()))
+                        .and_then(|r| r)
+                }
                 _ => {
                     let keys = self.store.tenant_keys(t.id).await?;
                     self.secrets(t.id)
@@ -315,7 +321,8 @@ impl Portal {
     /// Hex SHA-256 of the SPKI of the certificate the tenant's domain serves.
     pub async fn tenant_pin(&self, tenant: &Tenant) -> Result<String> {
         let chain = match &tenant.cert_file {
-            Some(f) => std::fs::read_to_string(f)
+            Some(f) => tokio::fs::read_to_string(f)
+                .await
                 .map_err(|e| ServiceError::Tls(format!("cannot read {f}: {e}")))?,
             None => self.store.tenant_keys(tenant.id).await?.tls_cert_pem,
         };

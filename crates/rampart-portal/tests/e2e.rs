@@ -769,3 +769,77 @@ async fn agent_refuses_tampered_replayed_expired_and_misaddressed_instructions()
         "refusals are logged"
     );
 }
+
+/// A tenant served with the operator's own certificate: tokens pin it, and
+/// agents enroll and take instructions through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_with_operator_provided_certificate() {
+    let portal = PortalProc::start().await;
+    let domain = "own-cert.rampart.test";
+    let kp = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![domain.into()])
+        .unwrap()
+        .self_signed(&kp)
+        .unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let (cf, kf) = (files.path().join("cert.pem"), files.path().join("key.pem"));
+    std::fs::write(&cf, cert.pem()).unwrap();
+    std::fs::write(&kf, kp.serialize_pem()).unwrap();
+
+    let (s, v) = portal
+        .call(
+            reqwest::Method::POST,
+            "localhost",
+            "/api/v1/admin/tenants",
+            &portal.operator,
+            Some(json!({"name": "owncert", "domain": domain, "cert_file": cf, "key_file": kf})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let t = Tenant {
+        domain: domain.into(),
+        token: v["admin_token"].as_str().unwrap().into(),
+    };
+    // The tenant API is now served with the operator's certificate, which the
+    // portal's CA did not issue: talk to it with the agent's pinned client.
+    let token = {
+        let client = rampart_agent::client::PortalClient::new(
+            &format!("https://{domain}:{}", portal.port),
+            &rampart_proto::pin::spki_pin(cert.der()).unwrap(),
+            Some(portal.addr()),
+        );
+        assert!(client.is_ok());
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(cert.pem().as_bytes()).unwrap())
+            .resolve(domain, portal.addr())
+            .build()
+            .unwrap();
+        let resp = http
+            .post(format!(
+                "https://{domain}:{}/api/v1/enrollment-tokens",
+                portal.port
+            ))
+            .bearer_auth(&t.token)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        resp.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        EnrollmentToken::decode(&token).unwrap().pin,
+        rampart_proto::pin::spki_pin(cert.der()).unwrap()
+    );
+    let mut agent = Agent::new();
+    let (ok, out) = agent.enroll(&token, portal.addr());
+    assert!(ok, "{out}");
+    agent.start();
+    eventually("the agent to check in", Duration::from_secs(30), || async {
+        agent.status()["status"]["last_contact"].as_i64()
+    })
+    .await;
+}

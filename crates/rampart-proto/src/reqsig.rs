@@ -111,7 +111,9 @@ impl DeviceAuth {
         now: i64,
         body: &[u8],
     ) -> Result<()> {
-        if (now - self.timestamp).abs() > MAX_REQUEST_SKEW_SECS {
+        // The timestamp is attacker-chosen: compare without arithmetic that
+        // can overflow (i64::MIN once panicked here in debug builds).
+        if now.abs_diff(self.timestamp) > MAX_REQUEST_SKEW_SECS as u64 {
             return Err(ProtoError::malformed(
                 "device request",
                 "timestamp is outside the allowed window: check the agent's clock",
@@ -167,6 +169,16 @@ mod tests {
         assert!(a
             .verify(&vk, "POST", "acme.example", "/api/v1/x?y=1", 2000, b"body")
             .is_err());
+    }
+
+    #[test]
+    fn extreme_timestamps_are_refused_not_overflowed() {
+        let k = SigningKey::generate();
+        for ts in [i64::MIN, i64::MIN + 1, i64::MAX] {
+            let mut a = DeviceAuth::sign(&k, Uuid::nil(), "GET", "h", "/", 0, b"");
+            a.timestamp = ts;
+            assert!(a.verify(&k.verifying_key(), "GET", "h", "/", 1_700_000_000, b"").is_err());
+        }
     }
 
     #[test]
