@@ -431,7 +431,7 @@ async fn two_tenants_enroll_agents_and_run_signed_instructions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn portal_killed_during_uploads_loses_and_duplicates_nothing() {
+async fn portal_and_agent_killed_during_uploads_lose_and_duplicate_nothing() {
     let mut portal = PortalProc::start().await;
     let t = portal.create_tenant("acme").await;
     let token = portal.enrollment_token(&t, json!({})).await;
@@ -440,14 +440,20 @@ async fn portal_killed_during_uploads_loses_and_duplicates_nothing() {
     agent.start();
     let device = agent.device_id();
 
-    // Queue batches through the agent's outbox while the portal dies and comes back.
+    // Queue batches through the agent's outbox while the agent and the portal
+    // die and come back: agent down 5..15, portal down 10..20.
     let mut sent = Vec::new();
     for i in 0..30 {
-        if i == 10 {
-            portal.kill();
-        }
-        if i == 20 {
-            portal.restart().await;
+        match i {
+            5 => {
+                if let Some(mut p) = agent.proc.take() {
+                    p.kill();
+                }
+            }
+            10 => portal.kill(),
+            15 => agent.start(),
+            20 => portal.restart().await,
+            _ => {}
         }
         let file = agent.dir.path().join(format!("events-{i}.jsonl"));
         let lines: String = (0..50)
