@@ -187,6 +187,9 @@ impl FromRequestParts<AppState> for Operator {
     }
 }
 
+/// How stale `last_seen` may get before a device request refreshes it.
+const LAST_SEEN_RESOLUTION_SECS: i64 = 15;
+
 /// A request signed by an active enrolled device of the addressed tenant,
 /// with its body (already counted against `limit`).
 pub struct DeviceRequest {
@@ -253,7 +256,11 @@ impl DeviceRequest {
                 ))
             }
         }
-        portal.store.touch_device(tenant.id, device.id, now).await?;
+        // `last_seen` drives online/offline at a granularity of minutes; a
+        // durable write on every request would cost one fsync per poll.
+        if device.last_seen.is_none_or(|t| now - t >= LAST_SEEN_RESOLUTION_SECS) {
+            portal.store.touch_device(tenant.id, device.id, now).await?;
+        }
         Ok(DeviceRequest {
             tenant,
             device,

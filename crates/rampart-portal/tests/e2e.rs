@@ -198,11 +198,26 @@ impl PortalProc {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    async fn get(&self, domain: &str, path: &str, token: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, domain, path, token, None)
+            .await
+    }
+
+    async fn post(
+        &self,
+        domain: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        self.call(reqwest::Method::POST, domain, path, token, body)
+            .await
+    }
+
     async fn create_tenant(&self, name: &str) -> Tenant {
         let domain = format!("{name}.rampart.test");
         let (s, v) = self
-            .call(
-                reqwest::Method::POST,
+            .post(
                 "localhost",
                 "/api/v1/admin/tenants",
                 &self.operator,
@@ -218,13 +233,7 @@ impl PortalProc {
 
     async fn enrollment_token(&self, t: &Tenant, body: Value) -> String {
         let (s, v) = self
-            .call(
-                reqwest::Method::POST,
-                &t.domain,
-                "/api/v1/enrollment-tokens",
-                &t.token,
-                Some(body),
-            )
+            .post(&t.domain, "/api/v1/enrollment-tokens", &t.token, Some(body))
             .await;
         assert_eq!(s, 201, "enrollment token: {v}");
         v["token"].as_str().unwrap().to_string()
@@ -288,12 +297,10 @@ impl Agent {
 
 async fn instruction_status(p: &PortalProc, t: &Tenant, device: &str, seq: u64) -> Option<Value> {
     let (_, v) = p
-        .call(
-            reqwest::Method::GET,
+        .get(
             &t.domain,
             &format!("/api/v1/devices/{device}/instructions"),
             &t.token,
-            None,
         )
         .await;
     v.as_array()?
@@ -323,8 +330,7 @@ async fn two_tenants_enroll_agents_and_run_signed_instructions() {
     for (t, a) in [(&acme, &agents[0]), (&bravo, &agents[1])] {
         let device = a.device_id();
         let (s, v) = portal
-            .call(
-                reqwest::Method::POST,
+            .post(
                 &t.domain,
                 &format!("/api/v1/devices/{device}/instructions"),
                 &t.token,
@@ -347,13 +353,7 @@ async fn two_tenants_enroll_agents_and_run_signed_instructions() {
         // Heartbeats arrive as sealed health batches and show on the device.
         let dev = eventually("a heartbeat", Duration::from_secs(30), || async {
             let (_, v) = portal
-                .call(
-                    reqwest::Method::GET,
-                    &t.domain,
-                    &format!("/api/v1/devices/{device}"),
-                    &t.token,
-                    None,
-                )
+                .get(&t.domain, &format!("/api/v1/devices/{device}"), &t.token)
                 .await;
             (v["health"]["agent_version"].is_string()).then_some(v)
         })
@@ -365,18 +365,11 @@ async fn two_tenants_enroll_agents_and_run_signed_instructions() {
     // Cross-tenant: bravo's token on acme's domain, and acme's device id on bravo's domain.
     let acme_dev = agents[0].device_id();
     let (s, _) = portal
-        .call(
-            reqwest::Method::GET,
-            &acme.domain,
-            "/api/v1/devices",
-            &bravo.token,
-            None,
-        )
+        .get(&acme.domain, "/api/v1/devices", &bravo.token)
         .await;
     assert_eq!(s, 401);
     let (s, _) = portal
-        .call(
-            reqwest::Method::POST,
+        .post(
             &bravo.domain,
             &format!("/api/v1/devices/{acme_dev}/instructions"),
             &bravo.token,
@@ -385,13 +378,7 @@ async fn two_tenants_enroll_agents_and_run_signed_instructions() {
         .await;
     assert_eq!(s, 404);
     let (s, v) = portal
-        .call(
-            reqwest::Method::GET,
-            &bravo.domain,
-            "/api/v1/devices",
-            &bravo.token,
-            None,
-        )
+        .get(&bravo.domain, "/api/v1/devices", &bravo.token)
         .await;
     assert_eq!(s, 200);
     assert_eq!(
@@ -468,12 +455,10 @@ async fn portal_and_agent_killed_during_uploads_lose_and_duplicate_nothing() {
 
     let got: Vec<Value> = eventually("every batch to arrive", Duration::from_secs(60), || async {
         let (s, v) = portal
-            .call(
-                reqwest::Method::GET,
+            .get(
                 &t.domain,
                 &format!("/api/v1/batches?device={device}&limit=10000"),
                 &t.token,
-                None,
             )
             .await;
         let events: Vec<Value> = v
@@ -532,23 +517,11 @@ async fn enrollment_refusals_wrong_pin_expired_used_up_and_revoked_device() {
 
     // Revoked token.
     let (_, list) = portal
-        .call(
-            reqwest::Method::GET,
-            &t.domain,
-            "/api/v1/enrollment-tokens",
-            &t.token,
-            None,
-        )
+        .get(&t.domain, "/api/v1/enrollment-tokens", &t.token)
         .await;
     let revocable = portal.enrollment_token(&t, json!({"max_uses": 5})).await;
     let (_, list2) = portal
-        .call(
-            reqwest::Method::GET,
-            &t.domain,
-            "/api/v1/enrollment-tokens",
-            &t.token,
-            None,
-        )
+        .get(&t.domain, "/api/v1/enrollment-tokens", &t.token)
         .await;
     let new_id = list2
         .as_array()
@@ -560,8 +533,7 @@ async fn enrollment_refusals_wrong_pin_expired_used_up_and_revoked_device() {
         .unwrap()
         .to_string();
     let (s, _) = portal
-        .call(
-            reqwest::Method::POST,
+        .post(
             &t.domain,
             &format!("/api/v1/enrollment-tokens/{new_id}/revoke"),
             &t.token,
@@ -580,8 +552,7 @@ async fn enrollment_refusals_wrong_pin_expired_used_up_and_revoked_device() {
     })
     .await;
     let (s, _) = portal
-        .call(
-            reqwest::Method::POST,
+        .post(
             &t.domain,
             &format!("/api/v1/devices/{device}/revoke"),
             &t.token,
@@ -602,8 +573,7 @@ async fn enrollment_refusals_wrong_pin_expired_used_up_and_revoked_device() {
     .await;
     assert!(err.contains("device_revoked"), "{err}");
     let (s, _) = portal
-        .call(
-            reqwest::Method::POST,
+        .post(
             &t.domain,
             &format!("/api/v1/devices/{device}/instructions"),
             &t.token,
@@ -793,8 +763,7 @@ async fn tenant_with_operator_provided_certificate() {
     std::fs::write(&kf, kp.serialize_pem()).unwrap();
 
     let (s, v) = portal
-        .call(
-            reqwest::Method::POST,
+        .post(
             "localhost",
             "/api/v1/admin/tenants",
             &portal.operator,
