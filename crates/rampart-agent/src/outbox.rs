@@ -1463,30 +1463,4 @@ mod tests {
         assert_eq!(from_cache, on_disk);
         Ok(())
     }
-
-    #[test]
-    fn zz_perf() -> TestResult {
-        let dir = tempfile::tempdir_in("/root/.cache")?;
-        for n in 0..10_000u64 { let e = Entry { priority: Priority::ALL[(n % 3) as usize], batch_id: id(n as u128), size: 200, order: 1_700_000_000_000_000_000 + n }; fs::write(dir.path().join(e.file_name()), [0u8; 200])?; }
-        let t = std::time::Instant::now();
-        let ob = Outbox::open(dir.path(), 1 << 30)?;
-        eprintln!("open: {:?}", t.elapsed());
-        let other = Outbox::open(dir.path(), 1 << 30)?;
-        let t = std::time::Instant::now();
-        for _ in 0..100 { ob.peek()?; }
-        eprintln!("peek: {:?}", t.elapsed() / 100);
-        let t = std::time::Instant::now();
-        for _ in 0..100 { let e = ob.peek()?.ok_or("x")?; ob.read(&e)?; ob.remove(e.batch_id)?; }
-        eprintln!("peek+read+remove: {:?}", t.elapsed() / 100);
-        let t = std::time::Instant::now();
-        for n in 0..100u128 { ob.push(Priority::Data, id(1_000_000 + n), &[0; 200])?; }
-        eprintln!("push: {:?}", t.elapsed() / 100);
-        let t = std::time::Instant::now();
-        other.peek()?;
-        eprintln!("peek after other handle changed: {:?}", t.elapsed());
-        let t = std::time::Instant::now();
-        ob.stats()?;
-        eprintln!("stats: {:?}", t.elapsed());
-        Ok(())
-    }
 }

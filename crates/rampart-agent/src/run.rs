@@ -367,16 +367,19 @@ async fn upload_loop(s: Arc<Shared>) {
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
     loop {
         let outbox = s.outbox.clone();
+        // Outer None: nothing queued. Inner None: the batch vanished between
+        // peek and read (evicted by a concurrent push); just peek again.
         let next = tokio::task::spawn_blocking(move || {
             let e = outbox.peek()?;
             match e {
-                Some(e) => outbox.read(&e).map(|f| f.map(|f| (e, f))),
+                Some(e) => outbox.read(&e).map(|f| Some(f.map(|f| (e, f)))),
                 None => Ok(None),
             }
         })
         .await;
         let (entry, frame) = match next {
-            Ok(Ok(Some(x))) => x,
+            Ok(Ok(Some(Some(x)))) => x,
+            Ok(Ok(Some(None))) => continue,
             Ok(Ok(None)) => {
                 // Nothing queued: sleep until something is, or re-scan now
                 // and then for batches queued by `rampart-agent send`.
