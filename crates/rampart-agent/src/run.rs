@@ -270,8 +270,15 @@ async fn flush_pending(s: &Shared) -> Result<(), ClientError> {
     for p in acks {
         match s.client.ack(p.seq, &p.ack).await {
             Ok(()) => {}
-            // The portal no longer knows it (e.g. pruned): nothing to retry.
-            Err(ClientError::Refused { status: 404, .. }) => {}
+            // A client error will not change on retry (unknown instruction,
+            // outcome already recorded): drop it rather than block the queue.
+            Err(
+                e @ ClientError::Refused {
+                    status: 400..=499, ..
+                },
+            ) if !e.is_retryable() => {
+                tracing::warn!(seq = p.seq, error = %e, "portal will not take this result: dropping it");
+            }
             Err(e) => return Err(e),
         }
         s.state

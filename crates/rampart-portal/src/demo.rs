@@ -16,7 +16,7 @@ const DOMAIN: &str = "demo.localhost";
 
 pub async fn run(portal: Arc<Portal>) -> anyhow::Result<()> {
     let cfg = portal.config.clone();
-    let tenant = match portal.store.find_tenant(TENANT).await? {
+    let tenant = match portal.store.tenant_by_name(TENANT).await? {
         Some(t) => t,
         None => portal.create_tenant(TENANT, DOMAIN, None).await?,
     };

@@ -110,9 +110,9 @@ impl FromRequestParts<AppState> for TenantHost {
 
     async fn from_request_parts(parts: &mut Parts, portal: &AppState) -> Result<Self, ApiError> {
         let host = addressed_host(parts)?;
-        let tenant = match portal.store.find_tenant(&host).await? {
-            Some(t) if t.domain == host => t,
-            _ => {
+        let tenant = match portal.store.tenant_by_domain(&host).await? {
+            Some(t) => t,
+            None => {
                 return Err(ApiError::new(
                     StatusCode::NOT_FOUND,
                     "unknown_domain",
@@ -196,6 +196,8 @@ pub struct DeviceRequest {
     pub tenant: Tenant,
     pub device: Device,
     pub body: Bytes,
+    /// Kept so query parameters are parsed only after the signature verified.
+    pub uri: axum::http::Uri,
 }
 
 impl DeviceRequest {
@@ -214,7 +216,7 @@ impl DeviceRequest {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
-                format!("body exceeds {limit} bytes: send smaller batches"),
+                format!("body exceeds the {limit}-byte limit of this route: send less per request"),
             )
         })?;
         let device = portal
@@ -258,13 +260,17 @@ impl DeviceRequest {
         }
         // `last_seen` drives online/offline at a granularity of minutes; a
         // durable write on every request would cost one fsync per poll.
-        if device.last_seen.is_none_or(|t| now - t >= LAST_SEEN_RESOLUTION_SECS) {
+        if device
+            .last_seen
+            .is_none_or(|t| now - t >= LAST_SEEN_RESOLUTION_SECS)
+        {
             portal.store.touch_device(tenant.id, device.id, now).await?;
         }
         Ok(DeviceRequest {
             tenant,
             device,
             body,
+            uri: parts.uri,
         })
     }
 }
@@ -292,6 +298,12 @@ impl FromRequest<AppState> for DeviceUpload {
 }
 
 impl DeviceRequest {
+    pub fn query<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(&self.uri)
+            .map(|axum::extract::Query(v)| v)
+            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text().to_lowercase()))
+    }
+
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         serde_json::from_slice(&self.body)
             .map_err(|e| ApiError::bad_request("invalid_json", format!("body is not valid: {e}")))

@@ -349,8 +349,17 @@ impl Portal {
             )));
         }
         if let Some((c, k)) = &cert_files {
-            // Refuse unusable files now rather than at the first handshake.
-            tls::certified_key_from_files(c, k)?;
+            // Refuse unusable files now, as the operator's mistake, rather
+            // than at the first handshake.
+            let (c, k) = (c.clone(), k.clone());
+            tokio::task::spawn_blocking(move || tls::certified_key_from_files(&c, &k))
+                .await
+                .map_err(|e| ServiceError::Tls(e.to_string()))?
+                .map_err(|e| {
+                    ServiceError::Invalid(format!(
+                        "{e}: give readable pem files on the portal host"
+                    ))
+                })?;
         }
         let id = TenantId(Uuid::new_v4());
         let issued = self.ca.issue(&[&domain])?;
@@ -379,7 +388,7 @@ impl Portal {
     pub async fn find_tenant(&self, name_or_id: &str) -> Result<Tenant> {
         let t = match Uuid::parse_str(name_or_id) {
             Ok(id) => self.store.get_tenant(TenantId(id)).await?,
-            Err(_) => self.store.find_tenant(name_or_id).await?,
+            Err(_) => self.store.tenant_by_name(name_or_id).await?,
         };
         t.ok_or_else(|| ServiceError::NotFound(format!("tenant {name_or_id}")))
     }
@@ -608,7 +617,28 @@ impl Portal {
             .open(&secrets.upload, tenant.0, device.0)
             .map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let h = &frame.header;
-        let key = format!("spool/{}/{}/{}.rpb", tenant, device, h.batch_id);
+        // A batch id this device already delivered is acknowledged without
+        // touching what was stored: a retry must never rewrite data.
+        if self
+            .store
+            .get_batch(tenant, device, h.batch_id)
+            .await?
+            .is_some()
+        {
+            self.metrics.record_batch(&h.kind, false, frame_bytes.len());
+            return Ok(rampart_proto::api::BatchAck {
+                batch_id: h.batch_id,
+                stored: false,
+            });
+        }
+        // The key names the content too, so two racing uploads of one id
+        // with different content cannot overwrite each other's blob.
+        let digest = rampart_proto::sha256_hex(frame_bytes);
+        let key = format!(
+            "spool/{tenant}/{device}/{}-{}.rpb",
+            h.batch_id,
+            &digest[..16]
+        );
         self.blobs.put(&key, frame_bytes).await?;
         let row = BatchRow {
             batch_id: h.batch_id,
@@ -619,9 +649,16 @@ impl Portal {
             bytes: frame_bytes.len() as u64,
             created_at: h.created_at,
             received_at: now(),
-            blob_key: key,
+            blob_key: key.clone(),
         };
         let stored = self.store.record_batch(tenant, &row).await?;
+        if !stored {
+            // Lost a race with an upload of the same id: keep the winner's blob.
+            let winner = self.store.get_batch(tenant, device, h.batch_id).await?;
+            if winner.is_some_and(|w| w.blob_key != key) {
+                self.blobs.delete(&key).await?;
+            }
+        }
         self.metrics
             .record_batch(&h.kind, stored, frame_bytes.len());
         if stored && h.kind == "health" {

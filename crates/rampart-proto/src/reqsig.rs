@@ -177,7 +177,9 @@ mod tests {
         for ts in [i64::MIN, i64::MIN + 1, i64::MAX] {
             let mut a = DeviceAuth::sign(&k, Uuid::nil(), "GET", "h", "/", 0, b"");
             a.timestamp = ts;
-            assert!(a.verify(&k.verifying_key(), "GET", "h", "/", 1_700_000_000, b"").is_err());
+            assert!(a
+                .verify(&k.verifying_key(), "GET", "h", "/", 1_700_000_000, b"")
+                .is_err());
         }
     }
 

@@ -85,8 +85,10 @@ pub trait Store: Send + Sync + 'static {
     async fn create_tenant(&self, new: &NewTenant) -> Result<()>;
     async fn list_tenants(&self) -> Result<Vec<Tenant>>;
     async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>>;
-    /// Looks a tenant up by its name or its domain.
-    async fn find_tenant(&self, name_or_domain: &str) -> Result<Option<Tenant>>;
+    async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>>;
+    /// The tenant served at `domain` (compared lowercase). Separate from the
+    /// name lookup, so a tenant's name can never shadow another's domain.
+    async fn tenant_by_domain(&self, domain: &str) -> Result<Option<Tenant>>;
     async fn set_tenant_status(&self, id: TenantId, status: TenantStatus) -> Result<()>;
     async fn tenant_keys(&self, id: TenantId) -> Result<TenantKeys>;
 
@@ -148,7 +150,9 @@ pub trait Store: Send + Sync + 'static {
         seqs: &[u64],
         now: i64,
     ) -> Result<()>;
-    /// Records the outcome; returns false when there is no such instruction.
+    /// Records the outcome of a queued or delivered instruction; returns false
+    /// when there is no such instruction or it already has an outcome
+    /// (outcomes are final).
     async fn finish_instruction(
         &self,
         tenant: TenantId,
@@ -175,6 +179,12 @@ pub trait Store: Send + Sync + 'static {
     // --- batches ---
     /// Records an ingested batch; false if this device's batch id was seen before.
     async fn record_batch(&self, tenant: TenantId, row: &BatchRow) -> Result<bool>;
+    async fn get_batch(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        batch_id: Uuid,
+    ) -> Result<Option<BatchRow>>;
     async fn list_batches(
         &self,
         tenant: TenantId,

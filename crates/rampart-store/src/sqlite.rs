@@ -254,10 +254,19 @@ impl Store for SqliteStore {
             .transpose()
     }
 
-    async fn find_tenant(&self, name_or_domain: &str) -> Result<Option<Tenant>> {
-        sqlx::query("SELECT * FROM tenants WHERE name = ? OR domain = ?")
-            .bind(name_or_domain)
-            .bind(name_or_domain.to_ascii_lowercase())
+    async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>> {
+        sqlx::query("SELECT * FROM tenants WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(tenant_from)
+            .transpose()
+    }
+
+    async fn tenant_by_domain(&self, domain: &str) -> Result<Option<Tenant>> {
+        sqlx::query("SELECT * FROM tenants WHERE domain = ?")
+            .bind(domain.to_ascii_lowercase())
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
@@ -609,7 +618,8 @@ impl Store for SqliteStore {
     ) -> Result<bool> {
         let r = sqlx::query(
             "UPDATE instructions SET status = ?, result = ?, acked_at = ?
-             WHERE tenant_id = ? AND device_id = ? AND seq = ?",
+             WHERE tenant_id = ? AND device_id = ? AND seq = ?
+             AND status IN ('queued', 'delivered')",
         )
         .bind(status)
         .bind(result.to_string())
@@ -690,6 +700,23 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() > 0)
+    }
+
+    async fn get_batch(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        batch_id: Uuid,
+    ) -> Result<Option<BatchRow>> {
+        sqlx::query("SELECT * FROM batches WHERE tenant_id = ? AND device_id = ? AND batch_id = ?")
+            .bind(tenant.0.to_string())
+            .bind(device.0.to_string())
+            .bind(batch_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(batch_from)
+            .transpose()
     }
 
     async fn list_batches(

@@ -109,14 +109,17 @@ async fn tenants(s: &dyn Store) {
         Some(a.tenant.clone())
     );
     assert_eq!(
-        s.find_tenant("alpha").await.unwrap(),
+        s.tenant_by_name("alpha").await.unwrap(),
         Some(a.tenant.clone())
     );
     assert_eq!(
-        s.find_tenant("ALPHA.example.net").await.unwrap(),
+        s.tenant_by_domain("ALPHA.example.net").await.unwrap(),
         Some(a.tenant.clone())
     );
-    assert_eq!(s.find_tenant("nobody").await.unwrap(), None);
+    assert_eq!(s.tenant_by_name("nobody").await.unwrap(), None);
+    // Names and domains are separate namespaces.
+    assert_eq!(s.tenant_by_domain("alpha").await.unwrap(), None);
+    assert_eq!(s.tenant_by_name("alpha.example.net").await.unwrap(), None);
     assert_eq!(s.tenant_keys(a.tenant.id).await.unwrap(), a.keys);
     s.set_tenant_status(a.tenant.id, TenantStatus::Suspended)
         .await
@@ -280,6 +283,12 @@ async fn instructions(s: &dyn Store) {
         .finish_instruction(tid, dev.id, 99, "ok", &serde_json::json!({}), 1_200)
         .await
         .unwrap());
+    assert!(
+        !s.finish_instruction(tid, dev.id, 1, "refused", &serde_json::json!({}), 1_300)
+            .await
+            .unwrap(),
+        "an outcome is final"
+    );
     let all = s.list_instructions(tid, dev.id).await.unwrap();
     assert_eq!(all[0].status, "ok");
     assert_eq!(all[0].delivered_at, Some(1_100));
@@ -335,6 +344,14 @@ async fn batches(s: &dyn Store) {
         s.list_batches(tid, Some(dev.id), 100).await.unwrap(),
         vec![row.clone()]
     );
+    assert_eq!(
+        s.get_batch(tid, dev.id, row.batch_id).await.unwrap(),
+        Some(row.clone())
+    );
+    assert_eq!(
+        s.get_batch(tid, dev.id, Uuid::new_v4()).await.unwrap(),
+        None
+    );
     assert_eq!(s.list_batches(tid, None, 100).await.unwrap().len(), 1);
 }
 
@@ -382,6 +399,19 @@ async fn tenant_isolation(s: &dyn Store) {
         .await
         .unwrap()
         .is_empty());
+    let batch = BatchRow {
+        batch_id: Uuid::new_v4(),
+        device_id: dev.id,
+        kind: "events".into(),
+        priority: 2,
+        items: 1,
+        bytes: 1,
+        created_at: 1,
+        received_at: 1,
+        blob_key: "k".into(),
+    };
+    assert!(s.record_batch(ta, &batch).await.unwrap());
+    assert_eq!(s.get_batch(tb, dev.id, batch.batch_id).await.unwrap(), None);
     assert!(s.list_device_events(tb, dev.id).await.unwrap().is_empty());
     assert_eq!(
         s.get_device(ta, dev.id).await.unwrap().unwrap().status,

@@ -19,5 +19,5 @@ async fn suite_passes_on_sqlite_file_and_survives_reopen() {
     // Reopening runs migrations again (a no-op) and keeps the data.
     let s = SqliteStore::open(&path).await.unwrap();
     use rampart_store::Store;
-    assert!(s.find_tenant("alpha").await.unwrap().is_some());
+    assert!(s.tenant_by_name("alpha").await.unwrap().is_some());
 }

@@ -17,7 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::extract::{AppState, DeviceRequest, DeviceUpload, Json, Path, Query, TenantHost};
+use crate::extract::{AppState, DeviceRequest, DeviceUpload, Json, Path, TenantHost};
 use crate::metrics::CodeLabels;
 use crate::service::now;
 
@@ -77,9 +77,9 @@ impl Drop for PollGuard<'_> {
     responses((status = 200, body = PollResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn poll(
     State(p): State<AppState>,
-    Query(q): Query<PollQuery>,
     req: DeviceRequest,
 ) -> Result<axum::Json<PollResponse>, ApiError> {
+    let q: PollQuery = req.query()?;
     let (tenant, device) = (req.tenant.id, req.device_id());
     let wait = q
         .wait_secs
@@ -135,12 +135,17 @@ async fn poll(
 #[utoipa::path(post, path = "/api/v1/device/instructions/{seq}/ack", tag = "device", security(("device" = [])),
     params(("seq" = u64, Path, description = "Instruction sequence number")),
     request_body = AckRequest,
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "the instruction already has an outcome")))]
 async fn ack(
     State(p): State<AppState>,
-    Path(seq): Path<u64>,
+    Path(seq): Path<String>,
     req: DeviceRequest,
 ) -> Result<StatusCode, ApiError> {
+    // Parsed after the signature verified: unauthenticated callers learn nothing.
+    let seq: u64 = seq
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid_path", "seq must be a whole number"))?;
     let body: AckRequest = req.json()?;
     let status = match body.status {
         AckStatus::Ok => "ok",
@@ -160,6 +165,16 @@ async fn ack(
         p.metrics.instructions_acked.inc();
         tracing::info!(tenant = %req.tenant.name, device = %req.device_id(), seq, status, "instruction acked");
         Ok(StatusCode::NO_CONTENT)
+    } else if p
+        .store
+        .list_instructions(req.tenant.id, req.device_id())
+        .await?
+        .iter()
+        .any(|i| i.seq == seq)
+    {
+        Err(ApiError::conflict(format!(
+            "instruction {seq} already has an outcome: results are final"
+        )))
     } else {
         Err(ApiError::not_found(format!(
             "instruction {seq} of this device"

@@ -1,0 +1,1517 @@
+//! HTTP API tests: the real router (`rampart_portal::app`) driven with
+//! `oneshot` over an in-memory store. No sockets and no TLS: the tenant is
+//! chosen by the `Host` header, as it is when SNI is absent.
+//!
+//! The route walks read `rampart_portal::openapi()`, so a route added to the
+//! route table is covered by the auth and cross-tenant checks without editing
+//! this file. A new route that needs a particular body or id gets a line in
+//! `sample_body` or `Fx::fill`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use rampart_portal::config::Config;
+use rampart_portal::Portal;
+use rampart_proto::api::EnrollRequest;
+use rampart_proto::batch::{self, BatchHeader, Priority};
+use rampart_proto::keys::{HpkePublicKey, SigningKey};
+use rampart_proto::reqsig::{DeviceAuth, HDR_DEVICE, HDR_NONCE, HDR_SIGNATURE, HDR_TIMESTAMP};
+use rampart_proto::token::EnrollmentToken;
+use rampart_store::blob::LocalBlobStore;
+use rampart_store::sqlite::SqliteStore;
+use rampart_store::{DeviceId, EnrollmentTokenRow, Tenant};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+/// The admin domain of `Config::default()`.
+const ADMIN: &str = "localhost";
+
+/// The only operations that may answer without credentials. Enrollment
+/// authenticates by the token secret in its body.
+const PUBLIC: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("POST", "/api/v1/enroll"),
+];
+
+const POLL_NOW: &str = "/api/v1/device/poll?after_seq=0&wait_secs=0";
+
+fn now() -> i64 {
+    rampart_portal::service::now()
+}
+
+fn doc() -> Value {
+    serde_json::to_value(rampart_portal::openapi()).expect("openapi serializes")
+}
+
+// ---------------------------------------------------------------- requests
+
+/// A request body with its content type.
+type Payload = Option<(String, Vec<u8>)>;
+
+fn json_body(v: &Value) -> Payload {
+    Some(("application/json".into(), serde_json::to_vec(v).unwrap()))
+}
+
+fn raw_body(content_type: &str, bytes: impl AsRef<[u8]>) -> Payload {
+    Some((content_type.into(), bytes.as_ref().to_vec()))
+}
+
+fn build(
+    method: &str,
+    host: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Payload,
+    device: Option<&DeviceAuth>,
+) -> Request<Body> {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host);
+    if let Some(t) = bearer {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    if let Some(a) = device {
+        b = b
+            .header(HDR_DEVICE, a.device.to_string())
+            .header(HDR_TIMESTAMP, a.timestamp.to_string())
+            .header(HDR_NONCE, &a.nonce)
+            .header(HDR_SIGNATURE, &a.signature);
+    }
+    let body = match body {
+        Some((ct, bytes)) => {
+            b = b.header("content-type", ct);
+            Body::from(bytes)
+        }
+        None => Body::empty(),
+    };
+    b.body(body).unwrap()
+}
+
+/// One response, read whole.
+struct Reply {
+    status: StatusCode,
+    request_id: Option<String>,
+    content_type: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Asserts the one error shape, `{"error": {code, message, request_id}}`
+    /// with the request id of the `x-request-id` header, and returns the code.
+    fn error_code(&self, ctx: &str) -> String {
+        let v = self.json();
+        let e = &v["error"];
+        assert!(
+            v.as_object().is_some_and(|o| o.len() == 1)
+                && e.as_object().is_some_and(|o| o.len() == 3),
+            "{ctx}: {} is not the error shape: {}",
+            self.status,
+            self.text()
+        );
+        for k in ["code", "message", "request_id"] {
+            assert!(
+                e[k].as_str().is_some_and(|s| !s.is_empty()),
+                "{ctx}: error.{k} is empty: {}",
+                self.text()
+            );
+        }
+        assert_eq!(
+            e["request_id"].as_str(),
+            self.request_id.as_deref(),
+            "{ctx}: body and header request ids differ"
+        );
+        e["code"].as_str().unwrap().to_string()
+    }
+
+    /// Asserts an error status and, when given, its code.
+    fn expect(&self, status: u16, code: Option<&str>, ctx: &str) {
+        assert_eq!(self.status, status, "{ctx}: {}", self.text());
+        let got = self.error_code(ctx);
+        if let Some(code) = code {
+            assert_eq!(got, code, "{ctx}: {}", self.text());
+        }
+    }
+
+    /// Asserts a 2xx and returns the JSON body.
+    fn ok(&self, ctx: &str) -> Value {
+        assert!(
+            self.status.is_success(),
+            "{ctx}: expected 2xx, got {}: {}",
+            self.status,
+            self.text()
+        );
+        self.json()
+    }
+}
+
+// ------------------------------------------------------------- the OpenAPI walk
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Kind {
+    Uuid,
+    Integer,
+    Other,
+}
+
+struct Param {
+    name: String,
+    in_path: bool,
+    kind: Kind,
+}
+
+/// One operation (path and method) of the OpenAPI document.
+struct Op {
+    method: String,
+    path: String,
+    tag: String,
+    params: Vec<Param>,
+    body_type: Option<String>,
+}
+
+fn has_type(schema: &Value, t: &str) -> bool {
+    schema["type"] == t
+        || schema["type"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == t))
+}
+
+fn operations(doc: &Value) -> Vec<Op> {
+    const METHODS: &[&str] = &[
+        "get", "put", "post", "delete", "patch", "head", "options", "trace",
+    ];
+    let mut ops = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("document has paths") {
+        for (method, op) in item.as_object().expect("path item is an object") {
+            if !METHODS.contains(&method.as_str()) {
+                continue;
+            }
+            let params = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let s = &p["schema"];
+                    let kind = if s["format"] == "uuid" {
+                        Kind::Uuid
+                    } else if has_type(s, "integer") {
+                        Kind::Integer
+                    } else {
+                        Kind::Other
+                    };
+                    Param {
+                        name: p["name"].as_str().expect("parameter name").into(),
+                        in_path: p["in"] == "path",
+                        kind,
+                    }
+                })
+                .collect();
+            ops.push(Op {
+                method: method.to_uppercase(),
+                path: path.clone(),
+                tag: op["tags"][0].as_str().unwrap_or_default().into(),
+                params,
+                body_type: op["requestBody"]["content"]
+                    .as_object()
+                    .and_then(|c| c.keys().next().cloned()),
+            });
+        }
+    }
+    ops
+}
+
+impl Op {
+    /// The path with its parameters filled by `fill`; query parameters for
+    /// which `fill` answers `None` are left out.
+    fn url(&self, fill: impl Fn(&Param) -> Option<String>) -> String {
+        let mut path = self.path.clone();
+        let mut query = Vec::new();
+        for p in &self.params {
+            match (p.in_path, fill(p)) {
+                (true, Some(v)) => path = path.replace(&format!("{{{}}}", p.name), &v),
+                (true, None) => panic!("no value for path parameter {} of {}", p.name, self.path),
+                (false, Some(v)) => query.push(format!("{}={v}", p.name)),
+                (false, None) => {}
+            }
+        }
+        assert!(!path.contains('{'), "unfilled path parameter in {path}");
+        if query.is_empty() {
+            path
+        } else {
+            format!("{path}?{}", query.join("&"))
+        }
+    }
+
+    fn is_public(&self) -> bool {
+        PUBLIC
+            .iter()
+            .any(|(m, p)| *m == self.method && *p == self.path)
+    }
+
+    fn has_path_params(&self) -> bool {
+        self.params.iter().any(|p| p.in_path)
+    }
+
+    /// `body` encoded as the operation expects, if it takes a body.
+    fn body(&self, body: &Value) -> Payload {
+        self.body_type
+            .as_ref()
+            .map(|ct| (ct.clone(), serde_json::to_vec(body).unwrap()))
+    }
+}
+
+/// Random ids and seq 1: any route, nobody's resources.
+fn placeholder(p: &Param) -> Option<String> {
+    p.in_path.then(|| {
+        if p.kind == Kind::Integer {
+            "1".into()
+        } else {
+            Uuid::new_v4().to_string()
+        }
+    })
+}
+
+/// A body the operation accepts, so that a refusal is about who asks, not
+/// about what is sent.
+fn sample_body(op: &Op) -> Value {
+    match op.path.as_str() {
+        p if p.ends_with("/instructions") => json!({"kind": "ping", "payload": {}}),
+        p if p.ends_with("/ack") => json!({"status": "ok", "result": {}}),
+        "/api/v1/device/refusals" => json!({"code": "bad_signature", "message": "test"}),
+        _ => json!({}),
+    }
+}
+
+// ---------------------------------------------------------------- fixtures
+
+/// An enrolled device and its key.
+struct Dev {
+    id: Uuid,
+    tenant: Uuid,
+    host: String,
+    key: SigningKey,
+    upload_key: String,
+    status: String,
+}
+
+impl Dev {
+    fn sign(&self, method: &str, host: &str, path: &str, body: &[u8], ts: i64) -> DeviceAuth {
+        DeviceAuth::sign(&self.key, self.id, method, host, path, ts, body)
+    }
+}
+
+/// A sealed batch frame for `upload_key`, bound to `tenant` and `device`.
+fn seal(upload_key: &str, tenant: Uuid, device: Uuid) -> Vec<u8> {
+    seal_with(
+        Uuid::new_v4(),
+        b"{\"event\":\"test\"}\n",
+        upload_key,
+        tenant,
+        device,
+    )
+}
+
+fn seal_with(
+    batch_id: Uuid,
+    plaintext: &[u8],
+    upload_key: &str,
+    tenant: Uuid,
+    device: Uuid,
+) -> Vec<u8> {
+    let header = BatchHeader {
+        batch_id,
+        priority: Priority::Data,
+        created_at: now(),
+        items: 1,
+        kind: "events".into(),
+    };
+    let key = HpkePublicKey::from_b64(upload_key).unwrap();
+    batch::seal(&header, plaintext, &key, tenant, device).unwrap()
+}
+
+/// A tenant with an admin token, a 5-use enrollment token and one enrolled device.
+struct Fx {
+    tenant: Tenant,
+    token: String,
+    enroll_token_id: Uuid,
+    enroll_secret: String,
+    device: Dev,
+}
+
+impl Fx {
+    fn host(&self) -> &str {
+        &self.tenant.domain
+    }
+
+    /// This tenant's resource for a parameter: its enrollment token on
+    /// enrollment-token routes, else its device; seq 1; no long-poll wait.
+    fn fill(&self, op: &Op, p: &Param) -> Option<String> {
+        match (p.in_path, p.kind) {
+            (true, Kind::Integer) => Some("1".into()),
+            (true, _) if op.path.starts_with("/api/v1/enrollment-tokens/") => {
+                Some(self.enroll_token_id.to_string())
+            }
+            (true, _) => Some(self.device.id.to_string()),
+            (false, Kind::Uuid) => Some(self.device.id.to_string()),
+            (false, _) if p.name == "wait_secs" => Some("0".into()),
+            (false, _) => None,
+        }
+    }
+}
+
+fn secret_of(token: &str) -> String {
+    EnrollmentToken::decode(token)
+        .expect("portal tokens decode")
+        .secret
+}
+
+fn enroll_body(secret: &str, key: &SigningKey) -> Value {
+    let pk = key.verifying_key().to_b64();
+    let proof = rampart_proto::b64(&key.sign(&EnrollRequest::proof_input(secret, &pk)));
+    serde_json::to_value(EnrollRequest {
+        secret: secret.into(),
+        device_public_key: pk,
+        proof,
+        hostname: "host-1".into(),
+        agent_version: "test".into(),
+    })
+    .unwrap()
+}
+
+struct Harness {
+    portal: Arc<Portal>,
+    app: axum::Router,
+    operator: String,
+    dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn new() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let (master, _) =
+            rampart_portal::crypto::load_master_key(&dir.path().join("master.key")).unwrap();
+        let portal = Portal::with_backends(
+            config,
+            Arc::new(SqliteStore::in_memory().await.unwrap()),
+            Arc::new(LocalBlobStore::new(dir.path().join("blobs"))),
+            Arc::new(master),
+        )
+        .await
+        .unwrap();
+        let portal = Arc::new(portal);
+        let operator = portal
+            .mint_api_token(None, "op", "admin", None)
+            .await
+            .unwrap()
+            .secret;
+        Harness {
+            app: rampart_portal::app(portal.clone()),
+            portal,
+            operator,
+            dir,
+        }
+    }
+
+    async fn send(&self, req: Request<Body>) -> Reply {
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        let (request_id, content_type) = (header("x-request-id"), header("content-type"));
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Reply {
+            status,
+            request_id,
+            content_type,
+            body,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        self.send(build(
+            method,
+            host,
+            path,
+            bearer,
+            body.as_ref().and_then(json_body),
+            None,
+        ))
+        .await
+    }
+
+    /// Sends `op` to `url` on `host` with `body` (if it takes a body).
+    async fn op(
+        &self,
+        op: &Op,
+        host: &str,
+        url: &str,
+        bearer: Option<&str>,
+        body: &Value,
+    ) -> Reply {
+        self.send(build(&op.method, host, url, bearer, op.body(body), None))
+            .await
+    }
+
+    /// `op` as its rightful caller sends it: the operator on the admin host
+    /// (about a tenant that does not exist), `fx`'s token or device on
+    /// `fx`'s host with `fx`'s ids, nobody on public routes.
+    async fn as_owner(&self, op: &Op, fx: &Fx) -> Reply {
+        let url = op.url(|p| {
+            if op.tag == "admin" {
+                placeholder(p)
+            } else {
+                fx.fill(op, p)
+            }
+        });
+        let body = sample_body(op);
+        match op.tag.as_str() {
+            "admin" => self.op(op, ADMIN, &url, Some(&self.operator), &body).await,
+            "tenant" => self.op(op, fx.host(), &url, Some(&fx.token), &body).await,
+            _ if op.is_public() => self.op(op, fx.host(), &url, None, &body).await,
+            _ => {
+                self.signed(&fx.device, &op.method, fx.host(), &url, op.body(&body))
+                    .await
+            }
+        }
+    }
+
+    /// A request signed now by `dev`, sent to `host`.
+    async fn signed(
+        &self,
+        dev: &Dev,
+        method: &str,
+        host: &str,
+        path: &str,
+        body: Payload,
+    ) -> Reply {
+        let bytes = body.as_ref().map(|b| b.1.clone()).unwrap_or_default();
+        let auth = dev.sign(method, host, path, &bytes, now());
+        self.send(build(method, host, path, None, body, Some(&auth)))
+            .await
+    }
+
+    async fn upload(&self, dev: &Dev, frame: Vec<u8>) -> Reply {
+        self.signed(
+            dev,
+            "POST",
+            &dev.host,
+            "/api/v1/device/batches",
+            raw_body("application/octet-stream", frame),
+        )
+        .await
+    }
+
+    async fn enroll(&self, host: &str, body: Value) -> Reply {
+        self.call("POST", host, "/api/v1/enroll", None, Some(body))
+            .await
+    }
+
+    async fn enroll_ok(&self, host: &str, secret: &str) -> Dev {
+        let key = SigningKey::generate();
+        let v = self
+            .enroll(host, enroll_body(secret, &key))
+            .await
+            .ok("enroll");
+        let uuid = |k: &str| Uuid::parse_str(v[k].as_str().unwrap()).unwrap();
+        Dev {
+            id: uuid("device_id"),
+            tenant: uuid("tenant_id"),
+            host: host.into(),
+            key,
+            upload_key: v["upload_key"].as_str().unwrap().into(),
+            status: v["status"].as_str().unwrap().into(),
+        }
+    }
+
+    /// An enrollment token of `fx`'s tenant: its id and secret.
+    async fn enrollment_token(
+        &self,
+        fx: &Fx,
+        max_uses: u32,
+        needs_approval: bool,
+    ) -> (Uuid, String) {
+        let (row, token) = self
+            .portal
+            .create_enrollment_token(&fx.tenant, 3600, max_uses, vec![], needs_approval)
+            .await
+            .unwrap();
+        (row.id, secret_of(&token))
+    }
+
+    async fn tenant(&self, name: &str) -> Fx {
+        let tenant = self
+            .portal
+            .create_tenant(name, &format!("{name}.example.test"), None)
+            .await
+            .unwrap();
+        let token = self
+            .portal
+            .mint_api_token(Some(tenant.id), "t", "admin", None)
+            .await
+            .unwrap()
+            .secret;
+        let (row, enroll_token) = self
+            .portal
+            .create_enrollment_token(&tenant, 3600, 5, vec![], false)
+            .await
+            .unwrap();
+        let enroll_secret = secret_of(&enroll_token);
+        let device = self.enroll_ok(&tenant.domain, &enroll_secret).await;
+        Fx {
+            tenant,
+            token,
+            enroll_token_id: row.id,
+            enroll_secret,
+            device,
+        }
+    }
+
+    /// Queues a `ping` for `device` through the tenant API.
+    async fn instruct(&self, fx: &Fx, device: Uuid) -> Value {
+        let path = format!("/api/v1/devices/{device}/instructions");
+        self.call(
+            "POST",
+            fx.host(),
+            &path,
+            Some(&fx.token),
+            Some(json!({"kind": "ping"})),
+        )
+        .await
+        .ok("queue instruction")
+    }
+
+    /// Every signed device operation by `dev` is refused with 403 `code`.
+    async fn refused_on_every_route(&self, ops: &[&Op], dev: &Dev, code: &str) {
+        for op in ops {
+            let url = op.url(placeholder);
+            let r = self
+                .signed(dev, &op.method, &dev.host, &url, op.body(&sample_body(op)))
+                .await;
+            r.expect(
+                403,
+                Some(code),
+                &format!("{} {url} by a device that is not active", op.method),
+            );
+        }
+    }
+
+    /// Everything the store holds for `fx`'s tenant, to compare before and after.
+    async fn snapshot(&self, fx: &Fx) -> String {
+        let (s, t, d) = (&self.portal.store, fx.tenant.id, DeviceId(fx.device.id));
+        format!(
+            "{:?}",
+            (
+                s.get_tenant(t).await.unwrap(),
+                s.list_devices(t).await.unwrap(),
+                s.list_enrollment_tokens(t).await.unwrap(),
+                s.list_instructions(t, d).await.unwrap(),
+                s.list_device_events(t, d).await.unwrap(),
+                s.list_batches(t, None, 10_000).await.unwrap(),
+            )
+        )
+    }
+}
+
+// ------------------------------------------------------------------- tests
+
+#[tokio::test]
+async fn every_route_has_an_auth_policy() {
+    let h = Harness::new().await;
+    let a = h.tenant("acme").await;
+    let doc = doc();
+    let ops = operations(&doc);
+    assert!(ops.len() > 15, "walked only {} operations", ops.len());
+    for (m, p) in PUBLIC {
+        assert!(
+            ops.iter().any(|o| o.method == *m && o.path == *p),
+            "public {m} {p} is not in the document"
+        );
+    }
+    for op in &ops {
+        for host in [ADMIN, a.host()] {
+            let url = op.url(placeholder);
+            let r = h.op(op, host, &url, None, &json!({})).await;
+            let ctx = format!("{} {url} on {host} without credentials", op.method);
+            if op.is_public() {
+                assert!(
+                    !r.status.is_server_error(),
+                    "{ctx}: {} {}",
+                    r.status,
+                    r.text()
+                );
+                continue;
+            }
+            assert!(
+                matches!(r.status.as_u16(), 401 | 403 | 404),
+                "{ctx}: expected 401, 403 or 404, got {}: {}",
+                r.status,
+                r.text()
+            );
+            assert_ne!(
+                r.error_code(&ctx),
+                "no_route",
+                "{ctx}: documented but not routed"
+            );
+        }
+    }
+    // The document itself is served outside the document, to anyone.
+    assert!(doc["paths"].get("/api/v1/openapi.json").is_none());
+    for host in [ADMIN, a.host()] {
+        let r = h
+            .call("GET", host, "/api/v1/openapi.json", None, None)
+            .await;
+        assert_eq!(r.status, 200, "openapi.json on {host}");
+    }
+}
+
+#[tokio::test]
+async fn cross_tenant_access_is_refused_on_every_route() {
+    let h = Harness::new().await;
+    let (a, b) = (h.tenant("acme").await, h.tenant("beta").await);
+    // B gets data of every kind a leak could show. A's device has no
+    // instruction at all, so seq 1 is B's only.
+    h.instruct(&b, b.device.id).await;
+    h.upload(
+        &b.device,
+        seal(&b.device.upload_key, b.device.tenant, b.device.id),
+    )
+    .await
+    .ok("B uploads");
+    let before = h.snapshot(&b).await;
+    let b_ids = [
+        b.tenant.id.to_string(),
+        b.device.id.to_string(),
+        b.enroll_token_id.to_string(),
+        b.tenant.domain.clone(),
+    ];
+    let ops = operations(&doc());
+
+    let tenant_ops: Vec<&Op> = ops.iter().filter(|o| o.tag == "tenant").collect();
+    assert!(
+        tenant_ops.len() >= 10,
+        "only {} tenant operations",
+        tenant_ops.len()
+    );
+    for op in &tenant_ops {
+        let body = sample_body(op);
+        let (a_url, b_url) = (op.url(|p| a.fill(op, p)), op.url(|p| b.fill(op, p)));
+        for (host, bearer, url, who) in [
+            (b.host(), &a.token, &b_url, "A's token on B's host"),
+            (b.host(), &a.token, &a_url, "A's token on B's host, A's ids"),
+            (a.host(), &b.token, &b_url, "B's token on A's host"),
+            (a.host(), &b.token, &a_url, "B's token on A's host, A's ids"),
+            (
+                b.host(),
+                &h.operator,
+                &b_url,
+                "the operator token on B's host",
+            ),
+        ] {
+            let r = h.op(op, host, url, Some(bearer), &body).await;
+            r.expect(
+                401,
+                Some("unauthorized"),
+                &format!("{} {url} with {who}", op.method),
+            );
+        }
+        // A's own token on A's host, naming B's resources.
+        let r = h.op(op, a.host(), &b_url, Some(&a.token), &body).await;
+        let ctx = format!("{} {b_url} with A's token on A's host", op.method);
+        if op.has_path_params() {
+            assert!(
+                r.status.is_client_error(),
+                "{ctx}: expected a refusal, got {}: {}",
+                r.status,
+                r.text()
+            );
+            r.error_code(&ctx);
+        } else if r.status.is_success() {
+            for id in &b_ids {
+                assert!(
+                    !r.text().contains(id.as_str()),
+                    "{ctx}: the answer shows B's {id}: {}",
+                    r.text()
+                );
+            }
+        }
+    }
+
+    for op in ops.iter().filter(|o| o.tag == "admin") {
+        let url = op.url(|p| p.in_path.then(|| b.tenant.name.clone()));
+        let body = sample_body(op);
+        let r = h.op(op, ADMIN, &url, Some(&a.token), &body).await;
+        r.expect(
+            401,
+            Some("unauthorized"),
+            &format!("{} {url} with A's token on the admin host", op.method),
+        );
+        let r = h.op(op, a.host(), &url, Some(&h.operator), &body).await;
+        r.expect(
+            404,
+            Some("wrong_domain"),
+            &format!("{} {url} with the operator token on A's host", op.method),
+        );
+    }
+
+    let device_ops: Vec<&Op> = ops
+        .iter()
+        .filter(|o| o.tag == "device" && !o.is_public())
+        .collect();
+    assert!(
+        device_ops.len() >= 4,
+        "only {} device operations",
+        device_ops.len()
+    );
+    for op in &device_ops {
+        let url = op.url(|p| b.fill(op, p));
+        let r = h
+            .signed(
+                &a.device,
+                &op.method,
+                b.host(),
+                &url,
+                op.body(&sample_body(op)),
+            )
+            .await;
+        r.expect(
+            401,
+            Some("unauthorized"),
+            &format!("{} {url} signed by A's device, sent to B's host", op.method),
+        );
+    }
+    let ack = json_body(&json!({"status": "ok", "result": {"stolen": true}}));
+    let r = h
+        .signed(
+            &a.device,
+            "POST",
+            a.host(),
+            "/api/v1/device/instructions/1/ack",
+            ack,
+        )
+        .await;
+    r.expect(
+        404,
+        Some("not_found"),
+        "A's device acks B's seq 1 on A's host",
+    );
+    let r = h
+        .enroll(
+            b.host(),
+            enroll_body(&a.enroll_secret, &SigningKey::generate()),
+        )
+        .await;
+    r.expect(
+        403,
+        Some("token_unknown"),
+        "A's enrollment secret on B's host",
+    );
+
+    // Control: the same requests with A's own token and ids get through, so
+    // the refusals above were about the tenant, not about the request.
+    for op in &tenant_ops {
+        let r = h.as_owner(op, &a).await;
+        assert!(
+            r.status.is_success() || r.status == StatusCode::CONFLICT,
+            "control {} {} with A's own token: {} {}",
+            op.method,
+            op.path,
+            r.status,
+            r.text()
+        );
+    }
+    assert_eq!(h.snapshot(&b).await, before, "B's data changed");
+}
+
+#[tokio::test]
+async fn malformed_oversized_and_misrouted_requests_get_clear_errors() {
+    let h = Harness::new().await;
+    let a = h.tenant("acme").await;
+    let (host, token) = (a.host(), Some(a.token.as_str()));
+    let big = serde_json::to_vec(&json!({"labels": ["x".repeat(300 * 1024)]})).unwrap();
+    let json_raw = |b: &[u8]| raw_body("application/json", b);
+    let tokens =
+        |body: Payload| build("POST", host, "/api/v1/enrollment-tokens", token, body, None);
+    let cases = [
+        (
+            "malformed json",
+            tokens(json_raw(b"{\"ttl_secs\": ")),
+            400,
+            Some("invalid_json"),
+        ),
+        (
+            "wrong content type",
+            tokens(raw_body("text/plain", "{}")),
+            415,
+            Some("unsupported_media_type"),
+        ),
+        (
+            "no content type",
+            tokens(None),
+            415,
+            Some("unsupported_media_type"),
+        ),
+        ("json over 256 KiB", tokens(json_raw(&big)), 413, None),
+        (
+            "json over 256 KiB to enroll",
+            build("POST", host, "/api/v1/enroll", None, json_raw(&big), None),
+            413,
+            None,
+        ),
+        (
+            "unknown route",
+            build("GET", host, "/api/v1/nope", token, None, None),
+            404,
+            Some("no_route"),
+        ),
+        (
+            "unknown route, admin host",
+            build("GET", ADMIN, "/api/v1/nope", None, None, None),
+            404,
+            Some("no_route"),
+        ),
+        (
+            "wrong method",
+            build("DELETE", host, "/api/v1/devices", token, None, None),
+            405,
+            Some("method_not_allowed"),
+        ),
+    ];
+    for (label, req, status, code) in cases {
+        h.send(req).await.expect(status, code, label);
+    }
+
+    // Signed device requests with bad bodies.
+    let dev = &a.device;
+    let frame = seal(&dev.upload_key, dev.tenant, dev.id);
+    let mut flipped = frame.clone();
+    *flipped.last_mut().unwrap() ^= 1;
+    let batch = |b: &[u8]| {
+        (
+            "/api/v1/device/batches",
+            raw_body("application/octet-stream", b),
+        )
+    };
+    let refusal = |b: &[u8]| ("/api/v1/device/refusals", json_raw(b));
+    let cases = [
+        ("garbage batch", batch(b"garbage"), 400, None),
+        ("empty batch", batch(b""), 400, None),
+        (
+            "truncated batch",
+            batch(&frame[..frame.len() / 2]),
+            400,
+            None,
+        ),
+        (
+            "batch with a flipped ciphertext bit",
+            batch(&flipped),
+            400,
+            None,
+        ),
+        ("device json over 256 KiB", refusal(&big), 413, None),
+        (
+            "malformed device json",
+            refusal(b"{\"code\""),
+            400,
+            Some("invalid_json"),
+        ),
+    ];
+    for (label, (path, body), status, code) in cases {
+        h.signed(dev, "POST", host, path, body)
+            .await
+            .expect(status, code, label);
+    }
+
+    // Device signatures that must not verify.
+    let good = || dev.sign("GET", host, POLL_NOW, b"", now());
+    let mut flipped_sig = good();
+    let mut sig = rampart_proto::unb64("sig", &flipped_sig.signature, 64).unwrap();
+    sig[0] ^= 1;
+    flipped_sig.signature = rampart_proto::b64(&sig);
+    let other_key = DeviceAuth::sign(
+        &SigningKey::generate(),
+        dev.id,
+        "GET",
+        host,
+        POLL_NOW,
+        now(),
+        b"",
+    );
+    let poll = |auth: DeviceAuth| build("GET", host, POLL_NOW, None, None, Some(&auth));
+    let refusal = r#"{"code":"expired","message":"m"}"#;
+    let cases = [
+        ("flipped signature bit", poll(flipped_sig)),
+        ("signed by another key", poll(other_key)),
+        (
+            "signed for another host",
+            poll(dev.sign("GET", "beta.example.test", POLL_NOW, b"", now())),
+        ),
+        (
+            "signed for another method",
+            poll(dev.sign("POST", host, POLL_NOW, b"", now())),
+        ),
+        (
+            "timestamp changed after signing",
+            poll(DeviceAuth {
+                timestamp: now() - 1,
+                ..good()
+            }),
+        ),
+        (
+            "timestamp 10 minutes old",
+            poll(dev.sign("GET", host, POLL_NOW, b"", now() - 600)),
+        ),
+        (
+            "timestamp 10 minutes ahead",
+            poll(dev.sign("GET", host, POLL_NOW, b"", now() + 600)),
+        ),
+        (
+            "signed for another query",
+            build(
+                "GET",
+                host,
+                "/api/v1/device/poll?after_seq=5&wait_secs=0",
+                None,
+                None,
+                Some(&good()),
+            ),
+        ),
+        (
+            "body changed after signing",
+            build(
+                "POST",
+                host,
+                "/api/v1/device/refusals",
+                None,
+                json_raw(refusal.as_bytes()),
+                Some(&dev.sign("POST", host, "/api/v1/device/refusals", b"{}", now())),
+            ),
+        ),
+    ];
+    for (label, req) in cases {
+        h.send(req).await.expect(401, Some("unauthorized"), label);
+    }
+
+    // A replayed request: the same signature and nonce twice.
+    let auth = good();
+    h.send(poll(auth.clone())).await.ok("first use of a nonce");
+    h.send(poll(auth))
+        .await
+        .expect(401, Some("unauthorized"), "replay");
+}
+
+#[tokio::test]
+async fn enrollment_refusals_have_clear_codes() {
+    let h = Harness::new().await;
+    let a = h.tenant("acme").await;
+    let host = a.host();
+    // Expired: a row already past its expiry, written to the store directly.
+    let expired = format!("expired-{}", Uuid::new_v4());
+    let row = EnrollmentTokenRow {
+        id: Uuid::new_v4(),
+        tenant_id: a.tenant.id,
+        secret_hash: rampart_proto::sha256_hex(expired.as_bytes()),
+        created_at: now() - 7200,
+        expires_at: now() - 60,
+        max_uses: 5,
+        uses: 0,
+        labels: vec![],
+        needs_approval: false,
+        revoked_at: None,
+    };
+    h.portal
+        .store
+        .create_enrollment_token(a.tenant.id, &row)
+        .await
+        .unwrap();
+    let (_, used_up) = h.enrollment_token(&a, 1, false).await;
+    h.enroll_ok(host, &used_up).await;
+    let (revoked_id, revoked) = h.enrollment_token(&a, 5, false).await;
+    let path = format!("/api/v1/enrollment-tokens/{revoked_id}/revoke");
+    assert_eq!(
+        h.call("POST", host, &path, Some(&a.token), None)
+            .await
+            .status,
+        204
+    );
+    let (_, fresh) = h.enrollment_token(&a, 1, false).await;
+
+    let key = SigningKey::generate();
+    let with_proof = |proof: Value| {
+        let mut v = enroll_body(&fresh, &key);
+        v["proof"] = proof;
+        v
+    };
+    let cases = [
+        (
+            "unknown token",
+            enroll_body("no-such-secret", &key),
+            403,
+            "token_unknown",
+        ),
+        (
+            "expired token",
+            enroll_body(&expired, &key),
+            403,
+            "token_expired",
+        ),
+        (
+            "used-up one-time token",
+            enroll_body(&used_up, &key),
+            403,
+            "token_used_up",
+        ),
+        (
+            "revoked token",
+            enroll_body(&revoked, &key),
+            403,
+            "token_revoked",
+        ),
+        (
+            "proof by another key",
+            with_proof(enroll_body(&fresh, &SigningKey::generate())["proof"].clone()),
+            400,
+            "invalid",
+        ),
+        (
+            "proof over another secret",
+            with_proof(enroll_body(&used_up, &key)["proof"].clone()),
+            400,
+            "invalid",
+        ),
+        (
+            "proof not base64",
+            with_proof(json!("not base64!")),
+            400,
+            "invalid",
+        ),
+    ];
+    for (label, body, status, code) in cases {
+        h.enroll(host, body).await.expect(status, Some(code), label);
+    }
+    // The refused proofs did not spend the one-time token.
+    assert_eq!(h.enroll_ok(host, &fresh).await.status, "active");
+}
+
+#[tokio::test]
+async fn revoked_and_pending_devices_are_refused_until_approved() {
+    let h = Harness::new().await;
+    let a = h.tenant("acme").await;
+    let ops = operations(&doc());
+    let device_ops: Vec<&Op> = ops
+        .iter()
+        .filter(|o| o.tag == "device" && !o.is_public())
+        .collect();
+    assert!(
+        device_ops.len() >= 4,
+        "only {} device operations",
+        device_ops.len()
+    );
+    let path = format!("/api/v1/devices/{}/revoke", a.device.id);
+    let v = h
+        .call("POST", a.host(), &path, Some(&a.token), None)
+        .await
+        .ok("revoke");
+    assert_eq!(v["status"], "revoked");
+    h.refused_on_every_route(&device_ops, &a.device, "device_revoked")
+        .await;
+
+    let (_, secret) = h.enrollment_token(&a, 1, true).await;
+    let dev = h.enroll_ok(a.host(), &secret).await;
+    assert_eq!(dev.status, "pending");
+    h.refused_on_every_route(&device_ops, &dev, "device_pending")
+        .await;
+
+    let approve = |id: Uuid| format!("/api/v1/devices/{id}/approve");
+    let v = h
+        .call("POST", a.host(), &approve(dev.id), Some(&a.token), None)
+        .await
+        .ok("approve");
+    assert_eq!(v["status"], "active");
+    let queued = h.instruct(&a, dev.id).await;
+    let v = h
+        .signed(&dev, "GET", a.host(), POLL_NOW, None)
+        .await
+        .ok("poll after approval");
+    assert_eq!(v["instructions"].as_array().map(Vec::len), Some(1), "{v}");
+    let ack = format!("/api/v1/device/instructions/{}/ack", queued["seq"]);
+    let r = h
+        .signed(
+            &dev,
+            "POST",
+            a.host(),
+            &ack,
+            json_body(&json!({"status": "ok", "result": {}})),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+
+    for (id, label) in [
+        (dev.id, "an active device"),
+        (a.device.id, "a revoked device"),
+    ] {
+        let r = h
+            .call("POST", a.host(), &approve(id), Some(&a.token), None)
+            .await;
+        r.expect(409, Some("conflict"), &format!("approving {label}"));
+    }
+}
+
+#[tokio::test]
+async fn sealed_batches_are_stored_once_and_only_from_the_device_they_are_bound_to() {
+    let h = Harness::new().await;
+    let (a, b) = (h.tenant("acme").await, h.tenant("beta").await);
+    let (x, y) = (&a.device, h.enroll_ok(a.host(), &a.enroll_secret).await);
+    let frame = seal(&x.upload_key, x.tenant, x.id);
+    let batch_id = batch::parse(&frame).unwrap().header.batch_id.to_string();
+    for (attempt, stored) in [("first", true), ("second", false)] {
+        let v = h
+            .upload(x, frame.clone())
+            .await
+            .ok(&format!("{attempt} upload"));
+        assert_eq!(
+            (v["batch_id"].as_str(), v["stored"].as_bool()),
+            (Some(batch_id.as_str()), Some(stored)),
+            "{attempt} upload"
+        );
+    }
+
+    let cases = [
+        (
+            "sealed for device X, uploaded by device Y",
+            seal(&x.upload_key, x.tenant, x.id),
+            &y,
+        ),
+        (
+            "sealed to another tenant's upload key",
+            seal(&b.device.upload_key, x.tenant, x.id),
+            x,
+        ),
+        (
+            "bound to another tenant",
+            seal(&x.upload_key, b.device.tenant, x.id),
+            x,
+        ),
+    ];
+    for (label, frame, uploader) in cases {
+        h.upload(uploader, frame).await.expect(400, None, label);
+    }
+
+    let list = h
+        .call("GET", a.host(), "/api/v1/batches", Some(&a.token), None)
+        .await
+        .ok("list batches");
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["batch_id"].as_str())
+        .collect();
+    assert_eq!(ids, [batch_id.as_str()], "{list}");
+    assert_eq!(list[0]["device_id"], x.id.to_string());
+}
+
+#[tokio::test]
+async fn openapi_document_is_served_and_every_documented_route_is_routed() {
+    let h = Harness::new().await;
+    let a = h.tenant("acme").await;
+    let r = h
+        .call("GET", ADMIN, "/api/v1/openapi.json", None, None)
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.content_type
+            .as_deref()
+            .is_some_and(|c| c.starts_with("application/json")),
+        "{:?}",
+        r.content_type
+    );
+    let served = r.json();
+    assert_eq!(served, doc(), "the served document differs from openapi()");
+    let ops = operations(&served);
+    assert!(ops.len() > 15, "walked only {} operations", ops.len());
+    // Each operation as its rightful caller would send it: it must reach a
+    // handler (any answer but no_route, 405 or a server error).
+    for op in &ops {
+        let r = h.as_owner(op, &a).await;
+        let ctx = format!("{} {} ({})", op.method, op.path, op.tag);
+        assert!(
+            r.status != 405 && !r.status.is_server_error(),
+            "{ctx}: {} {}",
+            r.status,
+            r.text()
+        );
+        if !r.status.is_success() {
+            assert_ne!(
+                r.error_code(&ctx),
+                "no_route",
+                "{ctx}: documented but not routed"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_batch_id_never_replaces_the_stored_frame() {
+    let h = Harness::new().await;
+    let a = h.tenant("acme").await;
+    let d = &a.device;
+    let id = Uuid::new_v4();
+    let first = seal_with(
+        id,
+        b"{\"alarm\":\"intrusion\"}\n",
+        &d.upload_key,
+        d.tenant,
+        d.id,
+    );
+    let second = seal_with(
+        id,
+        b"{\"alarm\":\"nothing to see\"}\n",
+        &d.upload_key,
+        d.tenant,
+        d.id,
+    );
+    assert_eq!(
+        h.upload(d, first.clone()).await.ok("first upload")["stored"],
+        true
+    );
+    assert_eq!(
+        h.upload(d, second).await.ok("same batch id, other content")["stored"],
+        false
+    );
+    let rows = h
+        .portal
+        .store
+        .list_batches(a.tenant.id, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let kept = h.portal.blobs.get(&rows[0].blob_key).await.unwrap();
+    assert!(
+        kept.as_deref() == Some(&first[..]),
+        "the answer said stored: false, yet the frame ingested first was replaced by the second upload"
+    );
+}
+
+#[tokio::test]
+async fn extreme_device_timestamps_are_refused_without_a_panic() {
+    let h = Harness::new().await;
+    let a = h.tenant("acme").await;
+    for ts in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX] {
+        let auth = a.device.sign("GET", a.host(), POLL_NOW, b"", ts);
+        let r = h
+            .send(build("GET", a.host(), POLL_NOW, None, None, Some(&auth)))
+            .await;
+        r.expect(401, Some("unauthorized"), &format!("timestamp {ts}"));
+    }
+}
+
+#[tokio::test]
+async fn suspended_tenants_are_refused_on_every_route() {
+    let h = Harness::new().await;
+    let a = h.tenant("acme").await;
+    let ops = operations(&doc());
+    let scoped: Vec<&Op> = ops
+        .iter()
+        .filter(|o| o.tag == "tenant" || o.tag == "device")
+        .collect();
+    let suspend = format!("/api/v1/admin/tenants/{}/suspend", a.tenant.name);
+    let v = h
+        .call("POST", ADMIN, &suspend, Some(&h.operator), None)
+        .await
+        .ok("suspend");
+    assert_eq!(v["status"], "suspended");
+    for op in &scoped {
+        let r = h.as_owner(op, &a).await;
+        r.expect(
+            403,
+            Some("tenant_suspended"),
+            &format!("{} {} on a suspended tenant", op.method, op.path),
+        );
+    }
+    let resume = format!("/api/v1/admin/tenants/{}/resume", a.tenant.id);
+    h.call("POST", ADMIN, &resume, Some(&h.operator), None)
+        .await
+        .ok("resume");
+    h.call("GET", a.host(), "/api/v1/tenant", Some(&a.token), None)
+        .await
+        .ok("tenant api after resume");
+    h.signed(&a.device, "GET", a.host(), POLL_NOW, None)
+        .await
+        .ok("poll after resume");
+}
+
+#[tokio::test]
+async fn admin_api_creates_tenants_and_refuses_bad_input_with_client_errors() {
+    let h = Harness::new().await;
+    let op = Some(h.operator.as_str());
+    let v = h
+        .call(
+            "POST",
+            ADMIN,
+            "/api/v1/admin/tenants",
+            op,
+            Some(json!({"name": "acme", "domain": "Acme.Example.Test"})),
+        )
+        .await
+        .ok("create tenant");
+    assert_eq!(v["tenant"]["domain"], "acme.example.test");
+    let info = h
+        .call(
+            "GET",
+            "acme.example.test",
+            "/api/v1/tenant",
+            v["admin_token"].as_str(),
+            None,
+        )
+        .await;
+    assert_eq!(
+        info.ok("the new admin token on the new domain")["id"],
+        v["tenant"]["id"]
+    );
+
+    let missing = h.dir.path().join("missing.pem").display().to_string();
+    let tenant = |name: &str, domain: &str| json!({"name": name, "domain": domain});
+    let cases = [
+        (
+            "invalid name",
+            tenant("Bad_Name", "bad.example.test"),
+            400,
+            "invalid",
+        ),
+        (
+            "invalid domain",
+            tenant("bad", "not a domain"),
+            400,
+            "invalid",
+        ),
+        ("the admin domain", tenant("bad", ADMIN), 400, "invalid"),
+        (
+            "a taken name",
+            tenant("acme", "other.example.test"),
+            409,
+            "conflict",
+        ),
+        (
+            "a taken domain",
+            tenant("other", "acme.example.test"),
+            409,
+            "conflict",
+        ),
+        (
+            "an unknown field",
+            json!({"name": "x", "domain": "x.example.test", "plan": "gold"}),
+            400,
+            "invalid_body",
+        ),
+        (
+            "a cert file without its key",
+            json!({"name": "x", "domain": "x.example.test", "cert_file": missing}),
+            400,
+            "invalid",
+        ),
+        (
+            "unreadable certificate files",
+            json!({"name": "x", "domain": "x.example.test", "cert_file": missing, "key_file": missing}),
+            400,
+            "invalid",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (label, body, status, code) in cases {
+        let r = h
+            .call("POST", ADMIN, "/api/v1/admin/tenants", op, Some(body))
+            .await;
+        let got = r.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if r.status != status || got != code {
+            wrong.push(format!(
+                "{label}: expected {status} {code}, got {} {}",
+                r.status,
+                r.text()
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "POST /api/v1/admin/tenants:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_name_never_hides_another_tenants_domain() {
+    let h = Harness::new().await;
+    let op = Some(h.operator.as_str());
+    // Single-label domains are valid, and so is a tenant named like one.
+    let b = h
+        .call(
+            "POST",
+            ADMIN,
+            "/api/v1/admin/tenants",
+            op,
+            Some(json!({"name": "bravo", "domain": "intranet"})),
+        )
+        .await
+        .ok("create bravo at intranet");
+    let r = h
+        .call(
+            "POST",
+            ADMIN,
+            "/api/v1/admin/tenants",
+            op,
+            Some(json!({"name": "intranet", "domain": "one.example.test"})),
+        )
+        .await;
+    if r.status.is_client_error() {
+        return; // refusing the clash is a fine answer
+    }
+    r.ok("create a tenant named intranet");
+    let info = h
+        .call(
+            "GET",
+            "intranet",
+            "/api/v1/tenant",
+            b["admin_token"].as_str(),
+            None,
+        )
+        .await;
+    assert_eq!(
+        info.ok("bravo's own api on its domain")["id"],
+        b["tenant"]["id"]
+    );
+}
