@@ -11,6 +11,7 @@
 
 pub mod backoff;
 pub mod client;
+pub mod decode;
 pub mod identity;
 pub mod outbox;
 pub mod run;

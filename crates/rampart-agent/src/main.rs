@@ -75,6 +75,17 @@ enum Cmd {
         priority: String,
         file: PathBuf,
     },
+    /// Print the flows in a capture of exporter traffic as JSON lines.
+    ///
+    /// Reads pcap or pcapng (Ethernet, VLAN, raw IP, Linux cooked, loopback)
+    /// and decodes every UDP datagram, on any port, as NetFlow v5/v9 or
+    /// IPFIX, keeping templates per exporter address. Writes one JSON object
+    /// per flow to stdout and warnings with a summary to stderr; exits 1 if
+    /// no flow was decoded.
+    Decode {
+        /// The capture file (at most 2 GiB).
+        file: PathBuf,
+    },
 }
 
 fn hostname() -> String {
@@ -242,6 +253,7 @@ fn main() -> anyhow::Result<()> {
             let id = run::enqueue(&dir, &outbox, &kind, priority, items, &data)?;
             println!("{id}");
         }
+        Cmd::Decode { file } => std::process::exit(rampart_agent::decode::run(&file)),
     }
     Ok(())
 }
