@@ -27,8 +27,7 @@ pub async fn run(portal: Arc<Portal>) -> anyhow::Result<()> {
         .mint_api_token(Some(tenant.id), "demo admin", "admin", None)
         .await?;
 
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
+    let listener = rampart_portal::bind(cfg.listen)
         .with_context(|| format!("binding {}: is another portal running?", cfg.listen))?;
     let port = listener.local_addr()?.port();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

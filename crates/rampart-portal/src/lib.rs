@@ -117,6 +117,19 @@ async fn observe(State(p): State<AppState>, req: Request, next: Next) -> Respons
     resp
 }
 
+/// Binds the HTTPS listener with a deep accept queue: after a portal restart
+/// thousands of agents reconnect at once, and the default 1024 drops some.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
 /// Serves the portal until `shutdown` resolves: HTTPS on `listener`, the
 /// metrics listener if configured, and the background jobs.
 pub async fn run(

@@ -248,8 +248,7 @@ async fn main() -> anyhow::Result<()> {
         })?);
     match cli.cmd {
         Cmd::Serve(_) => {
-            let listener = tokio::net::TcpListener::bind(config.listen)
-                .await
+            let listener = rampart_portal::bind(config.listen)
                 .with_context(|| format!("binding {}", config.listen))?;
             rampart_portal::run(portal, listener, shutdown_signal()).await?;
         }

@@ -135,6 +135,40 @@ impl Waker {
     }
 }
 
+/// Records "delivered" marks in batches, off the poll's path: the answer to a
+/// long poll does not wait for a commit, and a burst of ten thousand
+/// deliveries costs a few commits. A mark lost in a crash is harmless: the
+/// instruction stays `queued`, and the agent's seq check makes redelivery safe.
+pub struct DeliveryLog {
+    tx: tokio::sync::mpsc::UnboundedSender<(TenantId, DeviceId, u64)>,
+}
+
+impl DeliveryLog {
+    /// Starts the recorder on `store`.
+    pub fn start(store: Arc<dyn Store>) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(TenantId, DeviceId, u64)>();
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            while rx.recv_many(&mut buf, 10_000).await > 0 {
+                let mut by_tenant: HashMap<TenantId, Vec<(DeviceId, u64)>> = HashMap::new();
+                for (t, d, seq) in buf.drain(..) {
+                    by_tenant.entry(t).or_default().push((d, seq));
+                }
+                for (t, marks) in by_tenant {
+                    if let Err(e) = store.mark_delivered(t, &marks, now()).await {
+                        tracing::warn!(tenant = %t, error = %e, "recording deliveries failed");
+                    }
+                }
+            }
+        });
+        DeliveryLog { tx }
+    }
+
+    pub fn record(&self, tenant: TenantId, device: DeviceId, seq: u64) {
+        let _ = self.tx.send((tenant, device, seq));
+    }
+}
+
 /// Remembers request nonces inside the signature time window, so that a
 /// captured device request cannot be replayed.
 pub struct NonceCache {
@@ -206,6 +240,7 @@ pub struct Portal {
     pub certs: Arc<CertStore>,
     pub waker: Waker,
     pub nonces: NonceCache,
+    pub deliveries: DeliveryLog,
     pub metrics: Metrics,
 }
 
@@ -254,6 +289,7 @@ impl Portal {
             &config.admin_domain,
             tls::certified_key(&admin.chain_pem, &admin.key_der)?,
         ));
+        let deliveries = DeliveryLog::start(store.clone());
         let portal = Portal {
             config,
             store,
@@ -264,6 +300,7 @@ impl Portal {
             certs,
             waker: Waker::default(),
             nonces: NonceCache::default(),
+            deliveries,
             metrics: Metrics::new(),
         };
         portal.refresh_certs().await?;
@@ -545,6 +582,33 @@ impl Portal {
         payload: serde_json::Value,
         ttl_secs: Option<i64>,
     ) -> Result<InstructionRow> {
+        let dev = self
+            .store
+            .get_device(tenant, device)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("device {device}")))?;
+        if dev.status == DeviceStatus::Revoked.as_str() {
+            return Err(ServiceError::Conflict(format!(
+                "device {device} is revoked: enroll it again to send it instructions"
+            )));
+        }
+        self.queue_instructions(tenant, &[device], kind, payload, ttl_secs)
+            .await?
+            .pop()
+            .ok_or_else(|| ServiceError::NotFound(format!("device {device}")))
+    }
+
+    /// Signs one instruction per device and stores them all in two
+    /// transactions (sequence numbers, then instructions), so reaching ten
+    /// thousand devices costs two commits rather than twenty thousand.
+    pub async fn queue_instructions(
+        &self,
+        tenant: TenantId,
+        devices: &[DeviceId],
+        kind: &str,
+        payload: serde_json::Value,
+        ttl_secs: Option<i64>,
+    ) -> Result<Vec<InstructionRow>> {
         if kind.is_empty()
             || kind.len() > 32
             || !kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
@@ -559,46 +623,50 @@ impl Portal {
                 "ttl_secs must be between 10 and 2592000".into(),
             ));
         }
-        let dev = self
-            .store
-            .get_device(tenant, device)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("device {device}")))?;
-        if dev.status == DeviceStatus::Revoked.as_str() {
-            return Err(ServiceError::Conflict(format!(
-                "device {device} is revoked: enroll it again to send it instructions"
-            )));
-        }
-        let seq = self.store.allocate_seq(tenant, device).await?;
+        let seqs = self.store.allocate_seqs(tenant, devices).await?;
+        let secrets = self.secrets(tenant).await?;
         let now = now();
-        let env = Envelope {
-            tenant: tenant.0,
-            device: device.0,
-            seq,
-            issued_at: now,
-            expires_at: now + ttl,
-            kind: kind.to_string(),
-            payload: payload.clone(),
-        };
-        let signed = env.sign(&self.secrets(tenant).await?.signing);
-        let row = InstructionRow {
-            device_id: device,
-            seq,
-            kind: kind.to_string(),
-            payload,
-            signed: serde_json::to_value(&signed)
-                .map_err(|e| ServiceError::Crypto(e.to_string()))?,
-            issued_at: now,
-            expires_at: env.expires_at,
-            status: "queued".into(),
-            result: None,
-            delivered_at: None,
-            acked_at: None,
-        };
-        self.store.insert_instruction(tenant, &row).await?;
-        self.metrics.instructions_queued.inc();
-        self.waker.wake(device);
-        Ok(row)
+        let kind = kind.to_string();
+        // Signing thousands of envelopes is CPU work: keep it off the
+        // async threads.
+        let rows = tokio::task::spawn_blocking(move || {
+            seqs.into_iter()
+                .map(|(device, seq)| {
+                    let env = Envelope {
+                        tenant: tenant.0,
+                        device: device.0,
+                        seq,
+                        issued_at: now,
+                        expires_at: now + ttl,
+                        kind: kind.clone(),
+                        payload: payload.clone(),
+                    };
+                    let signed = serde_json::to_value(env.sign(&secrets.signing))
+                        .map_err(|e| ServiceError::Crypto(e.to_string()))?;
+                    Ok(InstructionRow {
+                        device_id: device,
+                        seq,
+                        kind: env.kind,
+                        payload: env.payload,
+                        signed,
+                        issued_at: now,
+                        expires_at: env.expires_at,
+                        status: "queued".into(),
+                        result: None,
+                        delivered_at: None,
+                        acked_at: None,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| ServiceError::Crypto(e.to_string()))??;
+        self.store.insert_instructions(tenant, &rows).await?;
+        self.metrics.instructions_queued.inc_by(rows.len() as u64);
+        for r in &rows {
+            self.waker.wake(r.device_id);
+        }
+        Ok(rows)
     }
 
     /// Verifies, stores durably and then records a sealed batch. Answers

@@ -287,6 +287,8 @@ fn placeholder(p: &Param) -> Option<String> {
 /// about what is sent.
 fn sample_body(op: &Op) -> Value {
     match op.path.as_str() {
+        // An empty target list: a valid request that queues nothing.
+        "/api/v1/instructions" => json!({"kind": "ping", "payload": {}, "devices": []}),
         p if p.ends_with("/instructions") => json!({"kind": "ping", "payload": {}}),
         p if p.ends_with("/ack") => json!({"status": "ok", "result": {}}),
         "/api/v1/device/refusals" => json!({"code": "bad_signature", "message": "test"}),
@@ -1514,4 +1516,36 @@ async fn a_tenant_name_never_hides_another_tenants_domain() {
         info.ok("bravo's own api on its domain")["id"],
         b["tenant"]["id"]
     );
+}
+
+#[tokio::test]
+async fn broadcast_reaches_only_this_tenants_devices() {
+    let h = Harness::new().await;
+    let (a, b) = (h.tenant("acme").await, h.tenant("beta").await);
+    let before = h.snapshot(&b).await;
+    // B's device named in A's broadcast: refused, nothing queued anywhere.
+    let r = h
+        .call(
+            "POST",
+            a.host(),
+            "/api/v1/instructions",
+            Some(&a.token),
+            Some(json!({"kind": "ping", "devices": [b.device.id]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // "all" on A's domain reaches A's device only.
+    let v = h
+        .call(
+            "POST",
+            a.host(),
+            "/api/v1/instructions",
+            Some(&a.token),
+            Some(json!({"kind": "ping", "all": true})),
+        )
+        .await
+        .ok("broadcast to all");
+    assert_eq!(v["queued"], 1);
+    assert_eq!(v["instructions"][0]["device_id"], a.device.id.to_string());
+    assert_eq!(h.snapshot(&b).await, before, "B is untouched");
 }

@@ -228,7 +228,18 @@ fn decompress_bounded(data: &[u8]) -> Result<Vec<u8>> {
     use std::io::Read;
     let mut dec =
         zstd::stream::read::Decoder::new(data).map_err(|e| ProtoError::malformed("batch", e))?;
-    let mut out = Vec::new();
+    // Size the buffer from the frame's declared content size; growing it as
+    // we go was the slow part of opening a batch. The header is the sender's
+    // word, so bound it by the limit and by a generous ratio to the
+    // compressed size: a lying header cannot make a tiny batch allocate much.
+    let declared = zstd::zstd_safe::get_frame_content_size(data)
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+    let cap = declared
+        .min(MAX_PLAINTEXT_BYTES as u64)
+        .min((data.len() as u64).saturating_mul(128) + 64 * 1024);
+    let mut out = Vec::with_capacity(cap as usize);
     let n = (&mut dec)
         .take(MAX_PLAINTEXT_BYTES as u64 + 1)
         .read_to_end(&mut out)

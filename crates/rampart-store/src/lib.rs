@@ -131,9 +131,15 @@ pub trait Store: Send + Sync + 'static {
     async fn count_devices_seen_since(&self, since: i64) -> Result<u64>;
 
     // --- instructions ---
-    /// Reserves the next sequence number for a device (1, 2, ...).
-    async fn allocate_seq(&self, tenant: TenantId, device: DeviceId) -> Result<u64>;
-    async fn insert_instruction(&self, tenant: TenantId, row: &InstructionRow) -> Result<()>;
+    /// Reserves the next sequence number (1, 2, ...) of each device, in one
+    /// transaction. Devices not in this tenant are left out of the answer.
+    async fn allocate_seqs(
+        &self,
+        tenant: TenantId,
+        devices: &[DeviceId],
+    ) -> Result<Vec<(DeviceId, u64)>>;
+    /// Inserts signed instructions in one transaction.
+    async fn insert_instructions(&self, tenant: TenantId, rows: &[InstructionRow]) -> Result<()>;
     /// Unacknowledged, unexpired instructions above `after_seq`, oldest first.
     async fn pending_instructions(
         &self,
@@ -143,11 +149,11 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         limit: u32,
     ) -> Result<Vec<InstructionRow>>;
+    /// Marks (device, seq) pairs delivered, in one transaction.
     async fn mark_delivered(
         &self,
         tenant: TenantId,
-        device: DeviceId,
-        seqs: &[u64],
+        delivered: &[(DeviceId, u64)],
         now: i64,
     ) -> Result<()>;
     /// Records the outcome of a queued or delivered instruction; returns false

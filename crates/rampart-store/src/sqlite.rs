@@ -525,37 +525,52 @@ impl Store for SqliteStore {
         Ok(n as u64)
     }
 
-    async fn allocate_seq(&self, tenant: TenantId, device: DeviceId) -> Result<u64> {
-        let seq: Option<i64> = sqlx::query_scalar(
-            "UPDATE devices SET next_seq = next_seq + 1 WHERE tenant_id = ? AND id = ? RETURNING next_seq",
-        )
-        .bind(tenant.0.to_string())
-        .bind(device.0.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
-        seq.map(|s| s as u64)
-            .ok_or_else(|| StoreError::NotFound(format!("device {device}")))
+    async fn allocate_seqs(
+        &self,
+        tenant: TenantId,
+        devices: &[DeviceId],
+    ) -> Result<Vec<(DeviceId, u64)>> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(devices.len());
+        for d in devices {
+            let seq: Option<i64> = sqlx::query_scalar(
+                "UPDATE devices SET next_seq = next_seq + 1 WHERE tenant_id = ? AND id = ? RETURNING next_seq",
+            )
+            .bind(tenant.0.to_string())
+            .bind(d.0.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(seq) = seq {
+                out.push((*d, seq as u64));
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
-    async fn insert_instruction(&self, tenant: TenantId, r: &InstructionRow) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO instructions (tenant_id, device_id, seq, kind, payload, signed, issued_at,
-             expires_at, status, result, delivered_at, acked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(tenant.0.to_string())
-        .bind(r.device_id.0.to_string())
-        .bind(r.seq as i64)
-        .bind(&r.kind)
-        .bind(r.payload.to_string())
-        .bind(r.signed.to_string())
-        .bind(r.issued_at)
-        .bind(r.expires_at)
-        .bind(&r.status)
-        .bind(r.result.as_ref().map(|v| v.to_string()))
-        .bind(r.delivered_at)
-        .bind(r.acked_at)
-        .execute(&self.pool)
-        .await?;
+    async fn insert_instructions(&self, tenant: TenantId, rows: &[InstructionRow]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO instructions (tenant_id, device_id, seq, kind, payload, signed, issued_at,
+                 expires_at, status, result, delivered_at, acked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(tenant.0.to_string())
+            .bind(r.device_id.0.to_string())
+            .bind(r.seq as i64)
+            .bind(&r.kind)
+            .bind(r.payload.to_string())
+            .bind(r.signed.to_string())
+            .bind(r.issued_at)
+            .bind(r.expires_at)
+            .bind(&r.status)
+            .bind(r.result.as_ref().map(|v| v.to_string()))
+            .bind(r.delivered_at)
+            .bind(r.acked_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -586,12 +601,11 @@ impl Store for SqliteStore {
     async fn mark_delivered(
         &self,
         tenant: TenantId,
-        device: DeviceId,
-        seqs: &[u64],
+        delivered: &[(DeviceId, u64)],
         now: i64,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        for seq in seqs {
+        for (device, seq) in delivered {
             sqlx::query(
                 "UPDATE instructions SET status = 'delivered', delivered_at = COALESCE(delivered_at, ?)
                  WHERE tenant_id = ? AND device_id = ? AND seq = ? AND status = 'queued'",

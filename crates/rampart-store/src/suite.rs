@@ -240,16 +240,27 @@ async fn instructions(s: &dyn Store) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(s.allocate_seq(tid, dev.id).await.unwrap(), 1);
-    assert_eq!(s.allocate_seq(tid, dev.id).await.unwrap(), 2);
-    assert_eq!(s.allocate_seq(tid, dev.id).await.unwrap(), 3);
-    s.insert_instruction(tid, &instruction(dev.id, 1, 5_000))
+    let other = DeviceId(Uuid::new_v4());
+    assert_eq!(
+        s.allocate_seqs(tid, &[dev.id, other]).await.unwrap(),
+        vec![(dev.id, 1)],
+        "unknown devices are left out"
+    );
+    assert_eq!(
+        s.allocate_seqs(tid, &[dev.id]).await.unwrap(),
+        vec![(dev.id, 2)]
+    );
+    assert_eq!(
+        s.allocate_seqs(tid, &[dev.id]).await.unwrap(),
+        vec![(dev.id, 3)]
+    );
+    s.insert_instructions(tid, &[instruction(dev.id, 1, 5_000)])
         .await
         .unwrap();
-    s.insert_instruction(tid, &instruction(dev.id, 2, 1_500))
+    s.insert_instructions(tid, &[instruction(dev.id, 2, 1_500)])
         .await
         .unwrap();
-    s.insert_instruction(tid, &instruction(dev.id, 3, 5_000))
+    s.insert_instructions(tid, &[instruction(dev.id, 3, 5_000)])
         .await
         .unwrap();
 
@@ -267,7 +278,7 @@ async fn instructions(s: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(p.iter().map(|i| i.seq).collect::<Vec<_>>(), vec![2, 3]);
-    s.mark_delivered(tid, dev.id, &[1], 1_100).await.unwrap();
+    s.mark_delivered(tid, &[(dev.id, 1)], 1_100).await.unwrap();
     assert!(s
         .finish_instruction(
             tid,
@@ -380,8 +391,8 @@ async fn tenant_isolation(s: &dyn Store) {
     assert_eq!(s.get_device(tb, dev.id).await.unwrap(), None);
     assert!(s.list_devices(tb).await.unwrap().is_empty());
     assert!(!s.set_device_status(tb, dev.id, "revoked").await.unwrap());
-    assert!(s.allocate_seq(tb, dev.id).await.is_err());
-    s.insert_instruction(ta, &instruction(dev.id, 1, 5_000))
+    assert!(s.allocate_seqs(tb, &[dev.id]).await.unwrap().is_empty());
+    s.insert_instructions(ta, &[instruction(dev.id, 1, 5_000)])
         .await
         .unwrap();
     assert!(s

@@ -112,8 +112,9 @@ async fn poll(
             .pending_instructions(tenant, device, q.after_seq, now(), 100)
             .await?;
         if !rows.is_empty() {
-            let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
-            p.store.mark_delivered(tenant, device, &seqs, now()).await?;
+            for r in &rows {
+                p.deliveries.record(tenant, device, r.seq);
+            }
             let instructions = rows
                 .into_iter()
                 .map(|r| serde_json::from_value::<SignedInstruction>(r.signed))
@@ -121,12 +122,12 @@ async fn poll(
                 .map_err(ApiError::internal)?;
             return Ok(axum::Json(PollResponse { instructions }));
         }
+        // Woken by a queue or a revocation on this portal. Instructions queued
+        // elsewhere (another replica) are picked up by the next poll, at
+        // most one wait later; scale-out adds a shared wake-up.
         tokio::select! {
             _ = &mut notified => {}
             _ = tokio::time::sleep_until(deadline) => return Ok(axum::Json(PollResponse::default())),
-            // Instructions queued by another process (the CLI, another
-            // replica) do not wake us: look again now and then.
-            _ = tokio::time::sleep(Duration::from_secs(15)) => {}
         }
     }
 }

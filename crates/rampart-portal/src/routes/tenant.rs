@@ -26,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(approve_device))
         .routes(routes!(revoke_device))
         .routes(routes!(list_instructions, create_instruction))
+        .routes(routes!(broadcast_instruction))
         .routes(routes!(list_device_events))
         .routes(routes!(list_batches))
 }
@@ -378,6 +379,104 @@ async fn create_instruction(
         )
         .await?;
     Ok((StatusCode::CREATED, axum::Json(instruction_view(&row))))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBroadcast {
+    pub kind: String,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    pub ttl_secs: Option<i64>,
+    /// Every active device of the tenant.
+    #[serde(default)]
+    pub all: bool,
+    /// Active devices carrying this label.
+    pub label: Option<String>,
+    /// These devices (each must be an active device of this tenant).
+    pub devices: Option<Vec<Uuid>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct QueuedInstruction {
+    pub device_id: Uuid,
+    pub seq: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BroadcastResult {
+    pub queued: usize,
+    pub instructions: Vec<QueuedInstruction>,
+}
+
+/// Sign and queue one instruction for many devices: all active devices, those
+/// with a label, or a list. Give exactly one of `all`, `label`, `devices`.
+#[utoipa::path(post, path = "/api/v1/instructions", tag = "tenant", security(("tenant" = [])),
+    request_body = CreateBroadcast,
+    responses((status = 201, body = BroadcastResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn broadcast_instruction(
+    State(p): State<AppState>,
+    a: TenantAdmin,
+    Json(req): Json<CreateBroadcast>,
+) -> Result<(StatusCode, axum::Json<BroadcastResult>), ApiError> {
+    let chosen = [req.all, req.label.is_some(), req.devices.is_some()]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if chosen != 1 {
+        return Err(ApiError::bad_request(
+            "invalid",
+            "give exactly one target: all, label or devices",
+        ));
+    }
+    if req.devices.as_ref().is_some_and(|d| d.len() > 100_000) {
+        return Err(ApiError::bad_request(
+            "invalid",
+            "at most 100000 devices per request",
+        ));
+    }
+    let active: Vec<Device> = p
+        .store
+        .list_devices(a.tenant.id)
+        .await?
+        .into_iter()
+        .filter(|d| d.status == DeviceStatus::Active.as_str())
+        .collect();
+    let targets: Vec<DeviceId> = match (&req.label, &req.devices) {
+        (Some(label), _) => active
+            .iter()
+            .filter(|d| d.labels.contains(label))
+            .map(|d| d.id)
+            .collect(),
+        (_, Some(ids)) => {
+            let known: std::collections::HashSet<Uuid> = active.iter().map(|d| d.id.0).collect();
+            if let Some(bad) = ids.iter().find(|id| !known.contains(id)) {
+                return Err(ApiError::bad_request(
+                    "invalid",
+                    format!("device {bad} is not an active device of this tenant"),
+                ));
+            }
+            ids.iter().map(|id| DeviceId(*id)).collect()
+        }
+        _ => active.iter().map(|d| d.id).collect(),
+    };
+    let rows = p
+        .queue_instructions(a.tenant.id, &targets, &req.kind, req.payload, req.ttl_secs)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(BroadcastResult {
+            queued: rows.len(),
+            instructions: rows
+                .iter()
+                .map(|r| QueuedInstruction {
+                    device_id: r.device_id.0,
+                    seq: r.seq,
+                })
+                .collect(),
+        }),
+    ))
 }
 
 /// A device's instructions and their results.
