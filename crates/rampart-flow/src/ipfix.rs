@@ -10,7 +10,7 @@ use crate::decoder::Session;
 use crate::error::DecodeError;
 use crate::fields::Clock;
 use crate::template::{TemplateBuilder, TemplateKind};
-use crate::wire::{all_zero, bytes, tail, u16_at, u32_at};
+use crate::wire::{all_zero, bytes, tail, u16_at, u32_at, walk_sets, SetItem, SetNames};
 
 const HEADER_LEN: usize = 16;
 const TEMPLATE_SET: u16 = 2;
@@ -43,45 +43,25 @@ pub(crate) fn decode(s: &mut Session, d: &[u8]) -> Result<(), DecodeError> {
         s.malformed(DecodeError::truncated("ipfix message", 0, length, d.len()));
     }
 
-    let mut off = HEADER_LEN;
-    while off < msg.len() {
-        let rest = tail(msg, off);
-        let (Some(id), Some(len)) = (u16_at(rest, 0), u16_at(rest, 2)) else {
-            if !all_zero(rest) {
-                s.malformed(DecodeError::truncated("set header", off, 4, rest.len()));
-            }
-            break;
-        };
-        let len = usize::from(len);
-        if len < 4 {
-            if !all_zero(rest) {
-                s.malformed(DecodeError::BadLength {
-                    what: "set length",
-                    value: len,
-                    reason: "less than its own 4-byte header",
-                });
-            }
-            break;
+    let names = SetNames {
+        header: "set header",
+        length: "set length",
+        set: "set",
+    };
+    walk_sets(msg, HEADER_LEN, &names, |item| match item {
+        SetItem::Malformed(e) => s.malformed(e),
+        SetItem::Set { id, body } if id == TEMPLATE_SET || id == OPTIONS_TEMPLATE_SET => {
+            templates(s, domain, id, body)
         }
-        let truncated = len > rest.len();
-        let body = rest.get(4..len.min(rest.len())).unwrap_or(&[]);
-        match id {
-            TEMPLATE_SET | OPTIONS_TEMPLATE_SET => templates(s, domain, id, body),
-            0..=255 => {} // 0, 1 (v9 ids), 4-255: reserved, skipped
-            _ => {
-                let clock = Clock::Ipfix {
-                    export_ms,
-                    system_init_ms: s.domains.system_init_ms(domain),
-                };
-                s.data_set(domain, id, body, clock);
-            }
+        SetItem::Set { id: 0..=255, .. } => {} // 0, 1 (v9 ids), 4-255: reserved, skipped
+        SetItem::Set { id, body } => {
+            let clock = Clock::Ipfix {
+                export_ms,
+                system_init_ms: s.domains.system_init_ms(domain),
+            };
+            s.data_set(domain, id, body, clock);
         }
-        if truncated {
-            s.malformed(DecodeError::truncated("set", off, len, rest.len()));
-            break;
-        }
-        off += len;
-    }
+    });
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use crate::decoder::Session;
 use crate::error::DecodeError;
 use crate::fields::Clock;
 use crate::template::{TemplateBuilder, TemplateKind};
-use crate::wire::{all_zero, bytes, tail, u16_at, u32_at};
+use crate::wire::{all_zero, bytes, tail, u16_at, u32_at, walk_sets, SetItem, SetNames};
 
 const HEADER_LEN: usize = 20;
 
@@ -31,40 +31,18 @@ pub(crate) fn decode(s: &mut Session, d: &[u8]) -> Result<(), DecodeError> {
     // what it counts. Sets are read until the datagram ends; zero bytes
     // where a set header should be are padding (some exporters pad the
     // datagram).
-    let mut off = HEADER_LEN;
-    while off < d.len() {
-        let rest = tail(d, off);
-        let (Some(id), Some(len)) = (u16_at(rest, 0), u16_at(rest, 2)) else {
-            if !all_zero(rest) {
-                s.malformed(DecodeError::truncated("flowset header", off, 4, rest.len()));
-            }
-            break;
-        };
-        let len = usize::from(len);
-        if len < 4 {
-            if !all_zero(rest) {
-                s.malformed(DecodeError::BadLength {
-                    what: "flowset length",
-                    value: len,
-                    reason: "less than its own 4-byte header",
-                });
-            }
-            break;
-        }
-        let truncated = len > rest.len();
-        let body = rest.get(4..len.min(rest.len())).unwrap_or(&[]);
-        match id {
-            0 => templates(s, domain, body),
-            1 => options_templates(s, domain, body),
-            2..=255 => {} // reserved: skipped
-            _ => s.data_set(domain, id, body, clock),
-        }
-        if truncated {
-            s.malformed(DecodeError::truncated("flowset", off, len, rest.len()));
-            break;
-        }
-        off += len;
-    }
+    let names = SetNames {
+        header: "flowset header",
+        length: "flowset length",
+        set: "flowset",
+    };
+    walk_sets(d, HEADER_LEN, &names, |item| match item {
+        SetItem::Malformed(e) => s.malformed(e),
+        SetItem::Set { id: 0, body } => templates(s, domain, body),
+        SetItem::Set { id: 1, body } => options_templates(s, domain, body),
+        SetItem::Set { id: 2..=255, .. } => {} // reserved: skipped
+        SetItem::Set { id, body } => s.data_set(domain, id, body, clock),
+    });
     Ok(())
 }
 

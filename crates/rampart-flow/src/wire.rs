@@ -44,6 +44,71 @@ pub(crate) fn all_zero(b: &[u8]) -> bool {
     b.iter().all(|&x| x == 0)
 }
 
+/// Names used in errors about the sets of one protocol.
+pub(crate) struct SetNames {
+    pub header: &'static str,
+    pub length: &'static str,
+    pub set: &'static str,
+}
+
+/// One step of [`walk_sets`].
+pub(crate) enum SetItem<'a> {
+    Set { id: u16, body: &'a [u8] },
+    Malformed(crate::error::DecodeError),
+}
+
+/// Walks the sets of a message from `start`: NetFlow v9 FlowSets and IPFIX
+/// Sets share the layout `id u16 | length u16 | body`. Trailing zero bytes
+/// are padding. A short or undersized header ends the walk with a
+/// `Malformed`; a set longer than what is left yields its partial body, then
+/// a `Malformed`, then ends.
+pub(crate) fn walk_sets<'a>(
+    msg: &'a [u8],
+    start: usize,
+    names: &SetNames,
+    mut each: impl FnMut(SetItem<'a>),
+) {
+    use crate::error::DecodeError;
+    let mut off = start;
+    while off < msg.len() {
+        let rest = tail(msg, off);
+        let (Some(id), Some(len)) = (u16_at(rest, 0), u16_at(rest, 2)) else {
+            if !all_zero(rest) {
+                each(SetItem::Malformed(DecodeError::truncated(
+                    names.header,
+                    off,
+                    4,
+                    rest.len(),
+                )));
+            }
+            return;
+        };
+        let len = usize::from(len);
+        if len < 4 {
+            if !all_zero(rest) {
+                each(SetItem::Malformed(DecodeError::BadLength {
+                    what: names.length,
+                    value: len,
+                    reason: "less than its own 4-byte header",
+                }));
+            }
+            return;
+        }
+        let body = rest.get(4..len.min(rest.len())).unwrap_or(&[]);
+        each(SetItem::Set { id, body });
+        if len > rest.len() {
+            each(SetItem::Malformed(DecodeError::truncated(
+                names.set,
+                off,
+                len,
+                rest.len(),
+            )));
+            return;
+        }
+        off += len;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
