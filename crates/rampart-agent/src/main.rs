@@ -250,7 +250,7 @@ fn main() -> anyhow::Result<()> {
                 .filter(|l| !l.is_empty())
                 .count() as u32;
             let outbox = run::open_outbox(&dir, 256 * 1024 * 1024)?;
-            let id = run::enqueue(&dir, &outbox, &kind, priority, items, &data)?;
+            let id = run::enqueue(&dir.identity()?, &outbox, &kind, priority, items, &data)?;
             println!("{id}");
         }
         Cmd::Decode { file } => std::process::exit(rampart_agent::decode::run(&file)),

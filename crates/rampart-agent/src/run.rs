@@ -83,14 +83,13 @@ pub async fn enroll(
 /// Seals `plaintext` for the tenant and queues it in the outbox. Used by the
 /// heartbeat and by `rampart-agent send`; later by every collector.
 pub fn enqueue(
-    dir: &StateDir,
+    id: &Identity,
     outbox: &Outbox,
     kind: &str,
     priority: Priority,
     items: u32,
     plaintext: &[u8],
 ) -> Result<Uuid, AgentError> {
-    let id = dir.identity()?;
     let key =
         HpkePublicKey::from_b64(&id.upload_key).map_err(|e| AgentError::State(e.to_string()))?;
     let header = BatchHeader {
@@ -468,7 +467,7 @@ fn beat(s: &Shared, heartbeat_secs: u64) -> Result<(), AgentError> {
         last_error: last_error.clone(),
     };
     let line = serde_json::to_vec(&hb).map_err(|e| AgentError::State(e.to_string()))?;
-    enqueue(&s.dir, &s.outbox, "health", Priority::Health, 1, &line)?;
+    enqueue(&s.id, &s.outbox, "health", Priority::Health, 1, &line)?;
     let status = Status {
         pid: std::process::id(),
         version: VERSION.into(),

@@ -307,11 +307,17 @@ impl Portal {
         Ok(portal)
     }
 
-    /// Reloads tenant certificates, so tenants created by another process
-    /// (the CLI, another replica) are served.
+    /// Loads the certificates of tenants not served yet, so tenants created
+    /// by another process (the CLI, another replica) are picked up. Loaded
+    /// ones are kept as they are: this runs every few seconds, and unwrapping
+    /// and parsing every tenant's key each time would grow with the tenants.
     pub async fn refresh_certs(&self) -> Result<()> {
         let mut map = HashMap::new();
         for t in self.store.list_tenants().await? {
+            if let Some(ck) = self.certs.get(&t.domain) {
+                map.insert(t.domain, ck);
+                continue;
+            }
             let ck = match (&t.cert_file, &t.key_file) {
                 (Some(c), Some(k)) => {
                     let (c, k) = (c.clone(), k.clone());

@@ -86,11 +86,8 @@ impl CertStore {
         }
     }
 
-    pub fn has(&self, domain: &str) -> bool {
-        self.tenants
-            .read()
-            .map(|m| m.contains_key(domain))
-            .unwrap_or(false)
+    pub fn get(&self, domain: &str) -> Option<Arc<CertifiedKey>> {
+        self.tenants.read().ok()?.get(domain).cloned()
     }
 }
 

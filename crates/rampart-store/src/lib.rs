@@ -168,6 +168,12 @@ pub trait Store: Send + Sync + 'static {
         result: &serde_json::Value,
         now: i64,
     ) -> Result<bool>;
+    async fn get_instruction(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        seq: u64,
+    ) -> Result<Option<InstructionRow>>;
     async fn list_instructions(
         &self,
         tenant: TenantId,

@@ -646,6 +646,23 @@ impl Store for SqliteStore {
         Ok(r.rows_affected() > 0)
     }
 
+    async fn get_instruction(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        seq: u64,
+    ) -> Result<Option<InstructionRow>> {
+        sqlx::query("SELECT * FROM instructions WHERE tenant_id = ? AND device_id = ? AND seq = ?")
+            .bind(tenant.0.to_string())
+            .bind(device.0.to_string())
+            .bind(seq as i64)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(instruction_from)
+            .transpose()
+    }
+
     async fn list_instructions(
         &self,
         tenant: TenantId,

@@ -300,6 +300,14 @@ async fn instructions(s: &dyn Store) {
             .unwrap(),
         "an outcome is final"
     );
+    assert_eq!(
+        s.get_instruction(tid, dev.id, 1)
+            .await
+            .unwrap()
+            .map(|i| i.status),
+        Some("ok".to_string())
+    );
+    assert_eq!(s.get_instruction(tid, dev.id, 99).await.unwrap(), None);
     let all = s.list_instructions(tid, dev.id).await.unwrap();
     assert_eq!(all[0].status, "ok");
     assert_eq!(all[0].delivered_at, Some(1_100));
@@ -401,6 +409,7 @@ async fn tenant_isolation(s: &dyn Store) {
         .unwrap()
         .is_empty());
     assert!(s.list_instructions(tb, dev.id).await.unwrap().is_empty());
+    assert_eq!(s.get_instruction(tb, dev.id, 1).await.unwrap(), None);
     assert!(!s
         .finish_instruction(tb, dev.id, 1, "ok", &serde_json::json!({}), 1)
         .await

@@ -147,9 +147,9 @@ async fn set_status(
     tenant: &str,
     status: TenantStatus,
 ) -> Result<axum::Json<TenantView>, ApiError> {
-    let t = p.find_tenant(tenant).await?;
+    let mut t = p.find_tenant(tenant).await?;
     p.set_tenant_status(t.id, status).await?;
-    let t = p.find_tenant(tenant).await?;
+    t.status = status;
     Ok(axum::Json(tenant_view(p, &t)))
 }
 

@@ -168,10 +168,9 @@ async fn ack(
         Ok(StatusCode::NO_CONTENT)
     } else if p
         .store
-        .list_instructions(req.tenant.id, req.device_id())
+        .get_instruction(req.tenant.id, req.device_id(), seq)
         .await?
-        .iter()
-        .any(|i| i.seq == seq)
+        .is_some()
     {
         Err(ApiError::conflict(format!(
             "instruction {seq} already has an outcome: results are final"
@@ -223,30 +222,18 @@ async fn report_refusal(
         )
         .await?;
     if let Some(seq) = r.seq {
-        // Only an instruction still awaiting a result can be marked refused;
-        // a replayed seq that already ran keeps its real outcome.
-        let pending = p
-            .store
-            .pending_instructions(
+        // Outcomes are final in the store: a replayed seq that already ran
+        // keeps its real result; only a pending instruction becomes refused.
+        p.store
+            .finish_instruction(
                 req.tenant.id,
                 req.device_id(),
-                seq.saturating_sub(1),
-                i64::MIN,
-                1,
+                seq,
+                "refused",
+                &detail,
+                now(),
             )
             .await?;
-        if pending.first().is_some_and(|i| i.seq == seq) {
-            p.store
-                .finish_instruction(
-                    req.tenant.id,
-                    req.device_id(),
-                    seq,
-                    "refused",
-                    &detail,
-                    now(),
-                )
-                .await?;
-        }
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -267,7 +267,7 @@ async fn set_device_status(
     from: &[DeviceStatus],
     to: DeviceStatus,
 ) -> Result<axum::Json<DeviceView>, ApiError> {
-    let d = load_device(p, a, id).await?;
+    let mut d = load_device(p, a, id).await?;
     if !from.iter().any(|s| s.as_str() == d.status) {
         return Err(ApiError::conflict(format!(
             "device {id} is {}: it cannot become {}",
@@ -281,7 +281,7 @@ async fn set_device_status(
     // A held long poll re-reads the device and ends at once on revocation.
     p.waker.wake(d.id);
     tracing::info!(tenant = %a.tenant.name, device = %d.id, status = to.as_str(), "device status changed");
-    let d = load_device(p, a, id).await?;
+    d.status = to.as_str().to_string();
     Ok(axum::Json(device_view(p, &d, now())))
 }
 
