@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::record::{Direction, FlowRecord};
+use crate::record::{AppLabel, Direction, FlowRecord};
 use crate::wire::uint;
 
 pub(crate) const OCTET_DELTA_COUNT: u16 = 1;
@@ -354,6 +354,9 @@ impl Scratch {
             protocol: self.protocol,
             tcp_flags: self.tcp_flags,
             direction: self.direction,
+            resample: 1,
+            flags: 0,
+            app: AppLabel::default(),
         })
     }
 }

@@ -39,15 +39,18 @@
 
 mod decoder;
 mod error;
+pub mod eve;
 mod fields;
+pub mod filter;
 mod ipfix;
 mod record;
 mod template;
 mod v5;
 mod v9;
 mod wire;
+pub mod zeek;
 
 pub use decoder::{DecodeStats, Decoder, DecoderConfig, ExporterCounters};
 pub use error::DecodeError;
-pub use record::{Direction, FlowRecord};
+pub use record::{AppLabel, Direction, FlowFlags, FlowRecord};
 pub use template::{TemplateCache, TemplateKind, MAX_RECORD_LEN, MAX_TEMPLATE_FIELDS};

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::decoder::Session;
 use crate::error::DecodeError;
 use crate::fields::uptime_to_ms;
-use crate::record::{Direction, FlowRecord};
+use crate::record::{AppLabel, Direction, FlowRecord};
 use crate::wire::{bytes, u16_at, u32_at, u8_at};
 
 const HEADER_LEN: usize = 24;
@@ -80,6 +80,9 @@ pub(crate) fn decode(s: &mut Session, d: &[u8]) -> Result<(), DecodeError> {
             protocol: byte(38),
             tcp_flags: byte(37),
             direction: Direction::Unknown,
+            resample: 1,
+            flags: 0,
+            app: AppLabel::default(),
         });
         s.stats.records += 1;
     }

@@ -1,0 +1,1 @@
+//! Per-tenant flow storage for the portal (work in progress).
