@@ -227,6 +227,26 @@ impl PortalClient {
         Ok(())
     }
 
+    /// `GET /api/v1/device/pseudonym-key`: the tenant's key for address
+    /// pseudonyms, kept out of instructions because the portal stores those.
+    pub async fn pseudonym_key(
+        &self,
+    ) -> Result<rampart_proto::controls::PseudonymKey, ClientError> {
+        let resp = self
+            .send(
+                reqwest::Method::GET,
+                "/api/v1/device/pseudonym-key",
+                Vec::new(),
+                "application/json",
+                Duration::from_secs(30),
+            )
+            .await?;
+        let key: rampart_proto::controls::PseudonymKey = Self::json(resp).await?;
+        key.key_bytes()
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        Ok(key)
+    }
+
     pub async fn upload(&self, frame: Vec<u8>) -> Result<BatchAck, ClientError> {
         let resp = self
             .send(

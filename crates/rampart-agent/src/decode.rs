@@ -1,5 +1,6 @@
 //! `rampart-agent decode FILE`: the flows in a capture of exporter traffic,
-//! as JSON lines, for people debugging exporters.
+//! a Zeek `conn.log` or a Suricata EVE file, as JSON lines, for people
+//! debugging exporters and sensors.
 //!
 //! Input formats, picked by [`detect`] from the file's first bytes:
 //! - classic libpcap (either byte order, microsecond or nanosecond
@@ -10,30 +11,38 @@
 //!   [`rampart_flow::Decoder`] with its source address as the exporter (so
 //!   templates are kept per exporter address) and its capture time as
 //!   `now_ms` (so templates expire in capture time);
-//! - to come (other issues, not implemented): Zeek `conn.log` and Suricata
-//!   EVE JSON. They carry flows, not packets: each will add a [`Format`]
-//!   variant, a branch in [`detect`] and a reader that hands its flows to
-//!   [`Session::flow`].
+//! - a Zeek log in TSV (its first line is a `#` header line) or a file of
+//!   JSON lines (its first byte is `{`): Zeek conn.log records and Suricata
+//!   EVE events. Each line goes to [`rampart_flow::eve::parse_line`] if it
+//!   has an `"event_type"` key (every EVE event has one, no Zeek record
+//!   does), else to one [`rampart_flow::zeek::ZeekReader`], which also keeps
+//!   the TSV header's state. Their flows go to [`Session::flow`]. The
+//!   exporter is `0.0.0.0`: the flows were observed by the sensor that
+//!   wrote the log, and neither format names an exporter address. Lines of
+//!   other Zeek logs and EVE events other than `flow` and `netflow` (alerts,
+//!   dns, stats, ...) are only counted; malformed lines are warned about.
 //!
 //! Output: one JSON object per flow on stdout, with `start` and `end`
 //! (RFC 3339, milliseconds, UTC), `src_addr`, `dst_addr`, `src_port`,
 //! `dst_port`, `protocol`, `bytes` and `packets` (unscaled, as exported),
 //! `tcp_flags`, `in_if`, `out_if`, `sampling_rate` and `exporter`.
 //!
-//! Problems go to stderr: a warning per frame or datagram (at most
+//! Problems go to stderr: a warning per frame, datagram or line (at most
 //! [`MAX_WARNING_LINES`]), then one summary line per kind of problem and a
-//! total. Non-UDP frames are only counted. [`run`] exits 0 when at least one
-//! flow was decoded, 1 otherwise.
+//! total. Non-UDP frames and lines without flows are only counted. [`run`]
+//! exits 0 when at least one flow was decoded, 1 otherwise.
 //!
 //! Bounds: files over [`MAX_FILE_BYTES`] are refused, the file is streamed
 //! (`pcap-file` keeps one 8 MB buffer; a record larger than that ends the
-//! read), and the decoder keeps its own per-exporter bounds.
+//! read; log lines are read into one buffer of at most the readers' line
+//! limit, a longer line is skipped without being kept), and the decoder
+//! keeps its own per-exporter bounds.
 
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::net::IpAddr;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use etherparse::err::packet::SliceError;
@@ -44,6 +53,8 @@ use pcap_file::pcapng::blocks::interface_description::{
 };
 use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::{PcapError, TsResolution};
+use rampart_flow::eve;
+use rampart_flow::zeek::{self, LineOutcome, ZeekReader};
 use rampart_flow::{DecodeError, Decoder, FlowRecord};
 use serde::Serialize;
 
@@ -66,11 +77,40 @@ pub enum Format {
     Pcap,
     /// pcapng.
     PcapNg,
-    // To come: ZeekConn, Eve (flow records rather than packets).
+    /// A Zeek log with its TSV header (`#separator ...`, or any `#` line
+    /// first, as in Zeek's own test baselines).
+    ZeekTsv,
+    /// JSON lines: Zeek JSON logs or Suricata EVE, told apart per line.
+    JsonLines,
 }
 
-/// The format of a file from its first bytes (at least 4 are needed).
+impl Format {
+    /// For the closing line.
+    fn label(self) -> &'static str {
+        match self {
+            Format::Pcap => "pcap",
+            Format::PcapNg => "pcapng",
+            Format::ZeekTsv => "Zeek TSV log",
+            Format::JsonLines => "JSON lines: Zeek or Suricata EVE",
+        }
+    }
+
+    fn is_lines(self) -> bool {
+        matches!(self, Format::ZeekTsv | Format::JsonLines)
+    }
+}
+
+/// The exporter address of flows read from Zeek and EVE logs.
+pub const LOG_EXPORTER: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
+/// The format of a file from its first bytes (at least 4 are needed for a
+/// capture, 1 for a log).
 pub fn detect(head: &[u8]) -> Option<Format> {
+    match head.first()? {
+        b'#' => return Some(Format::ZeekTsv),
+        b'{' => return Some(Format::JsonLines),
+        _ => {}
+    }
     match head.get(..4)? {
         [0xa1, 0xb2, 0xc3, 0xd4]
         | [0xd4, 0xc3, 0xb2, 0xa1]
@@ -97,8 +137,9 @@ pub enum DecodeFileError {
     #[error("{path} is empty: nothing to decode")]
     Empty { path: PathBuf },
     #[error(
-        "{path} is not a capture decode reads (first bytes {head}): give a pcap \
-         or pcapng file (Zeek conn.log and EVE JSON are not supported yet)"
+        "{path} is not a file decode reads (first bytes {head}): give a pcap or pcapng \
+         capture, a Zeek conn.log (TSV with its # header lines, or JSON) or a Suricata \
+         EVE JSON file"
     )]
     UnknownFormat { path: PathBuf, head: String },
     #[error("{path}: unreadable {format} header ({reason}): the file is damaged or cut short")]
@@ -166,10 +207,15 @@ pub enum Problem {
     TimeClamped,
     /// The file ended inside a record, or a record could not be read.
     CutShort,
+    /// Log lines that could not be read (Zeek or EVE).
+    MalformedLine,
+    /// Log lines without flows: other Zeek logs, EVE events other than
+    /// `flow` and `netflow` (alert, dns, stats, ...). Only counted.
+    NoFlowLine,
 }
 
 impl Problem {
-    const ALL: [Problem; 11] = [
+    const ALL: [Problem; 13] = [
         Problem::NotUdp,
         Problem::Fragment,
         Problem::TruncatedFrame,
@@ -181,6 +227,8 @@ impl Problem {
         Problem::MissingTemplate,
         Problem::TimeClamped,
         Problem::CutShort,
+        Problem::MalformedLine,
+        Problem::NoFlowLine,
     ];
 
     /// The summary line's label, before `: COUNT`.
@@ -197,6 +245,10 @@ impl Problem {
             Problem::MissingTemplate => "data sets without a known template",
             Problem::TimeClamped => "flow times past 9999-12-31 (clamped)",
             Problem::CutShort => "captures cut short",
+            Problem::MalformedLine => "malformed log lines skipped",
+            Problem::NoFlowLine => {
+                "log lines without flows skipped (other Zeek logs, EVE events other than flow and netflow)"
+            }
         }
     }
 
@@ -208,8 +260,12 @@ impl Problem {
 /// What a run found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// The input's format (`None` until detected).
+    pub format: Option<Format>,
     pub frames: u64,
     pub datagrams: u64,
+    /// Lines of a Zeek or EVE log, header lines included.
+    pub lines: u64,
     pub flows: u64,
     /// Distinct exporter addresses (counted up to 4096).
     pub exporters: usize,
@@ -275,10 +331,10 @@ impl fmt::Display for At {
     }
 }
 
-/// Turns frames (or, later, flows of other formats) into output lines and
-/// warnings.
+/// Turns frames and log lines into output lines and warnings.
 pub struct Session<'a> {
     decoder: Decoder,
+    zeek: ZeekReader,
     records: Vec<FlowRecord>,
     out: &'a mut dyn Write,
     err: &'a mut dyn Write,
@@ -291,6 +347,7 @@ impl<'a> Session<'a> {
     pub fn new(out: &'a mut dyn Write, err: &'a mut dyn Write) -> Self {
         Session {
             decoder: Decoder::default(),
+            zeek: ZeekReader::new(LOG_EXPORTER),
             records: Vec::new(),
             out,
             err,
@@ -303,7 +360,7 @@ impl<'a> Session<'a> {
     /// Counts a problem and, unless it is only counted, warns about it.
     fn problem(&mut self, p: Problem, at: Option<&At>, detail: fmt::Arguments<'_>) {
         self.summary.counts[p.index()] += 1;
-        if p == Problem::NotUdp {
+        if matches!(p, Problem::NotUdp | Problem::NoFlowLine) {
             return;
         }
         self.warnings += 1;
@@ -496,6 +553,57 @@ impl<'a> Session<'a> {
         self.write_flow(r, None)
     }
 
+    /// One line of a Zeek log or an EVE file (its line end may be kept).
+    pub fn log_line(&mut self, line: &[u8]) -> io::Result<()> {
+        self.summary.lines += 1;
+        let n = self.summary.lines;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        self.records.clear();
+        if is_eve(line) {
+            match eve::parse_line(line, LOG_EXPORTER) {
+                Ok(event) => {
+                    if event.push_flows(&mut self.records) == 0 {
+                        self.problem(Problem::NoFlowLine, None, format_args!(""));
+                    }
+                }
+                Err(e) => self.problem(
+                    Problem::MalformedLine,
+                    None,
+                    format_args!("line {n}: EVE event skipped: {e}"),
+                ),
+            }
+        } else {
+            match self.zeek.line(line, &mut self.records) {
+                Ok(LineOutcome::Skipped) => {
+                    self.problem(Problem::NoFlowLine, None, format_args!(""))
+                }
+                Ok(LineOutcome::Header | LineOutcome::Flows(_)) => {}
+                Err(e) => self.problem(
+                    Problem::MalformedLine,
+                    None,
+                    format_args!("line {n}: Zeek line skipped: {e}"),
+                ),
+            }
+        }
+        let records = std::mem::take(&mut self.records);
+        let written = records.iter().try_for_each(|r| self.write_flow(r, None));
+        self.records = records;
+        written
+    }
+
+    /// A log line longer than `limit` bytes, skipped without being read.
+    fn long_line(&mut self, len: u64, limit: usize) {
+        self.summary.lines += 1;
+        let n = self.summary.lines;
+        self.problem(
+            Problem::MalformedLine,
+            None,
+            format_args!("line {n}: {len} bytes, over the {limit}-byte line limit, skipped"),
+        );
+    }
+
     fn write_flow(&mut self, r: &FlowRecord, at: Option<&At>) -> io::Result<()> {
         let (start, c1) = rfc3339_ms(r.start_ms);
         let (end, c2) = rfc3339_ms(r.end_ms);
@@ -546,11 +654,20 @@ impl<'a> Session<'a> {
         } else {
             ""
         };
-        let _ = writeln!(
-            self.err,
-            "summary: {} flows from {} UDP datagrams of {}{more} exporters in {} frames",
-            s.flows, s.datagrams, s.exporters, s.frames
-        );
+        let _ = match s.format {
+            Some(f) if f.is_lines() => writeln!(
+                self.err,
+                "summary: {} flows from {} lines ({})",
+                s.flows,
+                s.lines,
+                f.label()
+            ),
+            _ => writeln!(
+                self.err,
+                "summary: {} flows from {} UDP datagrams of {}{more} exporters in {} frames",
+                s.flows, s.datagrams, s.exporters, s.frames
+            ),
+        };
         s
     }
 }
@@ -745,6 +862,74 @@ fn read_pcapng(path: &Path, input: impl Read, s: &mut Session<'_>) -> Result<(),
     Ok(())
 }
 
+/// An EVE event rather than a Zeek record: a JSON object with an
+/// `"event_type"` key (the exact quoted key: an escaped `\"event_type\"`
+/// inside a string value does not match).
+fn is_eve(line: &[u8]) -> bool {
+    let starts_object = line
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{');
+    starts_object && line.windows(12).any(|w| w == b"\"event_type\"")
+}
+
+/// Reads a log line by line into the session. Lines over `max` bytes (line
+/// end included) are counted as malformed and skipped without being kept,
+/// so the buffer never grows past `max`.
+fn read_lines(input: impl Read, max: usize, s: &mut Session<'_>) -> Result<(), DecodeFileError> {
+    let mut reader = BufReader::with_capacity(64 * 1024, input);
+    let mut line: Vec<u8> = Vec::new();
+    // Bytes of the current line so far, once it is over `max`.
+    let mut over: Option<u64> = None;
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let lines = s.summary.lines;
+                s.problem(
+                    Problem::CutShort,
+                    None,
+                    format_args!("log unreadable after line {lines}, stopped there: {e}"),
+                );
+                break;
+            }
+        };
+        let end = buf.iter().position(|b| *b == b'\n');
+        let chunk = match end {
+            Some(i) => buf.get(..=i).unwrap_or(buf),
+            None => buf,
+        };
+        let used = chunk.len();
+        if used == 0 {
+            // End of file: a last line without a line end.
+            match over {
+                Some(n) => s.long_line(n, max),
+                None if !line.is_empty() => s.log_line(&line).map_err(DecodeFileError::Output)?,
+                None => {}
+            }
+            break;
+        }
+        match over {
+            Some(n) => over = Some(n + used as u64),
+            None if line.len() + used > max => {
+                over = Some((line.len() + used) as u64);
+                line = Vec::new();
+            }
+            None => line.extend_from_slice(chunk),
+        }
+        reader.consume(used);
+        if end.is_some() {
+            match over.take() {
+                Some(n) => s.long_line(n, max),
+                None => s.log_line(&line).map_err(DecodeFileError::Output)?,
+            }
+            line.clear();
+        }
+    }
+    Ok(())
+}
+
 /// Decodes `path`, writing flows to `out` and warnings to `err`.
 pub fn decode_file(
     path: &Path,
@@ -788,9 +973,12 @@ pub fn decode_file(
         }
     })?;
     let mut session = Session::new(out, err);
+    session.summary.format = Some(format);
     match format {
         Format::Pcap => read_pcap(path, input, &mut session)?,
         Format::PcapNg => read_pcapng(path, input, &mut session)?,
+        Format::ZeekTsv => read_lines(input, zeek::MAX_LINE_LEN, &mut session)?,
+        Format::JsonLines => read_lines(input, eve::MAX_LINE_LEN, &mut session)?,
     }
     session.out.flush().map_err(DecodeFileError::Output)?;
     Ok(session.finish())
@@ -822,13 +1010,21 @@ pub fn run(path: &Path) -> i32 {
             1
         }
         (Ok(s), Ok(())) if s.flows == 0 => {
-            let _ = writeln!(
-                err,
-                "error: no flows decoded from {} ({} frames, {} UDP datagrams): see the warnings above",
-                path.display(),
-                s.frames,
-                s.datagrams
-            );
+            let _ = match s.format {
+                Some(f) if f.is_lines() => writeln!(
+                    err,
+                    "error: no flows decoded from {} ({} lines): see the warnings and summary above",
+                    path.display(),
+                    s.lines
+                ),
+                _ => writeln!(
+                    err,
+                    "error: no flows decoded from {} ({} frames, {} UDP datagrams): see the warnings above",
+                    path.display(),
+                    s.frames,
+                    s.datagrams
+                ),
+            };
             1
         }
         (Ok(_), Ok(())) => 0,
@@ -853,8 +1049,11 @@ mod tests {
             detect(&[0x0a, 0x0d, 0x0d, 0x0a, 0, 0]),
             Some(Format::PcapNg)
         );
-        assert_eq!(detect(b"#separator \\x09"), None);
-        assert_eq!(detect(b"{\"timestamp\""), None);
+        assert_eq!(detect(b"#separator \\x09"), Some(Format::ZeekTsv));
+        assert_eq!(detect(b"### BTest"), Some(Format::ZeekTsv));
+        assert_eq!(detect(b"{\"timestamp\""), Some(Format::JsonLines));
+        assert_eq!(detect(b"{"), Some(Format::JsonLines));
+        assert_eq!(detect(b"ts\tuid"), None);
         assert_eq!(detect(&[0xa1, 0xb2, 0xc3]), None);
         assert_eq!(detect(&[]), None);
     }

@@ -7,6 +7,11 @@
 //! - `state.json`: the last applied instruction seq and results not yet
 //!   acknowledged by the portal, so a restart neither re-runs nor forgets.
 //! - `status.json`: written by `run` for `status` and health checks.
+//! - `controls.json`: the tenant's edge data controls last applied (public:
+//!   they say what is masked, not how to unmask it).
+//! - `pseudonym.key`: the tenant's pseudonym key, wrapped like the device
+//!   key. Never written in the clear.
+//! - `tails.json`: how far each tailed log file has been shipped.
 //! - `outbox/`: sealed batches waiting to go up.
 //!
 //! The wrapping key comes from `RAMPART_AGENT_WRAP_KEY` (base64) or a file
@@ -24,6 +29,7 @@ use uuid::Uuid;
 use crate::AgentError;
 
 const KEY_AAD: &[u8] = b"rampart-agent/device-key/v1";
+const PSEUDONYM_KEY_AAD: &[u8] = b"rampart-agent/pseudonym-key/v1";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Identity {
@@ -208,6 +214,72 @@ impl StateDir {
 
     pub fn save_status(&self, s: &crate::run::Status) -> Result<(), AgentError> {
         self.write_json("status.json", s)
+    }
+
+    /// The data controls last applied, if any were ever set.
+    pub fn data_controls(
+        &self,
+    ) -> Result<Option<rampart_proto::controls::DataControls>, AgentError> {
+        self.read_json("controls.json")
+    }
+
+    pub fn save_data_controls(
+        &self,
+        c: &rampart_proto::controls::DataControls,
+    ) -> Result<(), AgentError> {
+        self.write_json("controls.json", c)
+    }
+
+    /// Keeps the tenant's pseudonym key, wrapped under the wrapping key like
+    /// the device key: whoever copies the state dir without the wrapping key
+    /// cannot reverse or forge pseudonyms.
+    pub fn save_pseudonym_key(
+        &self,
+        key: &rampart_proto::controls::PseudonymKey,
+    ) -> Result<(), AgentError> {
+        let clear = zeroize::Zeroizing::new(
+            serde_json::to_vec(key).map_err(|e| AgentError::State(e.to_string()))?,
+        );
+        let wrapped = self.wrap_key()?.wrap(&clear, PSEUDONYM_KEY_AAD);
+        write_atomic(&self.path("pseudonym.key"), &wrapped, true)
+    }
+
+    /// The pseudonym key, if one was fetched.
+    pub fn pseudonym_key(
+        &self,
+    ) -> Result<Option<rampart_proto::controls::PseudonymKey>, AgentError> {
+        let path = self.path("pseudonym.key");
+        let blob = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path, "read", e)),
+        };
+        let clear = self
+            .wrap_key()?
+            .unwrap(&blob, PSEUDONYM_KEY_AAD)
+            .map_err(|_| {
+                AgentError::State(format!(
+                    "{} does not unwrap: remove it and the agent fetches the key again",
+                    path.display()
+                ))
+            })?;
+        serde_json::from_slice(&clear)
+            .map(Some)
+            .map_err(|e| AgentError::State(format!("{} is corrupt: {e}", path.display())))
+    }
+
+    /// How far each tailed file was shipped, by source label.
+    pub fn tail_offsets(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, crate::tail::TailPos>, AgentError> {
+        Ok(self.read_json("tails.json")?.unwrap_or_default())
+    }
+
+    pub fn save_tail_offsets(
+        &self,
+        offsets: &std::collections::BTreeMap<String, crate::tail::TailPos>,
+    ) -> Result<(), AgentError> {
+        self.write_json("tails.json", offsets)
     }
 }
 

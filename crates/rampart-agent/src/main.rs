@@ -57,6 +57,31 @@ enum Cmd {
         /// Long-poll wait in seconds (default: what the portal said).
         #[arg(long)]
         poll_wait_secs: Option<u64>,
+        /// Receive NetFlow v5/v9 and IPFIX on this UDP address, e.g.
+        /// 0.0.0.0:2055 (repeatable; comma-separated in the env variable).
+        #[arg(long, env = "RAMPART_AGENT_NETFLOW_LISTEN", value_delimiter = ',')]
+        netflow_listen: Vec<std::net::SocketAddr>,
+        /// Tail this Zeek conn.log, TSV or JSON, through rotation
+        /// (repeatable; comma-separated in the env variable).
+        #[arg(long, env = "RAMPART_AGENT_ZEEK_CONN", value_delimiter = ',')]
+        zeek_conn: Vec<PathBuf>,
+        /// Tail this Suricata EVE JSON file (flow and netflow events)
+        /// through rotation (repeatable; comma-separated in the env variable).
+        #[arg(long, env = "RAMPART_AGENT_EVE", value_delimiter = ',')]
+        eve: Vec<PathBuf>,
+        /// Sampling rate recorded for flows whose exporter announces none
+        /// (they are flagged as assumed).
+        #[arg(long, env = "RAMPART_AGENT_DEFAULT_SAMPLING_RATE", default_value_t = 1,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        default_sampling_rate: u32,
+        /// Flows per second per exporter before the agent resamples (keeps
+        /// one in k and records k); 0 = no limit.
+        #[arg(
+            long,
+            env = "RAMPART_AGENT_MAX_FLOWS_PER_EXPORTER",
+            default_value_t = 100_000
+        )]
+        max_flows_per_exporter: u32,
     },
     /// Show the agent's state.
     Status {
@@ -114,6 +139,37 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+fn print_flows(f: &rampart_agent::pipeline::FlowStatus) {
+    let controls = match (&f.controls_blocked, f.waiting_for_pseudonym_key) {
+        (Some(why), _) => format!("version {} BLOCKED: {why}", f.controls_version),
+        (None, true) => format!(
+            "version {} (waiting for the pseudonym key: addresses dropped)",
+            f.controls_version
+        ),
+        (None, false) => format!("version {}", f.controls_version),
+    };
+    println!("controls    {controls}");
+    if f.exporters.is_empty() && f.files.is_empty() && f.listening.is_empty() {
+        return;
+    }
+    println!(
+        "flows       {} shipped in {} batches, {} batches dropped",
+        f.flows_shipped, f.batches_shipped, f.batches_dropped
+    );
+    for (name, e) in &f.exporters {
+        println!(
+            "  {name}: {} flows, {} datagrams, {} errors, {} missing templates, {} resampled, {} rate-limited, {} dropped",
+            e.flows, e.datagrams, e.errors, e.missing_templates, e.resampled, e.rate_limited, e.dropped
+        );
+    }
+    for (name, t) in &f.files {
+        println!(
+            "  {name}: offset {}, {} lines, {} parse errors, {} long lines, {} rotations, {} truncations",
+            t.offset, t.lines, t.parse_errors, t.long_lines, t.rotations, t.truncations
+        );
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -153,6 +209,11 @@ fn main() -> anyhow::Result<()> {
             heartbeat_secs,
             outbox_mib,
             poll_wait_secs,
+            netflow_listen,
+            zeek_conn,
+            eve,
+            default_sampling_rate,
+            max_flows_per_exporter,
         } => {
             if heartbeat_secs == 0 || outbox_mib == 0 {
                 bail!("--heartbeat-secs and --outbox-mib must be at least 1");
@@ -161,6 +222,14 @@ fn main() -> anyhow::Result<()> {
                 heartbeat_every: Duration::from_secs(heartbeat_secs),
                 outbox_max_bytes: outbox_mib * 1024 * 1024,
                 poll_wait: poll_wait_secs.map(Duration::from_secs),
+                flows: rampart_agent::pipeline::FlowOptions {
+                    netflow_listen,
+                    zeek_conn,
+                    eve,
+                    default_sampling_rate,
+                    max_flows_per_exporter,
+                    ..Default::default()
+                },
             };
             rt.block_on(run::run(dir, opts, shutdown_signal()))
                 .context("agent failed")?;
@@ -219,6 +288,9 @@ fn main() -> anyhow::Result<()> {
                             "last error  {}",
                             s.last_error.unwrap_or_else(|| "none".into())
                         );
+                        if let Some(f) = &s.flows {
+                            print_flows(f);
+                        }
                     }
                     None => println!("run loop    never ran"),
                 }

@@ -1,11 +1,17 @@
 //! Enrollment and the agent's main loop.
 //!
-//! `run` drives three tasks over one portal client:
+//! `run` drives these tasks over one portal client:
 //! - check-in: long-poll, verify each instruction, run it, record it, ack it;
 //! - uploader: drain the outbox, highest priority oldest first, with backoff;
-//! - heartbeat: seal a health batch into the outbox and write `status.json`.
+//! - heartbeat: seal a health batch into the outbox and write `status.json`;
+//! - pseudonym key: fetch the tenant's key when the data controls need it.
 //!
-//! No task listens on a socket: every connection is outbound.
+//! With collectors configured it also starts the flow threads
+//! ([`crate::pipeline`]), after loading the data controls, so the first
+//! batch after a restart is masked like the last one before it.
+//!
+//! Every portal connection is outbound; the only sockets the agent listens
+//! on are the UDP flow collectors the operator asks for.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,8 +28,11 @@ use uuid::Uuid;
 use crate::backoff::Backoff;
 use crate::client::{time_now, ClientError, PortalClient};
 use crate::identity::{Identity, PendingAck, RunState, StateDir};
-use crate::outbox::Outbox;
+use crate::masking::Controls;
+use crate::outbox::{Outbox, PushOutcome};
+use crate::pipeline::{FlowCollectors, FlowOptions, FlowStats, FlowStatus, Shipper};
 use crate::AgentError;
+use rampart_proto::controls::{DataControls, INSTRUCTION_KIND as SET_DATA_CONTROLS};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -81,7 +90,7 @@ pub async fn enroll(
 }
 
 /// Seals `plaintext` for the tenant and queues it in the outbox. Used by the
-/// heartbeat and by `rampart-agent send`; later by every collector.
+/// heartbeat and by `rampart-agent send`.
 pub fn enqueue(
     id: &Identity,
     outbox: &Outbox,
@@ -90,6 +99,19 @@ pub fn enqueue(
     items: u32,
     plaintext: &[u8],
 ) -> Result<Uuid, AgentError> {
+    enqueue_outcome(id, outbox, kind, priority, items, plaintext).map(|(id, _)| id)
+}
+
+/// [`enqueue`], also saying whether the outbox kept the batch and what it
+/// evicted for it (the flow pipeline counts both).
+pub fn enqueue_outcome(
+    id: &Identity,
+    outbox: &Outbox,
+    kind: &str,
+    priority: Priority,
+    items: u32,
+    plaintext: &[u8],
+) -> Result<(Uuid, PushOutcome), AgentError> {
     let key =
         HpkePublicKey::from_b64(&id.upload_key).map_err(|e| AgentError::State(e.to_string()))?;
     let header = BatchHeader {
@@ -112,7 +134,7 @@ pub fn enqueue(
             "outbox full: dropped older lower-priority batches"
         );
     }
-    Ok(header.batch_id)
+    Ok((header.batch_id, outcome))
 }
 
 #[derive(Clone, Debug)]
@@ -121,6 +143,8 @@ pub struct RunOptions {
     pub outbox_max_bytes: u64,
     /// Overrides the poll wait the portal gave at enrollment.
     pub poll_wait: Option<Duration>,
+    /// Flow collectors; none by default.
+    pub flows: FlowOptions,
 }
 
 impl Default for RunOptions {
@@ -129,6 +153,7 @@ impl Default for RunOptions {
             heartbeat_every: Duration::from_secs(30),
             outbox_max_bytes: 256 * 1024 * 1024,
             poll_wait: None,
+            flows: FlowOptions::default(),
         }
     }
 }
@@ -149,6 +174,9 @@ pub struct Status {
     pub outbox_dropped_batches: u64,
     pub outbox_dropped_bytes: u64,
     pub heartbeat_secs: u64,
+    /// Flow collectors' counters and the data controls in force.
+    #[serde(default)]
+    pub flows: Option<FlowStatus>,
 }
 
 struct Shared {
@@ -158,7 +186,13 @@ struct Shared {
     outbox: Arc<Outbox>,
     instruction_key: VerifyingKey,
     state: Mutex<RunState>,
-    upload_wake: Notify,
+    upload_wake: Arc<Notify>,
+    controls: Arc<Controls>,
+    flow_stats: Arc<FlowStats>,
+    /// Wakes the pseudonym key task; `key_refresh` asks it to fetch even
+    /// when a key is held (new controls may come with a rotated key).
+    key_wake: Notify,
+    key_refresh: std::sync::atomic::AtomicBool,
     started: Instant,
     started_at: i64,
     last_error: Mutex<Option<String>>,
@@ -201,6 +235,23 @@ pub async fn run(
         PortalClient::new(&id.portal_url, &id.pin, id.resolve)?.with_device(id.device_id, key);
     let state = dir.run_state()?;
     tracing::info!(device = %id.device_id, portal = %id.portal_url, last_applied_seq = state.last_applied_seq, "agent running");
+    // Loaded before any collector starts: no flow leaves under older controls.
+    let controls = Arc::new(Controls::load(&dir));
+    let upload_wake = Arc::new(Notify::new());
+    let collectors = if opts.flows.is_enabled() {
+        let wake = upload_wake.clone();
+        let shipper = Shipper {
+            id: id.clone(),
+            outbox: outbox.clone(),
+            on_stored: Arc::new(move || wake.notify_one()),
+        };
+        let c = FlowCollectors::start(&dir, shipper, controls.clone(), opts.flows.clone())?;
+        tracing::info!(listening = ?c.local_addrs(), zeek = ?opts.flows.zeek_conn, eve = ?opts.flows.eve, "flow collectors running");
+        Some(c)
+    } else {
+        None
+    };
+    let flow_stats = collectors.as_ref().map(|c| c.stats()).unwrap_or_default();
     let shared = Arc::new(Shared {
         dir,
         id,
@@ -208,7 +259,11 @@ pub async fn run(
         outbox,
         instruction_key,
         state: Mutex::new(state),
-        upload_wake: Notify::new(),
+        upload_wake,
+        controls,
+        flow_stats,
+        key_wake: Notify::new(),
+        key_refresh: std::sync::atomic::AtomicBool::new(false),
         started: Instant::now(),
         started_at: time_now(),
         last_error: Mutex::new(None),
@@ -218,10 +273,15 @@ pub async fn run(
         tokio::spawn(checkin_loop(shared.clone(), opts.clone())),
         tokio::spawn(upload_loop(shared.clone())),
         tokio::spawn(heartbeat_loop(shared.clone(), opts)),
+        tokio::spawn(pseudonym_key_loop(shared.clone())),
     ];
     shutdown.await;
     for t in &tasks {
         t.abort();
+    }
+    if let Some(c) = collectors {
+        // Ships what the pipeline holds and saves the tail positions.
+        let _ = tokio::task::spawn_blocking(move || c.stop()).await;
     }
     let _ = shared.save_state().await;
     tracing::info!("agent stopped");
@@ -336,7 +396,7 @@ async fn handle_instruction(s: &Shared, si: &SignedInstruction) {
         }
     };
     tracing::info!(seq = env.seq, kind = %env.kind, "running instruction");
-    let ack = execute(&env).await;
+    let ack = execute(s, &env).await;
     // Record the seq (and the result to send) before acking: after a crash
     // the instruction is not run again, and its result is still sent.
     {
@@ -350,8 +410,9 @@ async fn handle_instruction(s: &Shared, si: &SignedInstruction) {
 }
 
 /// Runs one verified instruction. New kinds plug in here.
-async fn execute(env: &Envelope) -> AckRequest {
+async fn execute(s: &Shared, env: &Envelope) -> AckRequest {
     match env.kind.as_str() {
+        SET_DATA_CONTROLS => set_data_controls(s, &env.payload).await,
         "ping" => AckRequest {
             status: AckStatus::Ok,
             result: serde_json::json!({
@@ -366,6 +427,79 @@ async fn execute(env: &Envelope) -> AckRequest {
                 "error": format!("unsupported instruction kind {other}: upgrade the agent")
             }),
         },
+    }
+}
+
+/// Validates, persists and applies new data controls; acks with the version
+/// in force, or fails with the validation message (the old controls stay).
+/// A version lower than the one in force is applied as sent: the envelope's
+/// seq already orders instructions, and a portal restored from a backup may
+/// legitimately count again.
+async fn set_data_controls(s: &Shared, payload: &serde_json::Value) -> AckRequest {
+    let failed = |msg: String| AckRequest {
+        status: AckStatus::Failed,
+        result: serde_json::json!({ "error": msg }),
+    };
+    let controls = match DataControls::from_payload(payload) {
+        Ok(c) => c,
+        Err(e) => return failed(e.to_string()),
+    };
+    let wants_key = controls.needs_pseudonym_key();
+    let c = s.controls.clone();
+    let applied = tokio::task::spawn_blocking(move || c.set(controls)).await;
+    let masker = match applied {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => return failed(e.to_string()),
+        Err(e) => return failed(format!("applying data controls failed: {e}")),
+    };
+    if wants_key {
+        s.key_refresh
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        s.key_wake.notify_one();
+    }
+    AckRequest {
+        status: AckStatus::Ok,
+        result: serde_json::json!({
+            "applied_version": masker.version(),
+            "pseudonym_key": if !wants_key { "not_needed" } else if masker.waiting_for_key() { "fetching" } else { "held" },
+        }),
+    }
+}
+
+/// Fetches the pseudonym key when the controls need one and none is held
+/// (addresses are dropped meanwhile), or when new controls asked for a
+/// refresh. Retries with backoff; a portal without the route (404) is
+/// retried rarely.
+async fn pseudonym_key_loop(s: Arc<Shared>) {
+    let mut backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(600));
+    loop {
+        let refresh = s
+            .key_refresh
+            .swap(false, std::sync::atomic::Ordering::Relaxed);
+        if !(refresh || s.controls.needs_key()) {
+            backoff.reset();
+            let _ = tokio::time::timeout(Duration::from_secs(60), s.key_wake.notified()).await;
+            continue;
+        }
+        match s.client.pseudonym_key().await {
+            Ok(key) => {
+                s.note_contact();
+                let c = s.controls.clone();
+                match tokio::task::spawn_blocking(move || c.set_key(&key)).await {
+                    Ok(Ok(())) => backoff.reset(),
+                    Ok(Err(e)) => s.note_error("storing the pseudonym key", &e),
+                    Err(e) => s.note_error("storing the pseudonym key", &e),
+                }
+            }
+            Err(e) => {
+                s.note_error("fetching the pseudonym key", &e);
+                if refresh && !s.controls.needs_key() {
+                    // A key is held; keep using it rather than retrying.
+                    continue;
+                }
+                let _ = tokio::time::timeout(backoff.next_delay(), s.key_wake.notified()).await;
+            }
+        }
     }
 }
 
@@ -486,6 +620,7 @@ fn beat(s: &Shared, heartbeat_secs: u64) -> Result<(), AgentError> {
         outbox_dropped_batches: stats.dropped_batches,
         outbox_dropped_bytes: stats.dropped_bytes,
         heartbeat_secs,
+        flows: Some(s.flow_stats.snapshot(&s.controls)),
     };
     s.dir.save_status(&status)
 }

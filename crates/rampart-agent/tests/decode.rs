@@ -644,7 +644,7 @@ fn nothing_to_decode_exits_1_with_a_reason() {
         (
             "garbage",
             b"ts uid id.orig_h\n".to_vec(),
-            "is not a capture decode reads (first bytes 7473207569642069)",
+            "is not a file decode reads (first bytes 7473207569642069)",
         ),
         (
             "header only",
@@ -709,4 +709,295 @@ fn nothing_to_decode_exits_1_with_a_reason() {
         "{}",
         r.stderr
     );
+}
+
+// --- Zeek conn.log and Suricata EVE --------------------------------------
+//
+// Third-party logs from `shared/testdata/zeek_conn_log` and
+// `shared/testdata/suricata_eve` (see their PROVENANCE.md). Zeek's btest
+// baselines have `ts` canonified to `XXXXXXXXXX.XXXXXX`; the tests put back
+// the first packet's time of the pcap the baseline was made from (the
+// connection's `ts` by Zeek's definition). Pretty-printed JSON samples are
+// written as the one-line form a log holds.
+
+const ZEEK: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/testdata/zeek_conn_log"
+);
+const EVE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/testdata/suricata_eve"
+);
+
+fn read_text(dir: &str, rel: &str) -> String {
+    let p = format!("{dir}/{rel}");
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {p}: {e}"))
+}
+
+/// A pretty-printed JSON sample as one line.
+fn json_line(dir: &str, rel: &str) -> String {
+    let v: Value = serde_json::from_str(&read_text(dir, rel)).unwrap();
+    v.to_string()
+}
+
+/// core.tcp-padding/conn.log with the pcap's first packet time as `ts`.
+fn tcp_padding_conn_log() -> String {
+    let pcap = std::fs::read(format!(
+        "{ZEEK}/core.tcp-padding/tcp-http-with-padding.pcap"
+    ))
+    .unwrap();
+    let mut r = pcap_file::pcap::PcapReader::new(&pcap[..]).unwrap();
+    let first = r.next_packet().unwrap().unwrap();
+    let ts = format!(
+        "{}.{:06}",
+        first.timestamp.as_secs(),
+        first.timestamp.subsec_micros()
+    );
+    assert_eq!(ts, "1690990955.944330");
+    read_text(ZEEK, "core.tcp-padding/conn.log").replace("XXXXXXXXXX.XXXXXX", &ts)
+}
+
+fn decode_text(name: &str, text: &str) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    decode_path(&path)
+}
+
+/// Asserts a whole line: every field, in the documented order.
+#[track_caller]
+fn exact(v: &Value, want: &str) {
+    let want: Value = serde_json::from_str(want).unwrap();
+    assert_eq!(v, &want);
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    let mut sorted = FIELDS.to_vec();
+    sorted.sort_unstable();
+    assert_eq!(keys, sorted, "{v}");
+}
+
+const PADDING_ORIG: &str = r#"{"start":"2023-08-02T15:42:35.944Z","end":"2023-08-02T15:42:46.858Z",
+  "src_addr":"167.221.30.181","dst_addr":"217.207.159.63","src_port":59406,"dst_port":27272,
+  "protocol":6,"bytes":704,"packets":13,"tcp_flags":19,"in_if":0,"out_if":0,
+  "sampling_rate":1,"exporter":"0.0.0.0"}"#;
+const PADDING_RESP: &str = r#"{"start":"2023-08-02T15:42:35.944Z","end":"2023-08-02T15:42:46.858Z",
+  "src_addr":"217.207.159.63","dst_addr":"167.221.30.181","src_port":27272,"dst_port":59406,
+  "protocol":6,"bytes":823,"packets":12,"tcp_flags":19,"in_if":0,"out_if":0,
+  "sampling_rate":1,"exporter":"0.0.0.0"}"#;
+
+#[test]
+fn decodes_a_zeek_tsv_conn_log() {
+    let r = decode_text("conn.log", &tcp_padding_conn_log());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // 167.221.30.181 59406 217.207.159.63 27272 tcp http 10.914549 16 191 SF
+    // F F 0 ShADadfF 13 704 12 823 - 6: one line per direction; flags from
+    // the history (S, A, F and h, a, f: FIN|SYN|ACK = 19 each way).
+    assert_eq!(r.lines.len(), 2);
+    exact(&r.lines[0], PADDING_ORIG);
+    exact(&r.lines[1], PADDING_RESP);
+    r.has("summary: 2 flows from 11 lines (Zeek TSV log)");
+    assert!(!r.stderr.contains("warning"), "{}", r.stderr);
+}
+
+#[test]
+fn decodes_zeek_json_and_eve_lines() {
+    let x = "gravwell_corelight_json_tsv/extracted";
+    let zeek = [
+        json_line(ZEEK, &format!("{x}/conn1_in.json")),
+        json_line(ZEEK, &format!("{x}/dns1_in.json")),
+        json_line(ZEEK, &format!("{x}/conn2_in.json")),
+    ]
+    .join("\n");
+    let r = decode_text("conn.json", &zeek);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.lines.len(), 4);
+    // conn1: 192.168.4.76:36844 -> 192.168.4.1:53 udp, 118/2 and 197/2;
+    // ts 2020-08-16T06:26:03.553287Z + 0.0668518 s.
+    flow(
+        &r.lines[0],
+        "192.168.4.76",
+        "192.168.4.1",
+        36844,
+        53,
+        17,
+        118,
+        2,
+        "0.0.0.0",
+    );
+    flow(
+        &r.lines[1],
+        "192.168.4.1",
+        "192.168.4.76",
+        53,
+        36844,
+        17,
+        197,
+        2,
+        "0.0.0.0",
+    );
+    assert_eq!(r.lines[0]["start"], "2020-08-16T06:26:03.553Z");
+    assert_eq!(r.lines[0]["end"], "2020-08-16T06:26:03.620Z");
+    // conn2: 192.168.4.76:46378 -> 31.3.245.133:80 tcp, 397/6 and 511/4.
+    flow(
+        &r.lines[2],
+        "192.168.4.76",
+        "31.3.245.133",
+        46378,
+        80,
+        6,
+        397,
+        6,
+        "0.0.0.0",
+    );
+    flow(
+        &r.lines[3],
+        "31.3.245.133",
+        "192.168.4.76",
+        80,
+        46378,
+        6,
+        511,
+        4,
+        "0.0.0.0",
+    );
+    assert_eq!(r.lines[3]["end"], "2020-08-16T06:26:03.807Z");
+    r.has("summary: log lines without flows skipped (other Zeek logs, EVE events other than flow and netflow): 1");
+    r.has("summary: 4 flows from 3 lines (JSON lines: Zeek or Suricata EVE)");
+
+    // telegraf's EVE samples: one flow event among alerts, dns, drop, http
+    // and stats events.
+    let eve: Vec<String> = [
+        "v2/alert.json",
+        "v2/dns.json",
+        "v2/drop.json",
+        "v2/flow.json",
+        "v2/http.json",
+        "v2/status.json",
+        "test1.json",
+        "test2.json",
+    ]
+    .iter()
+    .map(|f| json_line(EVE, &format!("telegraf/{f}")))
+    .collect();
+    let r = decode_text("eve.json", &(eve.join("\n") + "\n"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.lines.len(), 1);
+    // v2/flow.json: a new flow with no counters yet, at its event time
+    // 2023-04-07T00:28:22.136079+0800.
+    exact(
+        &r.lines[0],
+        r#"{"start":"2023-04-06T16:28:22.136Z","end":"2023-04-06T16:28:22.136Z",
+          "src_addr":"192.168.0.121","dst_addr":"142.251.130.3","src_port":50212,
+          "dst_port":443,"protocol":6,"bytes":0,"packets":0,"tcp_flags":0,"in_if":0,
+          "out_if":0,"sampling_rate":1,"exporter":"0.0.0.0"}"#,
+    );
+    r.has("summary: log lines without flows skipped (other Zeek logs, EVE events other than flow and netflow): 7");
+    r.has("summary: 1 flows from 8 lines (JSON lines: Zeek or Suricata EVE)");
+    assert!(!r.stderr.contains("warning"), "{}", r.stderr);
+}
+
+#[test]
+fn corrupted_logs_warn_and_still_decode() {
+    let good = tcp_padding_conn_log();
+    let record = good
+        .lines()
+        .find(|l| l.starts_with("1690990955"))
+        .unwrap()
+        .to_owned();
+    let mut corrupt = String::new();
+    for l in good.lines() {
+        corrupt.push_str(l);
+        corrupt.push('\n');
+        if l == record {
+            // Cut in the middle (a torn write), a bad address, garbage, a
+            // line far over the limit, then the record again.
+            corrupt.push_str(&record[..record.len() / 2]);
+            corrupt.push('\n');
+            corrupt.push_str(&record.replace("167.221.30.181", "167.221.30.381"));
+            corrupt.push('\n');
+            corrupt.push_str("\u{1}\u{2}garbage\n");
+            corrupt.push_str(&"z".repeat(200_000));
+            corrupt.push('\n');
+            corrupt.push_str(&record);
+            corrupt.push('\n');
+        }
+    }
+    let r = decode_text("conn.log", &corrupt);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.lines.len(), 4);
+    exact(&r.lines[0], PADDING_ORIG);
+    exact(&r.lines[3], PADDING_RESP);
+    let warnings: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("warning: line"))
+        .collect();
+    assert_eq!(warnings.len(), 4, "{}", r.stderr);
+    assert!(
+        warnings[0].starts_with("warning: line 11: Zeek line skipped: line has"),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        warnings[1].contains("bad id.orig_h \"167.221.30.381\""),
+        "{}",
+        warnings[1]
+    );
+    assert!(
+        warnings[2].starts_with("warning: line 13: Zeek line skipped: line has 1 fields"),
+        "{}",
+        warnings[2]
+    );
+    assert!(
+        warnings[3].contains("line 14: 200001 bytes, over the 65536-byte line limit"),
+        "{}",
+        warnings[3]
+    );
+    r.has("summary: malformed log lines skipped: 4");
+    r.has("summary: 4 flows from 16 lines (Zeek TSV log)");
+
+    // An EVE file cut short in its last event, with a non-JSON line.
+    let [a, b] = [
+        json_line(EVE, "telegraf/v2/flow.json"),
+        json_line(EVE, "telegraf/v2/alert.json"),
+    ];
+    let text = format!("{a}\nnot json\n{b}\n{}", &a[..a.len() - 20]);
+    let r = decode_text("eve.json", &text);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.lines.len(), 1);
+    assert!(
+        r.stderr.contains("warning: line 2: Zeek line skipped"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("warning: line 4: EVE event skipped: not an EVE JSON object"),
+        "{}",
+        r.stderr
+    );
+    r.has("summary: malformed log lines skipped: 2");
+    r.has("summary: log lines without flows skipped (other Zeek logs, EVE events other than flow and netflow): 1");
+}
+
+#[test]
+fn logs_without_flows_exit_1() {
+    // Only an alert, and Zeek's baseline with its canonified times.
+    let r = decode_text("alerts.json", &json_line(EVE, "telegraf/v2/alert.json"));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.lines.is_empty());
+    assert!(
+        r.stderr.contains("error: no flows decoded from"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("(1 lines)"), "{}", r.stderr);
+
+    let r = decode_text("conn.log", &read_text(ZEEK, "core.pppoe/conn.log"));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("bad ts \"XXXXXXXXXX.XXXXXX\""),
+        "{}",
+        r.stderr
+    );
+    r.has("summary: malformed log lines skipped: 7");
 }

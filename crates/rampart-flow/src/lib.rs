@@ -37,6 +37,7 @@
     )
 )]
 
+pub mod codec;
 mod decoder;
 mod error;
 pub mod eve;

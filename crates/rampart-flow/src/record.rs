@@ -132,7 +132,11 @@ impl AppLabel {
     pub fn new(s: &str) -> Self {
         let mut l = AppLabel::default();
         for (slot, b) in l.buf.iter_mut().zip(s.bytes()) {
-            *slot = if b.is_ascii_graphic() { b.to_ascii_lowercase() } else { b'?' };
+            *slot = if b.is_ascii_graphic() {
+                b.to_ascii_lowercase()
+            } else {
+                b'?'
+            };
             l.len += 1;
         }
         l
@@ -141,7 +145,10 @@ impl AppLabel {
     pub fn as_str(&self) -> &str {
         let n = usize::from(self.len).min(Self::MAX);
         // Only ASCII is ever stored, so this cannot fail.
-        self.buf.get(..n).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")
+        self.buf
+            .get(..n)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
     }
 
     pub fn is_empty(&self) -> bool {
@@ -206,7 +213,10 @@ mod tests {
 
     #[test]
     fn app_label_is_cut_and_cleaned() {
-        assert_eq!(AppLabel::new("a-very-long-application-name").as_str(), "a-very-long-app");
+        assert_eq!(
+            AppLabel::new("a-very-long-application-name").as_str(),
+            "a-very-long-app"
+        );
         assert_eq!(AppLabel::new("d n\u{e9}").as_str(), "d?n??");
         assert!(AppLabel::new("").is_empty());
     }

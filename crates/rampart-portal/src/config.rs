@@ -32,6 +32,17 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// `text` or `json`.
     pub log_format: String,
+    /// MaxMind-format databases (GeoLite2/GeoIP2 Country or City, ASN) used
+    /// to add country and ASN to flows at ingest. Empty: no enrichment.
+    pub geoip_files: Vec<PathBuf>,
+    /// Days of flows a new tenant's queries can see (its plan may change it).
+    pub flow_visible_days: u32,
+    /// Days of flows kept on disk; at least `flow_visible_days`, so a plan
+    /// change or a late query near the edge still finds its data.
+    pub flow_stored_days: u32,
+    /// Memory for decrypted flow segments and rollups kept for repeated
+    /// queries, in MiB.
+    pub flow_cache_mib: u64,
 }
 
 impl Default for Config {
@@ -47,6 +58,10 @@ impl Default for Config {
             instruction_ttl_secs: 3600,
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             log_format: "text".into(),
+            geoip_files: Vec::new(),
+            flow_visible_days: 30,
+            flow_stored_days: 32,
+            flow_cache_mib: 256,
         }
     }
 }
@@ -99,6 +114,12 @@ impl Config {
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err("log_format must be text or json".into());
+        }
+        if self.flow_visible_days == 0 || self.flow_stored_days < self.flow_visible_days {
+            return Err(
+                "flow_visible_days must be at least 1 and flow_stored_days at least flow_visible_days"
+                    .into(),
+            );
         }
         crate::service::validate_domain(&self.admin_domain)
             .map_err(|e| format!("admin_domain: {e}"))?;

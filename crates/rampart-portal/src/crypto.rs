@@ -5,8 +5,13 @@
 //!   └─ per-tenant KEK (random, stored wrapped by the master key)
 //!        ├─ instruction signing key (Ed25519)
 //!        ├─ upload key (HPKE X25519)
-//!        └─ TLS key of the tenant certificate
+//!        ├─ TLS key of the tenant certificate
+//!        ├─ data key (derived: HKDF-SHA256) – flow segments and rollups
+//!        └─ pseudonym key (derived) – the agents' keyed hash of addresses
 //! ```
+//! The derived keys are never stored anywhere: they exist only in memory
+//! while the KEK is unwrapped, so destroying the wrapped KEK also makes every
+//! flow segment unreadable and every pseudonym meaningless.
 //! Every wrap binds the tenant id and the key's purpose as associated data,
 //! so a wrapped key moved to another tenant's row does not unwrap. Destroying
 //! a tenant's wrapped KEK destroys everything under it (crypto-shredding).
@@ -114,6 +119,26 @@ pub struct TenantSecrets {
     pub signing: SigningKey,
     pub upload: HpkeSecretKey,
     pub tls_key_der: Zeroizing<Vec<u8>>,
+    /// Encrypts the tenant's flow segments and rollups at rest.
+    pub data_key: Zeroizing<[u8; 32]>,
+    /// HMAC key the tenant's agents pseudonymise addresses with, so a
+    /// pseudonym is stable within the tenant and meaningless outside it.
+    pub pseudonym_key: Zeroizing<[u8; 32]>,
+}
+
+/// Purposes of keys derived from the KEK (HKDF info strings).
+const DATA_KEY: &str = "flow-data";
+const PSEUDONYM_KEY: &str = "pseudonym";
+/// Names the pseudonym key version agents are given, so a later rotation can
+/// be told apart from it.
+pub const PSEUDONYM_KEY_ID: &str = "v1";
+
+fn derive(kek: &Kek, tenant: TenantId, purpose: &str) -> Zeroizing<[u8; 32]> {
+    let hk = hkdf::Hkdf::<sha2::Sha256>::new(None, kek.as_bytes());
+    let mut out = Zeroizing::new([0u8; 32]);
+    // 32 bytes is far below HKDF-SHA256's 8160-byte limit, so this cannot fail.
+    let _ = hk.expand(&aad(tenant, purpose), out.as_mut());
+    out
 }
 
 impl TenantSecrets {
@@ -165,6 +190,8 @@ pub fn open_tenant_keys(
         signing,
         upload,
         tls_key_der: un(&keys.tls_key_wrapped, "tls")?,
+        data_key: derive(&kek, tenant, DATA_KEY),
+        pseudonym_key: derive(&kek, tenant, PSEUDONYM_KEY),
     })
 }
 
@@ -200,6 +227,13 @@ mod tests {
         assert_eq!(&*s.tls_key_der, b"tls-der");
         let other = TenantId(uuid::Uuid::new_v4());
         assert!(open_tenant_keys(&master, other, &keys).is_err());
+        // Derived keys differ per tenant and per purpose.
+        let t2_keys = new_tenant_keys(&master, other, "pem".into(), b"tls-der");
+        let s2 = open_tenant_keys(&master, other, &t2_keys).unwrap();
+        assert_ne!(*s.data_key, *s2.data_key);
+        assert_ne!(*s.data_key, *s.pseudonym_key);
+        let again = open_tenant_keys(&master, t, &keys).unwrap();
+        assert_eq!(*s.data_key, *again.data_key);
         let other_master = LocalMasterKey(Kek::generate());
         assert!(open_tenant_keys(&other_master, t, &keys).is_err());
     }

@@ -26,6 +26,8 @@ pub struct ApiError {
     pub message: String,
     /// Logged, never sent.
     internal: Option<String>,
+    /// Column of an expression error, sent as `position`.
+    pub position: Option<u32>,
 }
 
 impl ApiError {
@@ -35,6 +37,14 @@ impl ApiError {
             code,
             message: message.into(),
             internal: None,
+            position: None,
+        }
+    }
+    /// A 400 for an expression that does not parse, naming the column.
+    pub fn at_position(code: &'static str, message: impl Into<String>, position: usize) -> Self {
+        ApiError {
+            position: Some(u32::try_from(position).unwrap_or(u32::MAX)),
+            ..Self::bad_request(code, message)
         }
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -63,6 +73,7 @@ impl ApiError {
             code: "internal",
             message: "internal error: retry later, and report the request id if it persists".into(),
             internal: Some(detail.to_string()),
+            position: None,
         }
     }
     pub fn unavailable(detail: impl std::fmt::Display) -> Self {
@@ -71,6 +82,7 @@ impl ApiError {
             code: "unavailable",
             message: "service temporarily unavailable: retry later".into(),
             internal: Some(detail.to_string()),
+            position: None,
         }
     }
 }
@@ -129,6 +141,7 @@ impl IntoResponse for ApiError {
                     code: self.code.into(),
                     message: self.message,
                     request_id,
+                    position: self.position,
                 },
             }),
         )

@@ -16,6 +16,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod extract;
+pub mod flows;
 pub mod metrics;
 pub mod routes;
 pub mod service;
@@ -50,6 +51,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::admin::router())
         .merge(routes::tenant::router())
         .merge(routes::device::router())
+        .merge(routes::flows::router())
 }
 
 /// The whole HTTP application. Serving (TLS, sockets) is separate: tests
@@ -164,6 +166,7 @@ pub async fn run(
         });
     }
     tokio::spawn(background(portal.clone()));
+    tokio::spawn(flows::jobs(portal.clone()));
     let tls = tls::server_config(portal.certs.clone());
     tracing::info!(addr = %listener.local_addr()?, admin_domain = %portal.config.admin_domain, "portal listening (https)");
     tls::serve(listener, tls, app(portal), shutdown).await;

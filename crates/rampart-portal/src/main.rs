@@ -58,6 +58,14 @@ struct ServeArgs {
     /// `text` or `json` logs.
     #[arg(long, env = "RAMPART_LOG_FORMAT")]
     log_format: Option<String>,
+    /// MaxMind-format database for flow country/ASN enrichment (repeatable;
+    /// env: comma-separated).
+    #[arg(
+        long = "geoip-file",
+        env = "RAMPART_GEOIP_FILES",
+        value_delimiter = ','
+    )]
+    geoip_files: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -103,6 +111,14 @@ enum TenantCmd {
     },
     Resume {
         tenant: String,
+    },
+    /// Set how many days of flows the tenant sees and how many are stored.
+    FlowPlan {
+        tenant: String,
+        #[arg(long)]
+        visible_days: u32,
+        #[arg(long)]
+        stored_days: u32,
     },
 }
 
@@ -184,6 +200,9 @@ fn load_config(cli: &Cli, serve: Option<&ServeArgs>) -> anyhow::Result<Config> {
         }
         if let Some(f) = &s.log_format {
             c.log_format = f.clone();
+        }
+        if !s.geoip_files.is_empty() {
+            c.geoip_files = s.geoip_files.clone();
         }
     }
     c.validate().map_err(anyhow::Error::msg)?;
@@ -324,6 +343,28 @@ async fn tenant_cmd(p: &Portal, cmd: TenantCmd, json: bool) -> anyhow::Result<()
             let t = p.find_tenant(&tenant).await?;
             p.set_tenant_status(t.id, TenantStatus::Active).await?;
             println!("tenant {} resumed", t.name);
+        }
+        TenantCmd::FlowPlan {
+            tenant,
+            visible_days,
+            stored_days,
+        } => {
+            let plan = rampart_portal::routes::admin::FlowPlan {
+                visible_days,
+                stored_days,
+            };
+            rampart_portal::routes::admin::validate_flow_plan(&plan)
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            let t = p.find_tenant(&tenant).await?;
+            p.store
+                .set_flow_retention(t.id, visible_days, stored_days)
+                .await?;
+            print(json, &plan, || {
+                format!(
+                    "tenant {}: flows visible {visible_days} days, stored {stored_days} days",
+                    t.name
+                )
+            });
         }
     }
     Ok(())

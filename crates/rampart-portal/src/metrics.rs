@@ -37,6 +37,8 @@ pub struct Metrics {
     pub instructions_acked: Counter,
     pub devices_online: Gauge,
     pub long_polls: Gauge,
+    pub flows_ingested: Counter,
+    pub flow_batches_rejected: Counter,
 }
 
 impl Metrics {
@@ -51,6 +53,8 @@ impl Metrics {
             instructions_acked: Counter::default(),
             devices_online: Gauge::default(),
             long_polls: Gauge::default(),
+            flows_ingested: Counter::default(),
+            flow_batches_rejected: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -92,6 +96,16 @@ impl Metrics {
             "long_polls",
             "Device long polls being held",
             m.long_polls.clone(),
+        );
+        registry.register(
+            "flows_ingested",
+            "Flow records written to segments",
+            m.flows_ingested.clone(),
+        );
+        registry.register(
+            "flow_batches_rejected",
+            "Spooled flows batches that could not be opened or decoded (skipped)",
+            m.flow_batches_rejected.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -20,8 +20,11 @@ use uuid::Uuid;
 use crate::ca::LocalCa;
 use crate::config::Config;
 use crate::crypto::{self, KeyCache, MasterKey, TenantSecrets};
+use crate::flows::Flows;
 use crate::metrics::Metrics;
 use crate::tls::{self, CertStore};
+use rampart_flowstore::geo::GeoDb;
+use rampart_flowstore::{FlowStore, FlowStoreConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -62,6 +65,11 @@ pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
 pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Milliseconds since the epoch (flow times are in ms).
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// Tenant names are short slugs: they appear in URLs, logs and file names.
@@ -242,6 +250,7 @@ pub struct Portal {
     pub nonces: NonceCache,
     pub deliveries: DeliveryLog,
     pub metrics: Metrics,
+    pub flows: Flows,
 }
 
 impl Portal {
@@ -290,6 +299,29 @@ impl Portal {
             tls::certified_key(&admin.chain_pem, &admin.key_der)?,
         ));
         let deliveries = DeliveryLog::start(store.clone());
+        let geo = if config.geoip_files.is_empty() {
+            None
+        } else {
+            let files = config.geoip_files.clone();
+            let db = tokio::task::spawn_blocking(move || GeoDb::open(&files))
+                .await
+                .map_err(|e| ServiceError::Invalid(format!("opening geoip files: {e}")))?
+                .map_err(|e| ServiceError::Invalid(format!("geoip_files: {e}")))?;
+            Some(Arc::new(db))
+        };
+        let flows = Flows {
+            store: FlowStore::new(
+                store.clone(),
+                blobs.clone(),
+                FlowStoreConfig {
+                    cache_bytes: usize::try_from(config.flow_cache_mib.saturating_mul(1024 * 1024))
+                        .unwrap_or(usize::MAX),
+                    ..FlowStoreConfig::default()
+                },
+            ),
+            geo,
+            wake: tokio::sync::Notify::new(),
+        };
         let portal = Portal {
             config,
             store,
@@ -302,6 +334,7 @@ impl Portal {
             nonces: NonceCache::default(),
             deliveries,
             metrics: Metrics::new(),
+            flows,
         };
         portal.refresh_certs().await?;
         Ok(portal)
@@ -569,6 +602,7 @@ impl Portal {
             .map_err(ServiceError::Enrollment)?;
         let secrets = self.secrets(tenant.id).await?;
         tracing::info!(tenant = %tenant.name, device = %dev.id, hostname = %dev.hostname, status = %dev.status, "device enrolled");
+        crate::flows::send_controls_to(self, tenant.id, dev.id).await?;
         Ok(EnrollResponse {
             tenant_id: tenant.id.0,
             device_id: dev.id.0,
@@ -737,6 +771,9 @@ impl Portal {
             .record_batch(&h.kind, stored, frame_bytes.len());
         if stored && h.kind == "health" {
             self.apply_heartbeat(tenant, device, &plaintext).await?;
+        }
+        if stored && h.kind == "flows" {
+            self.flows.wake.notify_one();
         }
         Ok(rampart_proto::api::BatchAck {
             batch_id: h.batch_id,

@@ -158,4 +158,8 @@ pub struct ErrorDetail {
     /// Lowercase, says what to do.
     pub message: String,
     pub request_id: String,
+    /// For errors in an expression (a flow filter): the 1-based column,
+    /// in characters, where parsing failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u32>,
 }

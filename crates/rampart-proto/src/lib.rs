@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod batch;
+pub mod controls;
 pub mod envelope;
 pub mod keys;
 pub mod pin;

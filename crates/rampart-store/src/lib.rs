@@ -26,6 +26,10 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// A conditional write lost to another writer (two spool processors or
+    /// compactors on the same work): nothing was changed.
+    #[error("{0} was changed by another writer: retry with fresh state")]
+    Raced(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -203,4 +207,72 @@ pub trait Store: Send + Sync + 'static {
         device: Option<DeviceId>,
         limit: u32,
     ) -> Result<Vec<BatchRow>>;
+
+    // --- flow store ---
+    /// Batches of `kind` not yet processed, across ALL tenants, oldest
+    /// received first, each with its tenant.
+    ///
+    /// The one tenant-data call that is not per tenant, on purpose: it is the
+    /// work queue of the portal-wide spool processor, which must take the
+    /// oldest work whoever owns it (one query, not one per tenant per tick,
+    /// and no tenant starved behind another). Everything the processor does
+    /// next is per tenant, with the tenant this call returned.
+    async fn unprocessed_batches(
+        &self,
+        kind: &str,
+        limit: u32,
+    ) -> Result<Vec<(TenantId, BatchRow)>>;
+    /// The state of each batch, in the order asked.
+    async fn batch_states(
+        &self,
+        tenant: TenantId,
+        batches: &[(DeviceId, Uuid)],
+    ) -> Result<Vec<BatchState>>;
+    /// Inserts segment index rows, deletes others and marks batches
+    /// processed, all in one transaction. Fails with [`StoreError::Raced`]
+    /// and changes nothing when an inserted id exists, a deleted id does
+    /// not, or a batch is unknown or already processed: two processors or compactors racing on the same work
+    /// cannot both commit it.
+    async fn commit_flow_segments(
+        &self,
+        tenant: TenantId,
+        commit: &SegmentCommit<'_>,
+    ) -> Result<()>;
+    /// Segments of `level` whose `[start_ms, end_ms)` overlaps the given
+    /// half-open range, ordered by (start_ms, id).
+    async fn list_flow_segments(
+        &self,
+        tenant: TenantId,
+        level: SegmentLevel,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<FlowSegment>>;
+    /// Removes index rows (retention, after their blobs); returns how many
+    /// existed. Missing ids are not an error, so retention is idempotent.
+    async fn delete_flow_segments(&self, tenant: TenantId, ids: &[Uuid]) -> Result<u64>;
+    /// Sets the tenant's flow retention (the portal checks that
+    /// `visible_days <= stored_days`; the store keeps what it is given).
+    async fn set_flow_retention(
+        &self,
+        tenant: TenantId,
+        visible_days: u32,
+        stored_days: u32,
+    ) -> Result<()>;
+    /// The tenant's flow retention, or the defaults (30 days visible, 32
+    /// stored) when none was set.
+    async fn flow_retention(&self, tenant: TenantId) -> Result<FlowRetention>;
+
+    // --- tenant settings ---
+    /// Replaces the tenant's setting `key` (a small JSON document).
+    async fn set_tenant_setting(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> Result<()>;
+    async fn tenant_setting(
+        &self,
+        tenant: TenantId,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>>;
 }

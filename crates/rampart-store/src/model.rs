@@ -158,3 +158,101 @@ pub struct BatchRow {
     /// Where the sealed frame lives in the blob store.
     pub blob_key: String,
 }
+
+/// Which table of the flow store a segment belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SegmentLevel {
+    /// Flow records as received.
+    Raw,
+    /// 1-minute rollups.
+    M1,
+    /// 1-hour rollups.
+    H1,
+}
+
+impl SegmentLevel {
+    pub const ALL: [SegmentLevel; 3] = [SegmentLevel::Raw, SegmentLevel::M1, SegmentLevel::H1];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SegmentLevel::Raw => "raw",
+            SegmentLevel::M1 => "m1",
+            SegmentLevel::H1 => "h1",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+}
+
+/// One row of the flow segment index: where an encrypted Parquet file of a
+/// tenant's flows (or of their rollups) lives and what it covers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowSegment {
+    pub id: Uuid,
+    pub level: SegmentLevel,
+    /// Hours since the epoch (`start_ms / 3_600_000`): a segment holds the
+    /// flows, or buckets, of exactly one hour.
+    pub partition_hour: i64,
+    /// Half-open range `[start_ms, end_ms)` of the flow starts (raw) or
+    /// bucket starts plus the bucket width (rollups) it covers, in ms.
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// Flow records (raw) or rollup rows it holds.
+    pub rows: u64,
+    /// Size of the stored blob.
+    pub bytes: u64,
+    pub blob_key: String,
+    /// A rollup that kept only its top keys for some bucket and dimension:
+    /// answers computed from it may be approximate.
+    pub cut: bool,
+    /// Written by compaction: the merged raw or m1 segment of a closed hour,
+    /// or its h1 rollup. An uncompacted m1 segment in an hour that has an h1
+    /// one arrived after the compaction and is not counted in it.
+    pub compacted: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Where a batch stands in the flow spool processor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchState {
+    /// No such batch in this tenant.
+    Unknown,
+    /// Recorded, not yet processed.
+    Pending,
+    /// Its rows are in a committed segment (or it was rejected).
+    Processed,
+}
+
+/// One change to the flow segment index, applied in one transaction, so a
+/// crash leaves either all of it or none of it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SegmentCommit<'a> {
+    pub insert: &'a [FlowSegment],
+    /// Ids of segments to remove (compaction's sources).
+    pub delete: &'a [Uuid],
+    /// Batches (device, batch id) to mark processed.
+    pub processed: &'a [(DeviceId, Uuid)],
+    /// Unix seconds, recorded as the batches' `processed_at`.
+    pub now: i64,
+}
+
+/// A tenant's flow retention: queries see `visible_days`, the disk keeps
+/// `stored_days` (a little more, so a plan change does not lose data at once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowRetention {
+    pub visible_days: u32,
+    pub stored_days: u32,
+}
+
+impl Default for FlowRetention {
+    fn default() -> Self {
+        FlowRetention {
+            visible_days: 30,
+            stored_days: 32,
+        }
+    }
+}

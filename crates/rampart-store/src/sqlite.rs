@@ -161,6 +161,29 @@ fn batch_from(row: &SqliteRow) -> Result<BatchRow> {
     })
 }
 
+fn segment_from(row: &SqliteRow) -> Result<FlowSegment> {
+    let level: String = row.try_get("level")?;
+    Ok(FlowSegment {
+        id: uuid_col(row, "id")?,
+        level: SegmentLevel::parse(&level)
+            .ok_or_else(|| StoreError::Corrupt(format!("flow segment level {level}")))?,
+        partition_hour: row.try_get("partition_hour")?,
+        start_ms: row.try_get("start_ms")?,
+        end_ms: row.try_get("end_ms")?,
+        rows: row.try_get::<i64, _>("rows")? as u64,
+        bytes: row.try_get::<i64, _>("bytes")? as u64,
+        blob_key: row.try_get("blob_key")?,
+        cut: row.try_get::<i64, _>("cut")? != 0,
+        compacted: row.try_get::<i64, _>("compacted")? != 0,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// Counts above i64::MAX cannot be stored in an INTEGER column.
+fn to_i64(v: u64, what: &str) -> Result<i64> {
+    i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} {v} is out of range")))
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -769,5 +792,232 @@ impl Store for SqliteStore {
         .iter()
         .map(batch_from)
         .collect()
+    }
+
+    async fn unprocessed_batches(
+        &self,
+        kind: &str,
+        limit: u32,
+    ) -> Result<Vec<(TenantId, BatchRow)>> {
+        sqlx::query(
+            "SELECT * FROM batches WHERE kind = ? AND processed_at IS NULL
+             ORDER BY received_at, tenant_id, device_id, batch_id LIMIT ?",
+        )
+        .bind(kind)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| Ok((TenantId(uuid_col(row, "tenant_id")?), batch_from(row)?)))
+        .collect()
+    }
+
+    async fn batch_states(
+        &self,
+        tenant: TenantId,
+        batches: &[(DeviceId, Uuid)],
+    ) -> Result<Vec<BatchState>> {
+        let mut conn = self.pool.acquire().await?;
+        let mut out = Vec::with_capacity(batches.len());
+        for (device, batch) in batches {
+            let row: Option<Option<i64>> = sqlx::query_scalar(
+                "SELECT processed_at FROM batches WHERE tenant_id = ? AND device_id = ? AND batch_id = ?",
+            )
+            .bind(tenant.0.to_string())
+            .bind(device.0.to_string())
+            .bind(batch.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+            out.push(match row {
+                None => BatchState::Unknown,
+                Some(None) => BatchState::Pending,
+                Some(Some(_)) => BatchState::Processed,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn commit_flow_segments(&self, tenant: TenantId, c: &SegmentCommit<'_>) -> Result<()> {
+        let t = tenant.0.to_string();
+        // IMMEDIATE takes the write lock first, so the checks below and the
+        // writes cannot interleave with another committer.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for (device, batch) in c.processed {
+            let r = sqlx::query(
+                "UPDATE batches SET processed_at = ?
+                 WHERE tenant_id = ? AND device_id = ? AND batch_id = ? AND processed_at IS NULL",
+            )
+            .bind(c.now)
+            .bind(&t)
+            .bind(device.0.to_string())
+            .bind(batch.to_string())
+            .execute(&mut *tx)
+            .await?;
+            if r.rows_affected() != 1 {
+                return Err(StoreError::Raced(format!(
+                    "batch {batch} of device {device} (unknown or already processed)"
+                )));
+            }
+        }
+        for id in c.delete {
+            let r = sqlx::query("DELETE FROM flow_segments WHERE tenant_id = ? AND id = ?")
+                .bind(&t)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+            if r.rows_affected() != 1 {
+                return Err(StoreError::Raced(format!(
+                    "flow segment {id} (already removed)"
+                )));
+            }
+        }
+        for s in c.insert {
+            sqlx::query(
+                "INSERT INTO flow_segments (tenant_id, id, level, partition_hour, start_ms, end_ms,
+                 rows, bytes, blob_key, cut, compacted, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&t)
+            .bind(s.id.to_string())
+            .bind(s.level.as_str())
+            .bind(s.partition_hour)
+            .bind(s.start_ms)
+            .bind(s.end_ms)
+            .bind(to_i64(s.rows, "segment rows")?)
+            .bind(to_i64(s.bytes, "segment bytes")?)
+            .bind(&s.blob_key)
+            .bind(s.cut as i64)
+            .bind(s.compacted as i64)
+            .bind(s.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Raced(format!("flow segment {} (already inserted)", s.id))
+                } else {
+                    e.into()
+                }
+            })?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_flow_segments(
+        &self,
+        tenant: TenantId,
+        level: SegmentLevel,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<FlowSegment>> {
+        sqlx::query(
+            "SELECT * FROM flow_segments WHERE tenant_id = ? AND level = ?
+             AND start_ms < ? AND end_ms > ? ORDER BY start_ms, id",
+        )
+        .bind(tenant.0.to_string())
+        .bind(level.as_str())
+        .bind(end_ms)
+        .bind(start_ms)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(segment_from)
+        .collect()
+    }
+
+    async fn delete_flow_segments(&self, tenant: TenantId, ids: &[Uuid]) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut n = 0;
+        for id in ids {
+            n += sqlx::query("DELETE FROM flow_segments WHERE tenant_id = ? AND id = ?")
+                .bind(tenant.0.to_string())
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn set_flow_retention(
+        &self,
+        tenant: TenantId,
+        visible_days: u32,
+        stored_days: u32,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO flow_retention (tenant_id, visible_days, stored_days) VALUES (?, ?, ?)
+             ON CONFLICT (tenant_id) DO UPDATE SET visible_days = excluded.visible_days,
+             stored_days = excluded.stored_days",
+        )
+        .bind(tenant.0.to_string())
+        .bind(i64::from(visible_days))
+        .bind(i64::from(stored_days))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+                StoreError::NotFound(format!("tenant {tenant}"))
+            }
+            _ => e.into(),
+        })?;
+        Ok(())
+    }
+
+    async fn flow_retention(&self, tenant: TenantId) -> Result<FlowRetention> {
+        let row =
+            sqlx::query("SELECT visible_days, stored_days FROM flow_retention WHERE tenant_id = ?")
+                .bind(tenant.0.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(row) = row else {
+            return Ok(FlowRetention::default());
+        };
+        let days = |col: &str| -> Result<u32> {
+            let v: i64 = row.try_get(col)?;
+            u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("flow retention {col} {v}")))
+        };
+        Ok(FlowRetention {
+            visible_days: days("visible_days")?,
+            stored_days: days("stored_days")?,
+        })
+    }
+
+    async fn set_tenant_setting(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tenant_settings (tenant_id, key, value, updated_at) VALUES (?, ?, ?, CAST(strftime('%s', 'now') AS INTEGER)) \
+             ON CONFLICT (tenant_id, key) DO UPDATE SET value = excluded.value, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(tenant.0.to_string())
+        .bind(key)
+        .bind(value.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn tenant_setting(
+        &self,
+        tenant: TenantId,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>> {
+        let v: Option<String> =
+            sqlx::query_scalar("SELECT value FROM tenant_settings WHERE tenant_id = ? AND key = ?")
+                .bind(tenant.0.to_string())
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        v.map(|v| {
+            serde_json::from_str(&v)
+                .map_err(|e| StoreError::Corrupt(format!("tenant setting {key}: {e}")))
+        })
+        .transpose()
     }
 }

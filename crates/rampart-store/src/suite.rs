@@ -81,6 +81,10 @@ pub async fn run_all(s: &dyn Store) {
     instructions(s).await;
     batches(s).await;
     tenant_isolation(s).await;
+    flow_batches(s).await;
+    flow_segments(s).await;
+    flow_retention(s).await;
+    tenant_settings(s).await;
 }
 
 async fn meta(s: &dyn Store) {
@@ -437,4 +441,379 @@ async fn tenant_isolation(s: &dyn Store) {
         s.get_device(ta, dev.id).await.unwrap().unwrap().status,
         "active"
     );
+}
+
+/// A tenant with one active device, for the flow checks.
+async fn tenant_with_device(s: &dyn Store, name: &str) -> (TenantId, DeviceId) {
+    let t = tenant(name);
+    s.create_tenant(&t).await.unwrap();
+    let tid = t.tenant.id;
+    let hash = format!("h-{name}");
+    s.create_enrollment_token(tid, &enrollment(tid, &hash, 10, false))
+        .await
+        .unwrap();
+    let dev = s
+        .redeem_enrollment(tid, &hash, &new_device(1_000))
+        .await
+        .unwrap()
+        .unwrap();
+    (tid, dev.id)
+}
+
+fn batch(device: DeviceId, kind: &str, received_at: i64) -> BatchRow {
+    BatchRow {
+        batch_id: Uuid::new_v4(),
+        device_id: device,
+        kind: kind.into(),
+        priority: 1,
+        items: 10,
+        bytes: 100,
+        created_at: received_at,
+        received_at,
+        blob_key: format!("spool/{received_at}.rpb"),
+    }
+}
+
+fn segment(level: SegmentLevel, start_ms: i64, end_ms: i64) -> FlowSegment {
+    FlowSegment {
+        id: Uuid::new_v4(),
+        level,
+        partition_hour: start_ms.div_euclid(3_600_000),
+        start_ms,
+        end_ms,
+        rows: 7,
+        bytes: 1234,
+        blob_key: format!("flows/t/{}/{start_ms}.seg", level.as_str()),
+        cut: level != SegmentLevel::Raw,
+        compacted: false,
+        created_at: 5,
+    }
+}
+
+/// The spool processor's queue: across tenants, by kind, oldest first,
+/// and a batch leaves it only with the commit that stores its rows.
+async fn flow_batches(s: &dyn Store) {
+    let (ta, da) = tenant_with_device(s, "golf").await;
+    let (tb, db) = tenant_with_device(s, "hotel").await;
+    let a1 = batch(da, "flows", 2_000_000_010);
+    let b1 = batch(db, "flows", 2_000_000_005);
+    let a2 = batch(da, "flows", 2_000_000_020);
+    let ev = batch(da, "events", 2_000_000_001);
+    for (t, b) in [(ta, &a1), (tb, &b1), (ta, &a2), (ta, &ev)] {
+        assert!(s.record_batch(t, b).await.unwrap());
+    }
+    let queue = s.unprocessed_batches("flows", 10).await.unwrap();
+    assert_eq!(
+        queue,
+        vec![(tb, b1.clone()), (ta, a1.clone()), (ta, a2.clone())],
+        "oldest first across tenants, other kinds left out"
+    );
+    assert_eq!(
+        s.unprocessed_batches("flows", 1).await.unwrap(),
+        vec![(tb, b1.clone())]
+    );
+
+    let unknown = (da, Uuid::new_v4());
+    assert_eq!(
+        s.batch_states(ta, &[(da, a1.batch_id), unknown, (db, b1.batch_id)])
+            .await
+            .unwrap(),
+        vec![
+            BatchState::Pending,
+            BatchState::Unknown,
+            BatchState::Unknown
+        ],
+        "another tenant's batch is unknown here"
+    );
+
+    let seg = segment(SegmentLevel::Raw, 3_600_000, 3_600_500);
+    s.commit_flow_segments(
+        ta,
+        &SegmentCommit {
+            insert: std::slice::from_ref(&seg),
+            processed: &[(da, a1.batch_id)],
+            now: 2_000_000_100,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.batch_states(ta, &[(da, a1.batch_id), (da, a2.batch_id)])
+            .await
+            .unwrap(),
+        vec![BatchState::Processed, BatchState::Pending]
+    );
+    assert_eq!(
+        s.unprocessed_batches("flows", 10).await.unwrap(),
+        vec![(tb, b1.clone()), (ta, a2.clone())]
+    );
+
+    // A second processor committing the same batch loses, and its segment
+    // is not recorded: all or nothing.
+    let dup = segment(SegmentLevel::Raw, 3_600_000, 3_600_500);
+    let err = s
+        .commit_flow_segments(
+            ta,
+            &SegmentCommit {
+                insert: std::slice::from_ref(&dup),
+                processed: &[(da, a2.batch_id), (da, a1.batch_id)],
+                now: 2_000_000_200,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(matches!(err, Err(StoreError::Raced(_))), "{err:?}");
+    assert_eq!(
+        s.batch_states(ta, &[(da, a2.batch_id)]).await.unwrap(),
+        vec![BatchState::Pending],
+        "the losing commit left the other batch untouched"
+    );
+    let listed = s
+        .list_flow_segments(ta, SegmentLevel::Raw, 0, i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![seg.clone()]);
+
+    // Tenant B cannot mark tenant A's batch processed.
+    assert!(matches!(
+        s.commit_flow_segments(
+            tb,
+            &SegmentCommit {
+                processed: &[(da, a2.batch_id)],
+                now: 1,
+                ..Default::default()
+            },
+        )
+        .await,
+        Err(StoreError::Raced(_))
+    ));
+    // Marking with nothing to store (a rejected batch) is allowed.
+    s.commit_flow_segments(
+        ta,
+        &SegmentCommit {
+            processed: &[(da, a2.batch_id)],
+            now: 2_000_000_300,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.unprocessed_batches("flows", 10).await.unwrap(),
+        vec![(tb, b1.clone())]
+    );
+    // Processing does not change the batch as the spine sees it.
+    assert_eq!(s.get_batch(ta, da, a1.batch_id).await.unwrap(), Some(a1));
+}
+
+async fn flow_segments(s: &dyn Store) {
+    let (ta, _) = tenant_with_device(s, "india").await;
+    let (tb, _) = tenant_with_device(s, "juliett").await;
+    let h = 3_600_000;
+    let raw1 = segment(SegmentLevel::Raw, 10 * h, 10 * h + 1_000);
+    let raw2 = segment(SegmentLevel::Raw, 10 * h + 2_000, 11 * h);
+    let raw3 = segment(SegmentLevel::Raw, 11 * h, 11 * h + 5);
+    let m1 = segment(SegmentLevel::M1, 10 * h, 11 * h);
+    s.commit_flow_segments(
+        ta,
+        &SegmentCommit {
+            insert: &[raw3.clone(), raw2.clone(), raw1.clone(), m1.clone()],
+            now: 9,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let ids = |v: Vec<FlowSegment>| v.into_iter().map(|x| x.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s
+            .list_flow_segments(ta, SegmentLevel::Raw, 0, i64::MAX)
+            .await
+            .unwrap()),
+        vec![raw1.id, raw2.id, raw3.id],
+        "ordered by start"
+    );
+    // Half-open ranges: [10h+1000, 10h+2000) touches neither raw1 nor raw2.
+    assert!(s
+        .list_flow_segments(ta, SegmentLevel::Raw, 10 * h + 1_000, 10 * h + 2_000)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        ids(s
+            .list_flow_segments(ta, SegmentLevel::Raw, 10 * h + 999, 10 * h + 2_001)
+            .await
+            .unwrap()),
+        vec![raw1.id, raw2.id]
+    );
+    assert_eq!(
+        ids(s
+            .list_flow_segments(ta, SegmentLevel::Raw, 11 * h, 12 * h)
+            .await
+            .unwrap()),
+        vec![raw3.id]
+    );
+    assert_eq!(
+        s.list_flow_segments(ta, SegmentLevel::M1, 0, i64::MAX)
+            .await
+            .unwrap(),
+        vec![m1.clone()],
+        "levels are separate and rows round-trip"
+    );
+    assert!(s
+        .list_flow_segments(ta, SegmentLevel::H1, 0, i64::MAX)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(
+        s.list_flow_segments(tb, SegmentLevel::Raw, 0, i64::MAX)
+            .await
+            .unwrap()
+            .is_empty(),
+        "tenant B sees none of A's segments"
+    );
+
+    // Compaction swaps raw1+raw2 for one merged segment atomically.
+    let merged = FlowSegment {
+        compacted: true,
+        ..segment(SegmentLevel::Raw, 10 * h, 11 * h)
+    };
+    s.commit_flow_segments(
+        ta,
+        &SegmentCommit {
+            insert: std::slice::from_ref(&merged),
+            delete: &[raw1.id, raw2.id],
+            now: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ids(s
+            .list_flow_segments(ta, SegmentLevel::Raw, 0, i64::MAX)
+            .await
+            .unwrap()),
+        vec![merged.id, raw3.id]
+    );
+    // A second compactor of the same sources loses and changes nothing.
+    let again = segment(SegmentLevel::Raw, 10 * h, 11 * h);
+    assert!(matches!(
+        s.commit_flow_segments(
+            ta,
+            &SegmentCommit {
+                insert: std::slice::from_ref(&again),
+                delete: &[raw1.id, raw2.id],
+                now: 11,
+                ..Default::default()
+            },
+        )
+        .await,
+        Err(StoreError::Raced(_))
+    ));
+    // Inserting an id twice is refused too.
+    assert!(matches!(
+        s.commit_flow_segments(
+            ta,
+            &SegmentCommit {
+                insert: std::slice::from_ref(&merged),
+                now: 11,
+                ..Default::default()
+            },
+        )
+        .await,
+        Err(StoreError::Raced(_))
+    ));
+    assert_eq!(
+        ids(s
+            .list_flow_segments(ta, SegmentLevel::Raw, 0, i64::MAX)
+            .await
+            .unwrap()),
+        vec![merged.id, raw3.id]
+    );
+    // Tenant B can neither swap nor delete A's segments.
+    assert!(s
+        .commit_flow_segments(
+            tb,
+            &SegmentCommit {
+                delete: &[merged.id],
+                now: 12,
+                ..Default::default()
+            },
+        )
+        .await
+        .is_err());
+    assert_eq!(
+        s.delete_flow_segments(tb, &[merged.id, raw3.id])
+            .await
+            .unwrap(),
+        0
+    );
+
+    assert_eq!(
+        s.delete_flow_segments(ta, &[merged.id, m1.id])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        s.delete_flow_segments(ta, &[merged.id, m1.id])
+            .await
+            .unwrap(),
+        0,
+        "deleting again is a no-op"
+    );
+    assert_eq!(
+        ids(s
+            .list_flow_segments(ta, SegmentLevel::Raw, 0, i64::MAX)
+            .await
+            .unwrap()),
+        vec![raw3.id]
+    );
+}
+
+async fn tenant_settings(s: &dyn Store) {
+    let a = tenant("settings-a");
+    let b = tenant("settings-b");
+    s.create_tenant(&a).await.unwrap();
+    s.create_tenant(&b).await.unwrap();
+    let (a, b) = (a.tenant.id, b.tenant.id);
+    assert_eq!(s.tenant_setting(a, "k").await.unwrap(), None);
+    s.set_tenant_setting(a, "k", &serde_json::json!({"v": 1}))
+        .await
+        .unwrap();
+    s.set_tenant_setting(a, "k", &serde_json::json!({"v": 2}))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.tenant_setting(a, "k").await.unwrap(),
+        Some(serde_json::json!({"v": 2}))
+    );
+    // Another tenant's setting of the same name is its own.
+    assert_eq!(s.tenant_setting(b, "k").await.unwrap(), None);
+}
+
+async fn flow_retention(s: &dyn Store) {
+    let (ta, _) = tenant_with_device(s, "kilo").await;
+    let (tb, _) = tenant_with_device(s, "lima").await;
+    let defaults = FlowRetention {
+        visible_days: 30,
+        stored_days: 32,
+    };
+    assert_eq!(s.flow_retention(ta).await.unwrap(), defaults);
+    s.set_flow_retention(ta, 7, 9).await.unwrap();
+    s.set_flow_retention(ta, 90, 92).await.unwrap();
+    assert_eq!(
+        s.flow_retention(ta).await.unwrap(),
+        FlowRetention {
+            visible_days: 90,
+            stored_days: 92
+        }
+    );
+    assert_eq!(s.flow_retention(tb).await.unwrap(), defaults, "per tenant");
+    assert!(s
+        .set_flow_retention(TenantId(Uuid::new_v4()), 1, 2)
+        .await
+        .is_err());
 }

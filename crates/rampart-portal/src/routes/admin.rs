@@ -20,6 +20,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_tenant))
         .routes(routes!(suspend_tenant))
         .routes(routes!(resume_tenant))
+        .routes(routes!(set_flow_plan))
         .routes(routes!(create_tenant_token))
 }
 
@@ -177,6 +178,51 @@ async fn resume_tenant(
     Path(tenant): Path<String>,
 ) -> Result<axum::Json<TenantView>, ApiError> {
     set_status(&p, &tenant, TenantStatus::Active).await
+}
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlowPlan {
+    /// Days of flows the tenant's queries can see (1 to 36500).
+    pub visible_days: u32,
+    /// Days of flows kept on disk (at least `visible_days`);
+    /// older segments and rollups are deleted by the retention job. At most
+    /// 36500: long windows serve archives and replayed old captures.
+    pub stored_days: u32,
+}
+
+/// Checks a flow plan; shared by the API and the CLI.
+pub fn validate_flow_plan(plan: &FlowPlan) -> Result<(), ApiError> {
+    if !(1..=36_500).contains(&plan.visible_days)
+        || plan.stored_days < plan.visible_days
+        || plan.stored_days > 36_500
+    {
+        return Err(ApiError::bad_request(
+            "invalid",
+            "visible_days must be 1 to 36500 and stored_days between visible_days and 36500",
+        ));
+    }
+    Ok(())
+}
+
+/// Set a tenant's flow retention (its plan's visible and stored windows).
+#[utoipa::path(put, path = "/api/v1/admin/tenants/{tenant}/flow-plan", tag = "admin",
+    security(("operator" = [])),
+    params(("tenant" = String, Path, description = "Tenant id or name")),
+    request_body = FlowPlan,
+    responses((status = 200, body = FlowPlan), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn set_flow_plan(
+    State(p): State<AppState>,
+    _op: Operator,
+    Path(tenant): Path<String>,
+    Json(plan): Json<FlowPlan>,
+) -> Result<axum::Json<FlowPlan>, ApiError> {
+    validate_flow_plan(&plan)?;
+    let t = p.find_tenant(&tenant).await?;
+    p.store
+        .set_flow_retention(t.id, plan.visible_days, plan.stored_days)
+        .await?;
+    Ok(axum::Json(plan))
 }
 
 /// Mint an admin API token for a tenant (shown once).

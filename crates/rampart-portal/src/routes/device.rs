@@ -9,6 +9,7 @@ use rampart_proto::api::{
     AckRequest, AckStatus, BatchAck, EnrollRequest, EnrollResponse, ErrorBody, PollResponse,
     RefusalReport,
 };
+use rampart_proto::controls::PseudonymKey;
 use rampart_proto::envelope::SignedInstruction;
 use rampart_store::DeviceEvent;
 use serde::Deserialize;
@@ -28,6 +29,25 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(ack))
         .routes(routes!(report_refusal))
         .routes(routes!(upload_batch))
+        .routes(routes!(pseudonym_key))
+}
+
+/// The tenant's key for pseudonymising addresses at the edge (HMAC-SHA256).
+/// It is derived from the tenant's KEK, never stored by the portal, and
+/// given only to the tenant's own devices over the pinned channel, so
+/// pseudonyms are stable across a tenant's agents and meaningless elsewhere.
+#[utoipa::path(get, path = "/api/v1/device/pseudonym-key", tag = "device", security(("device" = [])),
+    responses((status = 200, body = PseudonymKey), (status = 401, body = ErrorBody)))]
+async fn pseudonym_key(
+    State(p): State<AppState>,
+    req: DeviceRequest,
+) -> Result<axum::Json<PseudonymKey>, ApiError> {
+    use base64::Engine;
+    let s = p.secrets(req.tenant.id).await?;
+    Ok(axum::Json(PseudonymKey {
+        key_id: crate::crypto::PSEUDONYM_KEY_ID.into(),
+        key_b64: base64::engine::general_purpose::STANDARD.encode(*s.pseudonym_key),
+    }))
 }
 
 /// Enroll a device with an enrollment token's secret.

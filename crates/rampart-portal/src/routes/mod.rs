@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod device;
+pub mod flows;
 pub mod tenant;
 
 use serde::Serialize;
@@ -58,6 +59,7 @@ impl Modify for Security {
     tags(
         (name = "admin", description = "Operator API, on the admin domain"),
         (name = "tenant", description = "A tenant's API, on the tenant's domain"),
+        (name = "flows", description = "A tenant's flows: top-N, time series, search, totals"),
         (name = "device", description = "Agent API, on the tenant's domain, signed by the device key"),
         (name = "meta", description = "Health and API description"),
     )

@@ -1,0 +1,3 @@
+pub mod env;
+pub mod fold;
+pub mod gen;
