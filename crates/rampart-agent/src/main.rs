@@ -100,15 +100,17 @@ enum Cmd {
         priority: String,
         file: PathBuf,
     },
-    /// Print the flows in a capture of exporter traffic as JSON lines.
+    /// Print the flows in a capture of exporter traffic, a Zeek conn.log or
+    /// a Suricata EVE file as JSON lines.
     ///
     /// Reads pcap or pcapng (Ethernet, VLAN, raw IP, Linux cooked, loopback)
     /// and decodes every UDP datagram, on any port, as NetFlow v5/v9 or
-    /// IPFIX, keeping templates per exporter address. Writes one JSON object
-    /// per flow to stdout and warnings with a summary to stderr; exits 1 if
-    /// no flow was decoded.
+    /// IPFIX, keeping templates per exporter address; or reads Zeek conn.log
+    /// (TSV with a #fields header, or JSON lines) or EVE JSON lines. Writes
+    /// one JSON object per flow to stdout and warnings with a summary to
+    /// stderr; exits 1 if no flow was decoded.
     Decode {
-        /// The capture file (at most 2 GiB).
+        /// The capture or log file (at most 2 GiB).
         file: PathBuf,
     },
 }

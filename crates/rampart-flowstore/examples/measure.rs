@@ -7,7 +7,8 @@
 //!
 //! Options: `--flows N` (1000000), `--days D` the span the flows cover (1),
 //! `--hosts H` internal hosts (3000), `--batch N` rows per append (500000),
-//! `--sort start|src-dst|dst-src|dport` raw row order (src-dst), `--zstd L`
+//! `--sort start|src-dst|exporter-start|exporter-src-dst` raw row order
+//! (exporter-src-dst), `--zstd L`
 //! (9), `--keep DIR` to write there instead of a temp dir. Prints one
 //! `name: value` line per figure, for `bench/flows` to collect.
 
@@ -36,7 +37,7 @@ fn args() -> Result<Args, String> {
         days: 1,
         hosts: 3_000,
         batch: 500_000,
-        sort: RawSort::SrcDstStart,
+        sort: RawSort::ExporterSrcDstStart,
         zstd: 9,
     };
     let mut it = std::env::args().skip(1);
@@ -53,9 +54,13 @@ fn args() -> Result<Args, String> {
                 a.sort = match v.as_str() {
                     "start" => RawSort::Start,
                     "src-dst" => RawSort::SrcDstStart,
-                    "dst-src" => RawSort::DstSrcStart,
-                    "dport" => RawSort::DstPortDstSrcStart,
-                    _ => return Err("--sort is start, src-dst, dst-src or dport".into()),
+                    "exporter-start" => RawSort::ExporterStart,
+                    "exporter-src-dst" => RawSort::ExporterSrcDstStart,
+                    _ => {
+                        return Err(
+                            "--sort is start, src-dst, exporter-start or exporter-src-dst".into(),
+                        )
+                    }
                 }
             }
             _ => return Err(format!("unknown option {flag}")),
@@ -154,7 +159,10 @@ async fn main() {
     println!("generate_secs: {gen_secs:.2}");
     println!("append_secs: {append_secs:.2}");
     println!("append_flows_per_sec: {:.0}", flows / append_secs);
-    println!("append_written_bytes_per_flow: {:.2}", appended_bytes as f64 / flows);
+    println!(
+        "append_written_bytes_per_flow: {:.2}",
+        appended_bytes as f64 / flows
+    );
     println!("compact_secs: {compact_secs:.2}");
     println!("compact_hours: {}", compact.hours);
     println!("raw_files: {}", level_files[0]);

@@ -148,14 +148,32 @@ mod tests {
         let k = DataKey::from_bytes([7; 32]);
         let t = TenantId(Uuid::from_u128(1));
         let sealed = seal(&k, t, "flows/a/raw/1/x.seg", b"parquet bytes").unwrap();
-        assert_eq!(open(&k, t, "flows/a/raw/1/x.seg", &sealed).unwrap(), b"parquet bytes");
-        assert!(open(&DataKey::from_bytes([8; 32]), t, "flows/a/raw/1/x.seg", &sealed).is_err());
-        assert!(open(&k, TenantId(Uuid::from_u128(2)), "flows/a/raw/1/x.seg", &sealed).is_err());
+        assert_eq!(
+            open(&k, t, "flows/a/raw/1/x.seg", &sealed).unwrap(),
+            b"parquet bytes"
+        );
+        assert!(open(
+            &DataKey::from_bytes([8; 32]),
+            t,
+            "flows/a/raw/1/x.seg",
+            &sealed
+        )
+        .is_err());
+        assert!(open(
+            &k,
+            TenantId(Uuid::from_u128(2)),
+            "flows/a/raw/1/x.seg",
+            &sealed
+        )
+        .is_err());
         assert!(open(&k, t, "flows/a/raw/2/x.seg", &sealed).is_err());
         for i in [0, 4, 5, 30, sealed.len() - 1] {
             let mut bad = sealed.clone();
             bad[i] ^= 1;
-            assert!(open(&k, t, "flows/a/raw/1/x.seg", &bad).is_err(), "flip at {i}");
+            assert!(
+                open(&k, t, "flows/a/raw/1/x.seg", &bad).is_err(),
+                "flip at {i}"
+            );
         }
         for n in [0, 10, HEADER_LEN + TAG_LEN - 1] {
             assert!(open(&k, t, "flows/a/raw/1/x.seg", &sealed[..n]).is_err());

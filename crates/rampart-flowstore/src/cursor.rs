@@ -109,7 +109,10 @@ impl Cursor {
     }
 
     fn mac(key: &DataKey, tenant: TenantId, body: &[u8]) -> [u8; MAC_LEN] {
-        let full = key.mac(b"rampart-flowstore search cursor v1", &[tenant.0.as_bytes(), body]);
+        let full = key.mac(
+            b"rampart-flowstore search cursor v1",
+            &[tenant.0.as_bytes(), body],
+        );
         let mut out = [0u8; MAC_LEN];
         out.copy_from_slice(&full[..MAC_LEN]);
         out
@@ -127,7 +130,11 @@ impl Cursor {
 
     /// The position this cursor names, if it was made under this key for
     /// this tenant.
-    pub(crate) fn open(&self, key: &DataKey, tenant: TenantId) -> Result<(RowKey, u32), FlowStoreError> {
+    pub(crate) fn open(
+        &self,
+        key: &DataKey,
+        tenant: TenantId,
+    ) -> Result<(RowKey, u32), FlowStoreError> {
         let raw = decode(&self.0)?;
         let (body, mac) = raw.split_at(RAW_LEN - MAC_LEN);
         if !ct_eq(&Self::mac(key, tenant, body), mac) {
@@ -222,7 +229,9 @@ mod tests {
             let mut b = s.clone().into_bytes();
             b[i] = if b[i] == b'A' { b'B' } else { b'A' };
             let edited = String::from_utf8(b).unwrap();
-            let ok = edited.parse::<Cursor>().is_ok_and(|c| c.open(&k, t).is_ok());
+            let ok = edited
+                .parse::<Cursor>()
+                .is_ok_and(|c| c.open(&k, t).is_ok());
             assert!(!ok, "edit at {i} accepted");
         }
         for junk in ["", "!!!", "AAAA", &"A".repeat(10_000)] {

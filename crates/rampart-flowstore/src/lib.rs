@@ -91,11 +91,15 @@ pub enum FlowStoreError {
     },
     #[error("batch {batch} of device {device} is not recorded for this tenant: record the batch before appending its rows")]
     UnknownBatch { device: DeviceId, batch: Uuid },
-    #[error("{0} of the batches were already processed and others not: append only unprocessed batches")]
+    #[error(
+        "{0} of the batches were already processed and others not: append only unprocessed batches"
+    )]
     PartlyProcessed(usize),
     #[error("flow segment {0} cannot be opened with this tenant's data key: the key is wrong or destroyed, or the file was moved or altered")]
     Decrypt(String),
-    #[error("flow segment {0} is missing from the blob store: retry, it may have just been compacted")]
+    #[error(
+        "flow segment {0} is missing from the blob store: retry, it may have just been compacted"
+    )]
     Missing(String),
     #[error("flow segment {key} is unreadable ({detail}): restore it from backup or remove its index row")]
     Corrupt { key: String, detail: String },
@@ -109,7 +113,10 @@ impl FlowStoreError {
     /// The caller asked for something invalid (answer 400), rather than the
     /// store failing.
     pub fn is_bad_request(&self) -> bool {
-        matches!(self, FlowStoreError::BadQuery(_) | FlowStoreError::BadCursor)
+        matches!(
+            self,
+            FlowStoreError::BadQuery(_) | FlowStoreError::BadCursor
+        )
     }
 }
 
@@ -135,7 +142,11 @@ pub struct FlowStoreConfig {
     pub compact_grace_ms: i64,
     /// Hours compacted per call, oldest first, so one call stays short.
     pub compact_max_hours: usize,
+    /// How compaction writes raw segments, which are kept until retention.
     pub raw_format: RawFormat,
+    /// zstd level of the raw segments an append writes: they live only
+    /// until their hour is compacted, so speed matters more than size.
+    pub append_zstd_level: i32,
     pub rollup_zstd_level: i32,
 }
 
@@ -150,9 +161,10 @@ impl Default for FlowStoreConfig {
             compact_grace_ms: 5 * MINUTE_MS,
             compact_max_hours: 48,
             raw_format: RawFormat {
-                sort: RawSort::SrcDstStart,
+                sort: RawSort::ExporterSrcDstStart,
                 zstd_level: 9,
             },
+            append_zstd_level: 3,
             rollup_zstd_level: 3,
         }
     }
@@ -229,7 +241,13 @@ pub(crate) fn blob_key(tenant: TenantId, level: SegmentLevel, hour: i64, id: Uui
 /// A segment id derived from what the segment is made of (and which of
 /// several outputs it is), so that redoing the same work after a crash
 /// writes the same blob keys.
-fn derived_id(tenant: TenantId, level: SegmentLevel, hour: i64, output: u64, parts: &[[u8; 32]]) -> Uuid {
+fn derived_id(
+    tenant: TenantId,
+    level: SegmentLevel,
+    hour: i64,
+    output: u64,
+    parts: &[[u8; 32]],
+) -> Uuid {
     let mut h = Sha256::new()
         .chain_update(b"rampart-flowstore segment id v1\0")
         .chain_update(tenant.0.as_bytes())
@@ -376,7 +394,23 @@ impl FlowStore {
                     m1.add(r);
                 }
                 segment::sort_rows(&mut rows, cfg.raw_format.sort);
-                out.push(seal_raw(tenant, &k, hour, id(SegmentLevel::Raw), &rows, &cfg, now, false)?);
+                let fast = FlowStoreConfig {
+                    raw_format: RawFormat {
+                        zstd_level: cfg.append_zstd_level,
+                        ..cfg.raw_format
+                    },
+                    ..cfg.clone()
+                };
+                out.push(seal_raw(
+                    tenant,
+                    &k,
+                    hour,
+                    id(SegmentLevel::Raw),
+                    &rows,
+                    &fast,
+                    now,
+                    false,
+                )?);
                 out.push(seal_rollup(
                     tenant,
                     &k,
@@ -421,7 +455,12 @@ impl FlowStore {
     /// transaction. Hours whose data arrived after their compaction are
     /// compacted again, with the late rows. Old blobs are deleted after the
     /// swap; a query that had listed them retries.
-    pub async fn compact(&self, tenant: TenantId, key: &DataKey, now_ms: i64) -> Result<CompactStats> {
+    pub async fn compact(
+        &self,
+        tenant: TenantId,
+        key: &DataKey,
+        now_ms: i64,
+    ) -> Result<CompactStats> {
         let _guard = self.compacting.lock().await;
         let closed = now_ms
             .saturating_sub(self.cfg.compact_grace_ms)
@@ -429,7 +468,11 @@ impl FlowStore {
             .saturating_mul(HOUR_MS);
         let mut hours: BTreeMap<i64, [Vec<FlowSegment>; 3]> = BTreeMap::new();
         for (i, level) in SegmentLevel::ALL.into_iter().enumerate() {
-            for s in self.meta.list_flow_segments(tenant, level, i64::MIN, closed).await? {
+            for s in self
+                .meta
+                .list_flow_segments(tenant, level, i64::MIN, closed)
+                .await?
+            {
                 // Only whole hours before `closed`.
                 if s.partition_hour.saturating_add(1).saturating_mul(HOUR_MS) <= closed {
                     if let Some(slot) = hours.entry(s.partition_hour).or_default().get_mut(i) {
@@ -450,7 +493,10 @@ impl FlowStore {
             if !needed || raw.is_empty() {
                 continue;
             }
-            match self.compact_hour(tenant, key, hour, raw, m1, h1, &mut stats).await {
+            match self
+                .compact_hour(tenant, key, hour, raw, m1, h1, &mut stats)
+                .await
+            {
                 Ok(()) => stats.hours += 1,
                 Err(FlowStoreError::Store(StoreError::Raced(what))) => {
                     tracing::info!(tenant = %tenant, hour, what, "flow compaction raced another compactor; skipped");
@@ -513,7 +559,8 @@ impl FlowStore {
             for s in group {
                 let plain = self.plaintext(tenant, key, s).await?;
                 let k = s.blob_key.clone();
-                let mut got = blocking(move || segment::decode_raw(plain, &k, MAX_FILE_ROWS)).await?;
+                let mut got =
+                    blocking(move || segment::decode_raw(plain, &k, MAX_FILE_ROWS)).await?;
                 rows.append(&mut got);
             }
             stats.rows += rows.len() as u64;
@@ -540,8 +587,28 @@ impl FlowStore {
         let h1_id = derived_id(tenant, SegmentLevel::H1, hour, 0, &parts);
         let mut rollups = blocking(move || {
             Ok(vec![
-                seal_rollup(tenant, &k, hour, m1_id, SegmentLevel::M1, m1b, &cfg, now, true)?,
-                seal_rollup(tenant, &k, hour, h1_id, SegmentLevel::H1, h1b, &cfg, now, true)?,
+                seal_rollup(
+                    tenant,
+                    &k,
+                    hour,
+                    m1_id,
+                    SegmentLevel::M1,
+                    m1b,
+                    &cfg,
+                    now,
+                    true,
+                )?,
+                seal_rollup(
+                    tenant,
+                    &k,
+                    hour,
+                    h1_id,
+                    SegmentLevel::H1,
+                    h1b,
+                    &cfg,
+                    now,
+                    true,
+                )?,
             ])
         })
         .await?;
@@ -581,7 +648,12 @@ impl FlowStore {
     /// interrupted pass leaves at worst an index row without its blob, which
     /// the next pass removes. Granularity is the hour partition: an hour is
     /// removed once its last millisecond is out of the window.
-    pub async fn enforce_retention(&self, tenant: TenantId, now_ms: i64, stored_days: u32) -> Result<RetentionStats> {
+    pub async fn enforce_retention(
+        &self,
+        tenant: TenantId,
+        now_ms: i64,
+        stored_days: u32,
+    ) -> Result<RetentionStats> {
         let cutoff = now_ms.saturating_sub(i64::from(stored_days).saturating_mul(DAY_MS));
         let mut stats = RetentionStats::default();
         for level in SegmentLevel::ALL {
@@ -610,7 +682,12 @@ impl FlowStore {
     }
 
     /// The decrypted file of `seg`, from the cache or the blob store.
-    pub(crate) async fn plaintext(&self, tenant: TenantId, key: &DataKey, seg: &FlowSegment) -> Result<Bytes> {
+    pub(crate) async fn plaintext(
+        &self,
+        tenant: TenantId,
+        key: &DataKey,
+        seg: &FlowSegment,
+    ) -> Result<Bytes> {
         let ck = CacheKey {
             key_fp: key.fingerprint(),
             blob_key: seg.blob_key.as_str().into(),
@@ -709,12 +786,21 @@ fn seal_rollup(
 #[doc(hidden)]
 pub mod scratch_bench {
     use crate::*;
-    pub fn encode_raw(rows: &[FlowRow], f: &RawFormat) -> Vec<u8> { crate::segment::encode_raw(rows, f).unwrap_or_default() }
-    pub fn sort_rows(rows: &mut [FlowRow], s: RawSort) { crate::segment::sort_rows(rows, s) }
+    pub fn encode_raw(rows: &[FlowRow], f: &RawFormat) -> Vec<u8> {
+        crate::segment::encode_raw(rows, f).unwrap_or_default()
+    }
+    pub fn sort_rows(rows: &mut [FlowRow], s: RawSort) {
+        crate::segment::sort_rows(rows, s)
+    }
     pub fn rollup(rows: &[FlowRow], width: i64, k: usize, z: i32) -> (Vec<u8>, u64) {
         let mut b = crate::rollup::RollupBuilder::new(width);
-        for r in rows { b.add(r); }
+        for r in rows {
+            b.add(r);
+        }
         let t = b.finish(k);
-        (crate::rollup::encode_rollup(&t, z).unwrap_or_default(), t.rows)
+        (
+            crate::rollup::encode_rollup(&t, z).unwrap_or_default(),
+            t.rows,
+        )
     }
 }

@@ -473,7 +473,10 @@ mod tests {
     fn dim_values_serialize_as_natural_json() {
         let v = |d: DimValue| serde_json::to_value(d).unwrap();
         assert_eq!(v(DimValue::Addr("10.0.0.1".parse().unwrap())), "10.0.0.1");
-        assert_eq!(v(DimValue::Addr("2001:db8::1".parse().unwrap())), "2001:db8::1");
+        assert_eq!(
+            v(DimValue::Addr("2001:db8::1".parse().unwrap())),
+            "2001:db8::1"
+        );
         assert_eq!(v(DimValue::Port(443)), 443);
         assert_eq!(v(DimValue::Proto(6)), 6);
         assert_eq!(v(DimValue::Country(Country::new("fr"))), "FR");

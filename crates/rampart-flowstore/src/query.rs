@@ -90,20 +90,21 @@ fn plan(
         }
         p.items.len() > before
     };
-    let add_rollups = |p: &mut Plan, segs: &mut dyn Iterator<Item = &FlowSegment>, lo: i64, hi: i64| {
-        let before = p.items.len();
-        for s in segs.filter(|s| s.start_ms < hi && s.end_ms > lo) {
-            for part in parts {
-                p.items.push(Item {
-                    seg: s.clone(),
-                    lo,
-                    hi,
-                    part: Some(*part),
-                });
+    let add_rollups =
+        |p: &mut Plan, segs: &mut dyn Iterator<Item = &FlowSegment>, lo: i64, hi: i64| {
+            let before = p.items.len();
+            for s in segs.filter(|s| s.start_ms < hi && s.end_ms > lo) {
+                for part in parts {
+                    p.items.push(Item {
+                        seg: s.clone(),
+                        lo,
+                        hi,
+                        part: Some(*part),
+                    });
+                }
             }
-        }
-        p.items.len() > before
-    };
+            p.items.len() > before
+        };
     for (hour, h) in hours {
         let hs = hour.saturating_mul(HOUR_MS);
         let he = hs.saturating_add(HOUR_MS);
@@ -188,7 +189,10 @@ fn process<S: Sink>(ctx: &Ctx, item: &Item, input: Input, out: &mut Scanned<S>) 
                 );
                 Ok(p)
             }
-            Input::Part(_) => Err(segment::corrupt(bk, "a rollup part where raw rows were expected")),
+            Input::Part(_) => Err(segment::corrupt(
+                bk,
+                "a rollup part where raw rows were expected",
+            )),
         }
     };
     let (lo, hi) = (item.lo, item.hi);
@@ -433,8 +437,13 @@ impl Sink for TopSink {
 
 /// Keys ranked by `metric`, largest first, ties by key value.
 fn rank(dim: Dim, metric: Metric, map: HashMap<Key, Counters>) -> Vec<(DimValue, Counters)> {
-    let mut v: Vec<(DimValue, Counters)> = map.into_iter().map(|(k, c)| (dim.value(&k), c)).collect();
-    v.sort_unstable_by(|a, b| b.1.metric(metric).cmp(&a.1.metric(metric)).then(a.0.cmp(&b.0)));
+    let mut v: Vec<(DimValue, Counters)> =
+        map.into_iter().map(|(k, c)| (dim.value(&k), c)).collect();
+    v.sort_unstable_by(|a, b| {
+        b.1.metric(metric)
+            .cmp(&a.1.metric(metric))
+            .then(a.0.cmp(&b.0))
+    });
     v
 }
 
@@ -564,7 +573,7 @@ struct SearchSink {
 
 impl SearchSink {
     fn trim(&mut self) {
-        self.rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.rows.sort_unstable_by_key(|a| a.0);
         self.rows.truncate(self.need);
     }
 }
@@ -615,10 +624,22 @@ impl FlowStore {
         retry_missing!(self.top_n_once(tenant, key, q).await)
     }
 
-    async fn top_n_once(&self, tenant: TenantId, key: &DataKey, q: &TopQuery) -> Result<Answer<Vec<TopEntry>>> {
+    async fn top_n_once(
+        &self,
+        tenant: TenantId,
+        key: &DataKey,
+        q: &TopQuery,
+    ) -> Result<Answer<Vec<TopEntry>>> {
         let rollups = q.filter.is_none();
         let hours = self.hours(tenant, q.start_ms, q.end_ms, rollups).await?;
-        let p = plan(&hours, q.start_ms, q.end_ms, rollups, rollups, &[q.dim.index() as u8]);
+        let p = plan(
+            &hours,
+            q.start_ms,
+            q.end_ms,
+            rollups,
+            rollups,
+            &[q.dim.index() as u8],
+        );
         let dim = q.dim;
         let s = self
             .scan(
@@ -660,7 +681,10 @@ impl FlowStore {
         filter: Option<RowFilter>,
     ) -> Result<Answer<Totals>> {
         check_window(start_ms, end_ms)?;
-        retry_missing!(self.totals_once(tenant, key, start_ms, end_ms, filter.clone()).await)
+        retry_missing!(
+            self.totals_once(tenant, key, start_ms, end_ms, filter.clone())
+                .await
+        )
     }
 
     async fn totals_once(
@@ -692,10 +716,17 @@ impl FlowStore {
     }
 
     /// A time series, total or stacked by the top keys of a dimension.
-    pub async fn series(&self, tenant: TenantId, key: &DataKey, q: &SeriesQuery) -> Result<Answer<Series>> {
+    pub async fn series(
+        &self,
+        tenant: TenantId,
+        key: &DataKey,
+        q: &SeriesQuery,
+    ) -> Result<Answer<Series>> {
         check_window(q.start_ms, q.end_ms)?;
         if q.bucket_ms < 1 {
-            return Err(FlowStoreError::BadQuery("bucket_ms must be positive".into()));
+            return Err(FlowStoreError::BadQuery(
+                "bucket_ms must be positive".into(),
+            ));
         }
         if q.dim.is_some() && !(1..=MAX_SERIES_TOP).contains(&q.top) {
             return Err(FlowStoreError::BadQuery(format!(
@@ -722,7 +753,13 @@ impl FlowStore {
         retry_missing!(self.series_once(tenant, key, q, b).await)
     }
 
-    async fn series_once(&self, tenant: TenantId, key: &DataKey, q: &SeriesQuery, b: Buckets) -> Result<Answer<Series>> {
+    async fn series_once(
+        &self,
+        tenant: TenantId,
+        key: &DataKey,
+        q: &SeriesQuery,
+        b: Buckets,
+    ) -> Result<Answer<Series>> {
         let rollups = q.filter.is_none();
         let allow_hour = rollups && q.bucket_ms % HOUR_MS == 0;
         let allow_minute = rollups && q.bucket_ms % MINUTE_MS == 0;
@@ -733,7 +770,14 @@ impl FlowStore {
         if let Some(d) = q.dim {
             parts.push(d.index() as u8);
         }
-        let p = plan(&hours, q.start_ms, q.end_ms, allow_hour, allow_minute, &parts);
+        let p = plan(
+            &hours,
+            q.start_ms,
+            q.end_ms,
+            allow_hour,
+            allow_minute,
+            &parts,
+        );
         let (metric, dim) = (q.metric, q.dim);
         let s = self
             .scan(
@@ -754,7 +798,9 @@ impl FlowStore {
             .map(|i| b.first.saturating_add(i.saturating_mul(b.width)))
             .collect();
         let mut rows_scanned = s.rows;
-        let SeriesSink { totals, per_key, .. } = s.sink;
+        let SeriesSink {
+            totals, per_key, ..
+        } = s.sink;
         let Some(d) = q.dim else {
             return Ok(Answer {
                 data: Series {
@@ -829,7 +875,12 @@ impl FlowStore {
 
     /// Flows in `[start_ms, end_ms)` matching the filter, in the order of
     /// their start (then of every other field), a page at a time.
-    pub async fn search(&self, tenant: TenantId, key: &DataKey, q: &SearchQuery) -> Result<Answer<Page>> {
+    pub async fn search(
+        &self,
+        tenant: TenantId,
+        key: &DataKey,
+        q: &SearchQuery,
+    ) -> Result<Answer<Page>> {
         if !(1..=MAX_SEARCH_LIMIT).contains(&q.limit) {
             return Err(FlowStoreError::BadQuery(format!(
                 "limit must be between 1 and {MAX_SEARCH_LIMIT}"
@@ -916,7 +967,12 @@ impl FlowStore {
                 } else {
                     equal
                 };
-                Some(Cursor::make(key, tenant, last, u32::try_from(seen).unwrap_or(u32::MAX)))
+                Some(Cursor::make(
+                    key,
+                    tenant,
+                    last,
+                    u32::try_from(seen).unwrap_or(u32::MAX),
+                ))
             }
             _ => None,
         };
@@ -987,7 +1043,10 @@ mod tests {
         assert_eq!(p.level, Some(Level::Hour));
         assert_eq!(
             levels(&p),
-            vec![(SegmentLevel::H1, 10 * h, 11 * h), (SegmentLevel::M1, 10 * h, 11 * h)]
+            vec![
+                (SegmentLevel::H1, 10 * h, 11 * h),
+                (SegmentLevel::M1, 10 * h, 11 * h)
+            ]
         );
         // Hour 11 is open: whole minutes from m1, the fraction from raw.
         let p = plan(&hours, 11 * h, 11 * h + 90_500, true, true, &[0]);
@@ -1003,7 +1062,10 @@ mod tests {
         let p = plan(&hours, 10 * h, 12 * h, false, false, &[]);
         assert_eq!(
             levels(&p),
-            vec![(SegmentLevel::Raw, 10 * h, 11 * h), (SegmentLevel::Raw, 11 * h, 12 * h)]
+            vec![
+                (SegmentLevel::Raw, 10 * h, 11 * h),
+                (SegmentLevel::Raw, 11 * h, 12 * h)
+            ]
         );
         // Part of a compacted hour: minutes from its m1 files (both).
         let p = plan(&hours, 10 * h + 120_000, 11 * h, true, true, &[0]);

@@ -190,7 +190,9 @@ fn keep_top(group: &[RollupRow], k: usize, out: &mut Vec<RollupRow>) {
         let by = |&a: &usize, &b: &usize| {
             let (ra, rb) = (group.get(a), group.get(b));
             let v = |r: Option<&RollupRow>| r.map_or((0, 0), |r| (r.c.metric(m), r.c.bytes));
-            v(rb).cmp(&v(ra)).then_with(|| ra.map(|r| r.key).cmp(&rb.map(|r| r.key)))
+            v(rb)
+                .cmp(&v(ra))
+                .then_with(|| ra.map(|r| r.key).cmp(&rb.map(|r| r.key)))
         };
         if k < idx.len() {
             idx.select_nth_unstable_by(k, by);
@@ -271,13 +273,27 @@ pub(crate) fn encode_rollup(t: &RollupTable, zstd_level: i32) -> Result<Vec<u8>,
         }
         let cols: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.bucket))),
-            Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| key_halves(&r.key).0))),
-            Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| key_halves(&r.key).1))),
-            Arc::new(UInt8Array::from_iter_values(rows.iter().map(|r| u8::from(r.other)))),
-            Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.c.bytes))),
-            Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.c.packets))),
-            Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.c.flows))),
-            Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.c.records))),
+            Arc::new(UInt64Array::from_iter_values(
+                rows.iter().map(|r| key_halves(&r.key).0),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                rows.iter().map(|r| key_halves(&r.key).1),
+            )),
+            Arc::new(UInt8Array::from_iter_values(
+                rows.iter().map(|r| u8::from(r.other)),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                rows.iter().map(|r| r.c.bytes),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                rows.iter().map(|r| r.c.packets),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                rows.iter().map(|r| r.c.flows),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                rows.iter().map(|r| r.c.records),
+            )),
         ];
         let batch = RecordBatch::try_new(schema.clone(), cols).map_err(enc)?;
         w.write(&batch).map_err(enc)?;
@@ -315,7 +331,10 @@ pub(crate) fn decode_part(
         .ok_or_else(|| corrupt(key, "part list names a missing row group"))?;
     let n = u64::try_from(rg.num_rows()).unwrap_or(u64::MAX);
     if n > max_rows {
-        return Err(corrupt(key, format!("{n} rollup rows, more than a file may hold")));
+        return Err(corrupt(
+            key,
+            format!("{n} rollup rows, more than a file may hold"),
+        ));
     }
     let reader = builder
         .with_row_groups(vec![group])

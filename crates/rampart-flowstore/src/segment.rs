@@ -145,9 +145,19 @@ fn enc(e: impl std::fmt::Display) -> FlowStoreError {
 /// Columns whose values are close to random: byte-stream-split puts their
 /// high bytes (mostly zero) in their own streams, which zstd then all but
 /// removes. Measured smaller than dictionary, plain and delta encoding.
-const SPLIT_COLUMNS: [&str; 6] = ["duration_ms", "bytes", "packets", "src_port", "dst_port", "start_ms"];
+const SPLIT_COLUMNS: [&str; 6] = [
+    "duration_ms",
+    "bytes",
+    "packets",
+    "src_port",
+    "dst_port",
+    "start_ms",
+];
 
-pub(crate) fn writer_props(zstd_level: i32, sorted_by_start: bool) -> Result<WriterProperties, FlowStoreError> {
+pub(crate) fn writer_props(
+    zstd_level: i32,
+    sorted_by_start: bool,
+) -> Result<WriterProperties, FlowStoreError> {
     let level = ZstdLevel::try_new(zstd_level).map_err(enc)?;
     let mut b = WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_2_0)
@@ -176,7 +186,9 @@ pub(crate) fn encode_raw(rows: &[FlowRow], format: &RawFormat) -> Result<Vec<u8>
     let n = rows.len();
     let fl = || rows.iter().map(|r| &r.flow);
     let cols: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from_iter_values(fl().map(|f| f.start_ms as i64))),
+        Arc::new(Int64Array::from_iter_values(
+            fl().map(|f| f.start_ms as i64),
+        )),
         Arc::new(Int64Array::from_iter_values(
             fl().map(|f| f.end_ms.saturating_sub(f.start_ms) as i64),
         )),
@@ -190,7 +202,9 @@ pub(crate) fn encode_raw(rows: &[FlowRow], format: &RawFormat) -> Result<Vec<u8>
         Arc::new(UInt8Array::from_iter_values(fl().map(|f| f.tcp_flags))),
         Arc::new(UInt32Array::from_iter_values(fl().map(|f| f.in_if))),
         Arc::new(UInt32Array::from_iter_values(fl().map(|f| f.out_if))),
-        Arc::new(UInt8Array::from_iter_values(fl().map(|f| direction_code(f.direction)))),
+        Arc::new(UInt8Array::from_iter_values(
+            fl().map(|f| direction_code(f.direction)),
+        )),
         fixed16(fl().map(|f| addr16(f.exporter)), n)?,
         Arc::new(UInt32Array::from_iter_values(fl().map(|f| f.sampling_rate))),
         Arc::new(UInt32Array::from_iter_values(fl().map(|f| f.resample))),
@@ -204,13 +218,19 @@ pub(crate) fn encode_raw(rows: &[FlowRow], format: &RawFormat) -> Result<Vec<u8>
         Arc::new(StringArray::from_iter_values(fl().map(|f| f.app.as_str()))),
         fixed16(rows.iter().map(|r| *r.device.as_bytes()), n)?,
         Arc::new(UInt16Array::from_iter_values(
-            rows.iter().map(|r| u16::from_be_bytes(r.src_country.normalized().0)),
+            rows.iter()
+                .map(|r| u16::from_be_bytes(r.src_country.normalized().0)),
         )),
         Arc::new(UInt16Array::from_iter_values(
-            rows.iter().map(|r| u16::from_be_bytes(r.dst_country.normalized().0)),
+            rows.iter()
+                .map(|r| u16::from_be_bytes(r.dst_country.normalized().0)),
         )),
-        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.src_asn))),
-        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.dst_asn))),
+        Arc::new(UInt32Array::from_iter_values(
+            rows.iter().map(|r| r.src_asn),
+        )),
+        Arc::new(UInt32Array::from_iter_values(
+            rows.iter().map(|r| r.dst_asn),
+        )),
     ];
     let schema = schema();
     let batch = RecordBatch::try_new(schema.clone(), cols).map_err(enc)?;
@@ -269,7 +289,10 @@ pub(crate) fn for_each_raw(
     let builder = ParquetRecordBatchReaderBuilder::try_new(plain).map_err(|e| corrupt(key, e))?;
     let total = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(u64::MAX);
     if total > max_rows {
-        return Err(corrupt(key, format!("{total} rows, more than a segment may hold")));
+        return Err(corrupt(
+            key,
+            format!("{total} rows, more than a segment may hold"),
+        ));
     }
     let reader = builder
         .with_batch_size(16 * 1024)
@@ -304,7 +327,10 @@ pub(crate) fn for_each_raw(
         let da = column::<UInt32Array>(&b, 24, "dst_asn", key)?;
         for a in [src, dst, exp, device] {
             if a.value_length() != 16 {
-                return Err(corrupt(key, "an address or device column is not 16 bytes wide"));
+                return Err(corrupt(
+                    key,
+                    "an address or device column is not 16 bytes wide",
+                ));
             }
         }
         for i in 0..b.num_rows() {
@@ -346,7 +372,11 @@ pub(crate) fn for_each_raw(
 }
 
 /// Decodes a whole raw segment (compaction, which rewrites it anyway).
-pub(crate) fn decode_raw(plain: Bytes, key: &str, max_rows: u64) -> Result<Vec<FlowRow>, FlowStoreError> {
+pub(crate) fn decode_raw(
+    plain: Bytes,
+    key: &str,
+    max_rows: u64,
+) -> Result<Vec<FlowRow>, FlowStoreError> {
     let mut out = Vec::new();
     for_each_raw(plain, key, max_rows, |r| out.push(*r))?;
     Ok(out)

@@ -33,7 +33,11 @@ pub fn counts(r: &FlowRow) -> [u64; 3] {
     let f = &r.flow;
     let sampling = u64::from(f.sampling_rate).max(1);
     let resample = u64::from(f.resample).max(1);
-    [f.bytes * sampling * resample, f.packets * sampling * resample, resample]
+    [
+        f.bytes * sampling * resample,
+        f.packets * sampling * resample,
+        resample,
+    ]
 }
 
 pub fn metric_index(m: Metric) -> usize {
@@ -51,9 +55,18 @@ pub fn in_window(r: &FlowRow, lo: i64, hi: i64) -> bool {
 
 pub type Pred<'a> = &'a dyn Fn(&FlowRecord) -> bool;
 
-pub fn top(rows: &[FlowRow], dim: Dim, lo: i64, hi: i64, pred: Pred) -> HashMap<DimValue, [u64; 3]> {
+pub fn top(
+    rows: &[FlowRow],
+    dim: Dim,
+    lo: i64,
+    hi: i64,
+    pred: Pred,
+) -> HashMap<DimValue, [u64; 3]> {
     let mut m: HashMap<DimValue, [u64; 3]> = HashMap::new();
-    for r in rows.iter().filter(|r| in_window(r, lo, hi) && pred(&r.flow)) {
+    for r in rows
+        .iter()
+        .filter(|r| in_window(r, lo, hi) && pred(&r.flow))
+    {
         let e = m.entry(natural(dim, r)).or_default();
         for (a, b) in e.iter_mut().zip(counts(r)) {
             *a += b;
@@ -65,7 +78,10 @@ pub fn top(rows: &[FlowRow], dim: Dim, lo: i64, hi: i64, pred: Pred) -> HashMap<
 /// (bytes, packets, flows, records)
 pub fn totals(rows: &[FlowRow], lo: i64, hi: i64, pred: Pred) -> [u64; 4] {
     let mut t = [0u64; 4];
-    for r in rows.iter().filter(|r| in_window(r, lo, hi) && pred(&r.flow)) {
+    for r in rows
+        .iter()
+        .filter(|r| in_window(r, lo, hi) && pred(&r.flow))
+    {
         let c = counts(r);
         t[0] += c[0];
         t[1] += c[1];
@@ -78,14 +94,30 @@ pub fn totals(rows: &[FlowRow], lo: i64, hi: i64, pred: Pred) -> [u64; 4] {
 /// Checks a top-N answer against the fold: exactly the expected counts for
 /// every key returned, ordered by the metric, as many as expected, and the
 /// same metric values as the expected top N (ties may pick either key).
-pub fn check_top(ans: &[TopEntry], expect: &HashMap<DimValue, [u64; 3]>, metric: Metric, n: usize, what: &str) {
+pub fn check_top(
+    ans: &[TopEntry],
+    expect: &HashMap<DimValue, [u64; 3]>,
+    metric: Metric,
+    n: usize,
+    what: &str,
+) {
     let mi = metric_index(metric);
     assert_eq!(ans.len(), n.min(expect.len()), "{what}: number of entries");
     for e in ans {
-        let want = expect.get(&e.key).unwrap_or_else(|| panic!("{what}: unexpected key {:?}", e.key));
-        assert_eq!([e.bytes, e.packets, e.flows], *want, "{what}: counts of {:?}", e.key);
+        let want = expect
+            .get(&e.key)
+            .unwrap_or_else(|| panic!("{what}: unexpected key {:?}", e.key));
+        assert_eq!(
+            [e.bytes, e.packets, e.flows],
+            *want,
+            "{what}: counts of {:?}",
+            e.key
+        );
     }
-    let got: Vec<u64> = ans.iter().map(|e| [e.bytes, e.packets, e.flows][mi]).collect();
+    let got: Vec<u64> = ans
+        .iter()
+        .map(|e| [e.bytes, e.packets, e.flows][mi])
+        .collect();
     let mut want: Vec<u64> = expect.values().map(|c| c[mi]).collect();
     want.sort_unstable_by(|a, b| b.cmp(a));
     want.truncate(n);

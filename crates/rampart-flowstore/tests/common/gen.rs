@@ -39,7 +39,9 @@ const SERVICES: [(u16, u8, u32); 13] = [
     (0, 1, 2),
 ];
 
-const COUNTRIES: [&str; 12] = ["US", "DE", "FR", "GB", "NL", "IE", "JP", "SG", "BR", "CA", "SE", "CN"];
+const COUNTRIES: [&str; 12] = [
+    "US", "DE", "FR", "GB", "NL", "IE", "JP", "SG", "BR", "CA", "SE", "CN",
+];
 
 struct Host {
     addr: IpAddr,
@@ -103,7 +105,14 @@ impl Generator {
     /// `flows` flows whose end times spread evenly over `span_ms` from
     /// `start_ms`, among `hosts` internal hosts (and four times as many
     /// external ones), through `devices`.
-    pub fn new(seed: u64, start_ms: u64, span_ms: u64, flows: u64, hosts: usize, devices: &[DeviceId]) -> Self {
+    pub fn new(
+        seed: u64,
+        start_ms: u64,
+        span_ms: u64,
+        flows: u64,
+        hosts: usize,
+        devices: &[DeviceId],
+    ) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let internal = (0..hosts)
             .map(|i| Host {
@@ -117,7 +126,16 @@ impl Generator {
         let external = (0..hosts * 4)
             .map(|i| {
                 let addr = if i % 10 == 3 {
-                    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, (i >> 8) as u16, 0, 0, 0, 0, i as u16 + 1))
+                    IpAddr::V6(Ipv6Addr::new(
+                        0x2001,
+                        0xdb8,
+                        (i >> 8) as u16,
+                        0,
+                        0,
+                        0,
+                        0,
+                        i as u16 + 1,
+                    ))
                 } else {
                     let x: u32 = rng.gen_range(0x0100_0000..0xdf00_0000);
                     IpAddr::V4(Ipv4Addr::from(x))
@@ -175,7 +193,11 @@ impl Generator {
         } else {
             &self.external[self.zex.sample(r)]
         };
-        let ephemeral = if proto == 1 { 0 } else { r.gen_range(32_768..61_000) };
+        let ephemeral = if proto == 1 {
+            0
+        } else {
+            r.gen_range(32_768..61_000)
+        };
         let reply = r.gen_bool(0.5);
         let (src, dst, sport, dport) = if reply {
             (server, client, port, ephemeral)
@@ -241,8 +263,16 @@ impl Generator {
                 dst_port: dport,
                 protocol: proto,
                 tcp_flags,
-                direction: if reply { Direction::Ingress } else { Direction::Egress },
-                resample: if e.sampling == 1 && r.gen_ratio(1, 50) { 4 } else { 1 },
+                direction: if reply {
+                    Direction::Ingress
+                } else {
+                    Direction::Egress
+                },
+                resample: if e.sampling == 1 && r.gen_ratio(1, 50) {
+                    4
+                } else {
+                    1
+                },
                 flags: if e.sampling == 0 { 1 } else { 0 },
                 app,
             },

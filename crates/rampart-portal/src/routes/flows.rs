@@ -291,7 +291,7 @@ async fn top(
         .data
         .iter()
         .map(|e| TopEntryView {
-            key: serde_json::to_value(&e.key).unwrap_or_default(),
+            key: serde_json::to_value(e.key).unwrap_or_default(),
             bytes: e.bytes,
             packets: e.packets,
             flows: e.flows,
