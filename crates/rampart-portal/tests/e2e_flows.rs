@@ -316,4 +316,33 @@ async fn exporter_captures_replayed_through_agent_match_nfdump_totals_and_top_so
         }
     }
     assert_eq!(seen, recs.len());
+
+    // A plan that shows one day hides these years-old flows from every
+    // query, though they are still stored; widening it shows them again.
+    let plan = |visible: u32| json!({"visible_days": visible, "stored_days": 36500});
+    for (visible, want) in [(1, 0), (36500, recs.len() as u64)] {
+        let (s, v) = portal
+            .call(
+                reqwest::Method::PUT,
+                "localhost",
+                "/api/v1/admin/tenants/flows/flow-plan",
+                &portal.operator,
+                Some(plan(visible)),
+            )
+            .await;
+        assert_eq!(s, 200, "flow plan: {v}");
+        let (s, v) = portal
+            .get(
+                &t.domain,
+                &format!("/api/v1/flows/totals?{window}"),
+                &t.token,
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(
+            v["records"].as_u64(),
+            Some(want),
+            "visible {visible} days: {v}"
+        );
+    }
 }
