@@ -345,6 +345,7 @@ pub enum Level {
     Raw,
     Minute,
     Hour,
+    Day,
 }
 
 impl Level {
@@ -353,6 +354,7 @@ impl Level {
             Level::Raw => "raw",
             Level::Minute => "1m",
             Level::Hour => "1h",
+            Level::Day => "1d",
         }
     }
 }
@@ -370,9 +372,10 @@ pub struct Answer<T> {
     /// True when a rollup that had kept only its top keys was used for the
     /// dimension asked, so small keys may be missing or undercounted.
     pub approximate: bool,
-    /// The finest table any part of the answer was read from: a window of
-    /// whole compacted hours is answered from `Hour`, partial and open hours
-    /// from `Minute`, minute fractions and filtered queries from `Raw`.
+    /// The finest table any part of the answer was read from: whole
+    /// compacted days are answered from `Day`, whole compacted hours from
+    /// `Hour`, partial and open hours from `Minute`, minute fractions and
+    /// filtered queries from `Raw`.
     pub level: Level,
     /// Raw flow records or rollup rows read.
     pub rows_scanned: u64,
@@ -466,7 +469,7 @@ pub struct Totals {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -486,9 +489,8 @@ mod tests {
         assert_eq!(v(DimValue::Device(id)), id.to_string());
     }
 
-    #[test]
-    fn keys_round_trip_through_values() {
-        let row = FlowRow {
+    pub(crate) fn sample_row() -> FlowRow {
+        FlowRow {
             flow: FlowRecord {
                 start_ms: 0,
                 end_ms: 0,
@@ -515,7 +517,12 @@ mod tests {
             dst_country: Country::UNKNOWN,
             src_asn: 3320,
             dst_asn: 4_200_000_000,
-        };
+        }
+    }
+
+    #[test]
+    fn keys_round_trip_through_values() {
+        let row = sample_row();
         let want = [
             DimValue::Addr("192.0.2.7".parse().unwrap()),
             DimValue::Addr("2001:db8::9".parse().unwrap()),

@@ -8,7 +8,7 @@
 //! the raw rows. Files are fetched a window at a time and decrypted,
 //! decoded and folded on blocking threads, one per core.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,15 +17,16 @@ use rampart_store::{FlowSegment, SegmentLevel, TenantId};
 use crate::cache::{Cache, CacheKey, Cached, Form};
 use crate::cursor::{row_key, Cursor, RowKey};
 use crate::model::*;
-use crate::rollup::{self, Counters, RollupPart, RollupRow, TOTAL_PART};
+use crate::rollup::{self, Counters, FastMap, RollupPart, TOTAL_PART};
 use crate::segment;
 use crate::{
-    crypt, DataKey, FlowStore, FlowStoreError, Result, HOUR_MS, MAX_BUCKETS, MAX_FILE_ROWS,
+    crypt, DataKey, FlowStore, FlowStoreError, Result, DAY_MS, HOUR_MS, MAX_BUCKETS, MAX_FILE_ROWS,
     MAX_SEARCH_LIMIT, MAX_SERIES_TOP, MAX_TOP_N, MINUTE_MS,
 };
 
-/// Files fetched before a round of decoding.
-const WINDOW: usize = 32;
+/// Most files, and bytes of files, fetched before a round of decoding.
+const WINDOW_FILES: usize = 256;
+const WINDOW_BYTES: usize = 64 << 20;
 
 /// One file to read, and the part of the window it answers for.
 #[derive(Clone)]
@@ -42,6 +43,33 @@ struct HourSegs {
     raw: Vec<FlowSegment>,
     m1: Vec<FlowSegment>,
     h1: Vec<FlowSegment>,
+}
+
+/// A tenant's segments in a window: by hour partition, and day rollups by
+/// day since the epoch.
+#[derive(Default)]
+struct Segs {
+    hours: BTreeMap<i64, HourSegs>,
+    days: BTreeMap<i64, Vec<FlowSegment>>,
+}
+
+/// Which rollup levels may answer (none when a filter is given; only those
+/// whose buckets divide a series' buckets).
+#[derive(Clone, Copy)]
+struct Allow {
+    day: bool,
+    hour: bool,
+    minute: bool,
+}
+
+impl Allow {
+    fn rollups(yes: bool) -> Allow {
+        Allow {
+            day: yes,
+            hour: yes,
+            minute: yes,
+        }
+    }
 }
 
 struct Plan {
@@ -63,14 +91,7 @@ fn ceil_to(t: i64, w: i64) -> i64 {
     }
 }
 
-fn plan(
-    hours: &BTreeMap<i64, HourSegs>,
-    qs: i64,
-    qe: i64,
-    allow_hour: bool,
-    allow_minute: bool,
-    parts: &[u8],
-) -> Plan {
+fn plan(segs: &Segs, tenant: TenantId, qs: i64, qe: i64, allow: Allow, parts: &[u8]) -> Plan {
     let mut p = Plan {
         items: Vec::new(),
         level: None,
@@ -105,7 +126,48 @@ fn plan(
             }
             p.items.len() > before
         };
-    for (hour, h) in hours {
+    // Whole days with a current day rollup: it, plus the 1-minute rollups
+    // that arrived after their hour's compaction.
+    let mut by_day: BTreeMap<i64, i64> = BTreeMap::new();
+    if allow.day {
+        for (day, d1) in &segs.days {
+            let ds = day.saturating_mul(DAY_MS);
+            let de = ds.saturating_add(DAY_MS);
+            if qs > ds || qe < de {
+                continue;
+            }
+            let first = day.saturating_mul(24);
+            let hours = || {
+                segs.hours
+                    .range(first..first.saturating_add(24))
+                    .map(|(_, h)| h)
+            };
+            let h1: Vec<FlowSegment> = hours().flat_map(|h| h.h1.iter().cloned()).collect();
+            if h1.is_empty() {
+                continue;
+            }
+            let id = crate::day_rollup_id(tenant, *day, &h1);
+            let Some(d) = d1.iter().find(|s| s.id == id) else {
+                // Stale: an hour was compacted again since. Hours answer.
+                continue;
+            };
+            let mut segs = std::iter::once(d)
+                .chain(hours().flat_map(|h| h.m1.iter().filter(|s| !s.compacted)));
+            if add_rollups(&mut p, &mut segs, ds, de) {
+                finest(&mut p, Level::Day);
+            }
+            by_day.insert(first, first.saturating_add(24));
+        }
+    }
+    for (hour, h) in &segs.hours {
+        if by_day
+            .range(..=hour)
+            .next_back()
+            .is_some_and(|(_, end)| hour < end)
+        {
+            continue;
+        }
+        let (allow_hour, allow_minute) = (allow.hour, allow.minute);
         let hs = hour.saturating_mul(HOUR_MS);
         let he = hs.saturating_add(HOUR_MS);
         let (lo, hi) = (qs.max(hs), qe.min(he));
@@ -145,7 +207,9 @@ fn plan(
 /// Folds rows into an answer; one per blocking thread, merged at the end.
 trait Sink: Send + 'static {
     fn raw(&mut self, row: &FlowRow);
-    fn rollup(&mut self, part: u8, row: &RollupRow);
+    /// A rollup row: its part, bucket, key, counts, and whether it is the
+    /// "other" remainder of a cut.
+    fn rollup(&mut self, part: u8, bucket: i64, key: &Key, c: &Counters, other: bool);
     fn merge(&mut self, other: Self);
 }
 
@@ -174,19 +238,24 @@ struct Ctx {
 
 fn process<S: Sink>(ctx: &Ctx, item: &Item, input: Input, out: &mut Scanned<S>) -> Result<()> {
     let bk = item.seg.blob_key.as_str();
+    // Rollup files are cached as decoded parts, which is what costs time
+    // to rebuild (decrypting is cheap next to decoding), raw files as the
+    // decrypted Parquet, which is ten times smaller than decoded rows.
     let plain = |input: Input| -> Result<Bytes> {
         match input {
             Input::Plain(b) => Ok(b),
             Input::Sealed(s) => {
                 let p = Bytes::from(crypt::open(&ctx.key, ctx.tenant, bk, &s)?);
-                ctx.cache.put(
-                    CacheKey {
-                        key_fp: ctx.key_fp,
-                        blob_key: bk.into(),
-                        form: Form::Plain,
-                    },
-                    Cached::Plain(p.clone()),
-                );
+                if item.part.is_none() {
+                    ctx.cache.put(
+                        CacheKey {
+                            key_fp: ctx.key_fp,
+                            blob_key: bk.into(),
+                            form: Form::Plain,
+                        },
+                        Cached::Plain(p.clone()),
+                    );
+                }
                 Ok(p)
             }
             Input::Part(_) => Err(segment::corrupt(
@@ -213,11 +282,11 @@ fn process<S: Sink>(ctx: &Ctx, item: &Item, input: Input, out: &mut Scanned<S>) 
                     p
                 }
             };
-            for r in part.rows.iter().filter(|r| r.bucket >= lo && r.bucket < hi) {
+            part.for_each_in(lo, hi, |bucket, key, c, other| {
                 out.rows += 1;
-                out.approximate |= r.other;
-                out.sink.rollup(code, r);
-            }
+                out.approximate |= other;
+                out.sink.rollup(code, bucket, key, c, other);
+            });
         }
         None => {
             let filter = ctx.filter.as_deref();
@@ -237,36 +306,31 @@ fn process<S: Sink>(ctx: &Ctx, item: &Item, input: Input, out: &mut Scanned<S>) 
     Ok(())
 }
 
-/// Decrypts, decodes and folds a window of files on one thread per core.
+/// Decrypts, decodes and folds a window of files, one lane (thread and
+/// sink) per core. The lanes carry over from window to window and are
+/// merged once at the end: merging per window cost as much as the folding.
 fn run_window<S: Sink>(
     ctx: &Ctx,
     inputs: Vec<(Item, Input)>,
-    make: &(dyn Fn() -> S + Send + Sync),
-) -> Result<Scanned<S>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8)
-        .min(inputs.len().max(1));
-    let mut lanes: Vec<Vec<(Item, Input)>> = (0..threads).map(|_| Vec::new()).collect();
+    lanes: Vec<Scanned<S>>,
+) -> Result<Vec<Scanned<S>>> {
+    let n = lanes.len().max(1);
+    let mut work: Vec<Vec<(Item, Input)>> = (0..n).map(|_| Vec::new()).collect();
     for (i, x) in inputs.into_iter().enumerate() {
-        if let Some(l) = lanes.get_mut(i % threads) {
-            l.push(x);
+        if let Some(w) = work.get_mut(i % n) {
+            w.push(x);
         }
     }
-    let results: Vec<Result<Scanned<S>>> = std::thread::scope(|sc| {
+    std::thread::scope(|sc| {
         let handles: Vec<_> = lanes
             .into_iter()
-            .map(|lane| {
+            .zip(work)
+            .map(|(mut lane, items)| {
                 sc.spawn(move || {
-                    let mut out = Scanned {
-                        sink: make(),
-                        rows: 0,
-                        approximate: false,
-                    };
-                    for (item, input) in lane {
-                        process(ctx, &item, input, &mut out)?;
+                    for (item, input) in items {
+                        process(ctx, &item, input, &mut lane)?;
                     }
-                    Ok(out)
+                    Ok(lane)
                 })
             })
             .collect();
@@ -277,31 +341,13 @@ fn run_window<S: Sink>(
                     .unwrap_or_else(|_| Err(FlowStoreError::Task("a query thread panicked".into())))
             })
             .collect()
-    });
-    let mut total = Scanned {
-        sink: make(),
-        rows: 0,
-        approximate: false,
-    };
-    for r in results {
-        let r = r?;
-        total.sink.merge(r.sink);
-        total.rows += r.rows;
-        total.approximate |= r.approximate;
-    }
-    Ok(total)
+    })
 }
 
 impl FlowStore {
     /// The tenant's segments overlapping the window, by hour partition.
-    async fn hours(
-        &self,
-        tenant: TenantId,
-        qs: i64,
-        qe: i64,
-        rollups: bool,
-    ) -> Result<BTreeMap<i64, HourSegs>> {
-        let mut hours: BTreeMap<i64, HourSegs> = BTreeMap::new();
+    async fn segments(&self, tenant: TenantId, qs: i64, qe: i64, rollups: bool) -> Result<Segs> {
+        let mut segs = Segs::default();
         let levels: &[SegmentLevel] = if rollups {
             &SegmentLevel::ALL
         } else {
@@ -309,15 +355,22 @@ impl FlowStore {
         };
         for level in levels {
             for s in self.meta.list_flow_segments(tenant, *level, qs, qe).await? {
-                let h = hours.entry(s.partition_hour).or_default();
+                if *level == SegmentLevel::D1 {
+                    segs.days
+                        .entry(s.partition_hour.div_euclid(24))
+                        .or_default()
+                        .push(s);
+                    continue;
+                }
+                let h = segs.hours.entry(s.partition_hour).or_default();
                 match level {
                     SegmentLevel::Raw => h.raw.push(s),
                     SegmentLevel::M1 => h.m1.push(s),
-                    SegmentLevel::H1 => h.h1.push(s),
+                    SegmentLevel::H1 | SegmentLevel::D1 => h.h1.push(s),
                 }
             }
         }
-        Ok(hours)
+        Ok(segs)
     }
 
     async fn fetch(&self, key_fp: [u8; 16], item: &Item) -> Result<Input> {
@@ -363,21 +416,48 @@ impl FlowStore {
             cache: self.cache.clone(),
             filter,
         });
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8)
+            .min(items.len().max(1));
+        let mut lanes: Vec<Scanned<S>> = (0..threads)
+            .map(|_| Scanned {
+                sink: make(),
+                rows: 0,
+                approximate: false,
+            })
+            .collect();
+        let mut rest = items;
+        while !rest.is_empty() {
+            // A window: up to WINDOW_FILES files or WINDOW_BYTES fetched,
+            // so a long scan never holds all its files at once.
+            let mut inputs = Vec::new();
+            let mut bytes = 0usize;
+            while let Some((item, tail)) = rest.split_first() {
+                if inputs.len() >= WINDOW_FILES || bytes >= WINDOW_BYTES {
+                    break;
+                }
+                let input = self.fetch(key_fp, item).await?;
+                bytes += match &input {
+                    Input::Part(_) => 0,
+                    Input::Plain(b) => b.len(),
+                    Input::Sealed(v) => v.len(),
+                };
+                inputs.push((item.clone(), input));
+                rest = tail;
+            }
+            let ctx = ctx.clone();
+            lanes = crate::blocking(move || run_window(&ctx, inputs, lanes)).await?;
+        }
         let mut total = Scanned {
             sink: make(),
             rows: 0,
             approximate: false,
         };
-        for window in items.chunks(WINDOW) {
-            let mut inputs = Vec::with_capacity(window.len());
-            for item in window {
-                inputs.push((item.clone(), self.fetch(key_fp, item).await?));
-            }
-            let (ctx, make) = (ctx.clone(), make.clone());
-            let r = crate::blocking(move || run_window(&ctx, inputs, &*make)).await?;
-            total.sink.merge(r.sink);
-            total.rows += r.rows;
-            total.approximate |= r.approximate;
+        for lane in lanes {
+            total.sink.merge(lane.sink);
+            total.rows += lane.rows;
+            total.approximate |= lane.approximate;
         }
         Ok(total)
     }
@@ -413,7 +493,7 @@ fn empty_level(filter: bool, allow_hour: bool) -> Level {
 
 struct TopSink {
     dim: Dim,
-    map: HashMap<Key, Counters>,
+    map: FastMap<Key, Counters>,
 }
 
 impl Sink for TopSink {
@@ -423,12 +503,15 @@ impl Sink for TopSink {
             .or_default()
             .add(&Counters::of(row));
     }
-    fn rollup(&mut self, _part: u8, r: &RollupRow) {
-        if !r.other {
-            self.map.entry(r.key).or_default().add(&r.c);
+    fn rollup(&mut self, _part: u8, _bucket: i64, key: &Key, c: &Counters, other: bool) {
+        if !other {
+            self.map.entry(*key).or_default().add(c);
         }
     }
-    fn merge(&mut self, other: Self) {
+    fn merge(&mut self, mut other: Self) {
+        if other.map.len() > self.map.len() {
+            std::mem::swap(&mut self.map, &mut other.map);
+        }
         for (k, c) in other.map {
             self.map.entry(k).or_default().add(&c);
         }
@@ -436,7 +519,7 @@ impl Sink for TopSink {
 }
 
 /// Keys ranked by `metric`, largest first, ties by key value.
-fn rank(dim: Dim, metric: Metric, map: HashMap<Key, Counters>) -> Vec<(DimValue, Counters)> {
+fn rank(dim: Dim, metric: Metric, map: FastMap<Key, Counters>) -> Vec<(DimValue, Counters)> {
     let mut v: Vec<(DimValue, Counters)> =
         map.into_iter().map(|(k, c)| (dim.value(&k), c)).collect();
     v.sort_unstable_by(|a, b| {
@@ -456,9 +539,9 @@ impl Sink for TotalSink {
     fn raw(&mut self, row: &FlowRow) {
         self.0.add(&Counters::of(row));
     }
-    fn rollup(&mut self, part: u8, r: &RollupRow) {
+    fn rollup(&mut self, part: u8, _bucket: i64, _key: &Key, c: &Counters, _other: bool) {
         if part == TOTAL_PART {
-            self.0.add(&r.c);
+            self.0.add(c);
         }
     }
     fn merge(&mut self, other: Self) {
@@ -488,7 +571,7 @@ struct SeriesSink {
     metric: Metric,
     dim: Option<Dim>,
     totals: Vec<u64>,
-    per_key: HashMap<Key, u64>,
+    per_key: FastMap<Key, u64>,
 }
 
 impl Sink for SeriesSink {
@@ -503,14 +586,14 @@ impl Sink for SeriesSink {
             *e = e.saturating_add(v);
         }
     }
-    fn rollup(&mut self, part: u8, r: &RollupRow) {
-        let v = r.c.metric(self.metric);
+    fn rollup(&mut self, part: u8, bucket: i64, key: &Key, c: &Counters, other: bool) {
+        let v = c.metric(self.metric);
         if part == TOTAL_PART {
-            if let Some(slot) = self.b.index(r.bucket).and_then(|i| self.totals.get_mut(i)) {
+            if let Some(slot) = self.b.index(bucket).and_then(|i| self.totals.get_mut(i)) {
                 *slot = slot.saturating_add(v);
             }
-        } else if !r.other {
-            let e = self.per_key.entry(r.key).or_default();
+        } else if !other {
+            let e = self.per_key.entry(*key).or_default();
             *e = e.saturating_add(v);
         }
     }
@@ -530,7 +613,7 @@ struct StackSink {
     b: Buckets,
     metric: Metric,
     dim: Dim,
-    keys: Arc<HashMap<Key, usize>>,
+    keys: Arc<FastMap<Key, usize>>,
     values: Vec<Vec<u64>>,
 }
 
@@ -549,9 +632,9 @@ impl Sink for StackSink {
         let t = i64::try_from(row.flow.start_ms).unwrap_or(i64::MAX);
         self.add(&self.dim.key(row), t, Counters::of(row).metric(self.metric));
     }
-    fn rollup(&mut self, _part: u8, r: &RollupRow) {
-        if !r.other {
-            self.add(&r.key, r.bucket, r.c.metric(self.metric));
+    fn rollup(&mut self, _part: u8, bucket: i64, key: &Key, c: &Counters, other: bool) {
+        if !other {
+            self.add(key, bucket, c.metric(self.metric));
         }
     }
     fn merge(&mut self, other: Self) {
@@ -589,7 +672,7 @@ impl Sink for SearchSink {
             self.trim();
         }
     }
-    fn rollup(&mut self, _part: u8, _r: &RollupRow) {}
+    fn rollup(&mut self, _part: u8, _bucket: i64, _key: &Key, _c: &Counters, _other: bool) {}
     fn merge(&mut self, other: Self) {
         self.rows.extend(other.rows);
         if self.rows.len() >= self.need.saturating_mul(2).saturating_add(1024) {
@@ -631,13 +714,13 @@ impl FlowStore {
         q: &TopQuery,
     ) -> Result<Answer<Vec<TopEntry>>> {
         let rollups = q.filter.is_none();
-        let hours = self.hours(tenant, q.start_ms, q.end_ms, rollups).await?;
+        let segs = self.segments(tenant, q.start_ms, q.end_ms, rollups).await?;
         let p = plan(
-            &hours,
+            &segs,
+            tenant,
             q.start_ms,
             q.end_ms,
-            rollups,
-            rollups,
+            Allow::rollups(rollups),
             &[q.dim.index() as u8],
         );
         let dim = q.dim;
@@ -649,7 +732,7 @@ impl FlowStore {
                 q.filter.clone(),
                 Arc::new(move || TopSink {
                     dim,
-                    map: HashMap::new(),
+                    map: FastMap::default(),
                 }),
             )
             .await?;
@@ -696,8 +779,15 @@ impl FlowStore {
         filter: Option<RowFilter>,
     ) -> Result<Answer<Totals>> {
         let rollups = filter.is_none();
-        let hours = self.hours(tenant, start_ms, end_ms, rollups).await?;
-        let p = plan(&hours, start_ms, end_ms, rollups, rollups, &[TOTAL_PART]);
+        let segs = self.segments(tenant, start_ms, end_ms, rollups).await?;
+        let p = plan(
+            &segs,
+            tenant,
+            start_ms,
+            end_ms,
+            Allow::rollups(rollups),
+            &[TOTAL_PART],
+        );
         let s = self
             .scan(tenant, key, &p.items, filter, Arc::new(TotalSink::default))
             .await?;
@@ -761,23 +851,21 @@ impl FlowStore {
         b: Buckets,
     ) -> Result<Answer<Series>> {
         let rollups = q.filter.is_none();
-        let allow_hour = rollups && q.bucket_ms % HOUR_MS == 0;
-        let allow_minute = rollups && q.bucket_ms % MINUTE_MS == 0;
-        let hours = self
-            .hours(tenant, q.start_ms, q.end_ms, allow_minute)
+        // A rollup answers only if its buckets fit in the series' buckets.
+        let allow = Allow {
+            day: rollups && q.bucket_ms % DAY_MS == 0,
+            hour: rollups && q.bucket_ms % HOUR_MS == 0,
+            minute: rollups && q.bucket_ms % MINUTE_MS == 0,
+        };
+        let allow_hour = allow.hour;
+        let segs = self
+            .segments(tenant, q.start_ms, q.end_ms, allow.minute)
             .await?;
         let mut parts = vec![TOTAL_PART];
         if let Some(d) = q.dim {
             parts.push(d.index() as u8);
         }
-        let p = plan(
-            &hours,
-            q.start_ms,
-            q.end_ms,
-            allow_hour,
-            allow_minute,
-            &parts,
-        );
+        let p = plan(&segs, tenant, q.start_ms, q.end_ms, allow, &parts);
         let (metric, dim) = (q.metric, q.dim);
         let s = self
             .scan(
@@ -790,7 +878,7 @@ impl FlowStore {
                     metric,
                     dim,
                     totals: vec![0; b.count],
-                    per_key: HashMap::new(),
+                    per_key: FastMap::default(),
                 }),
             )
             .await?;
@@ -819,7 +907,7 @@ impl FlowStore {
             .collect();
         ranked.sort_unstable_by(|a, b| b.2.cmp(&a.2).then(a.1.cmp(&b.1)));
         ranked.truncate(q.top);
-        let keys: Arc<HashMap<Key, usize>> =
+        let keys: Arc<FastMap<Key, usize>> =
             Arc::new(ranked.iter().enumerate().map(|(i, r)| (r.0, i)).collect());
         let dim_part = d.index() as u8;
         let items: Vec<Item> = p
@@ -912,21 +1000,24 @@ impl FlowStore {
         let mut page: Vec<(RowKey, FlowRow)> = Vec::with_capacity(q.limit);
         let mut rows_scanned = 0;
         let mut full = false;
-        let hours = if start < q.end_ms {
-            self.hours(tenant, start, q.end_ms, false).await?
+        let all = if start < q.end_ms {
+            self.segments(tenant, start, q.end_ms, false).await?
         } else {
-            BTreeMap::new()
+            Segs::default()
         };
-        for (hour, segs) in &hours {
-            let one: BTreeMap<i64, HourSegs> = [(
-                *hour,
-                HourSegs {
-                    raw: segs.raw.clone(),
-                    ..Default::default()
-                },
-            )]
-            .into();
-            let p = plan(&one, start, q.end_ms, false, false, &[]);
+        for (hour, segs) in &all.hours {
+            let one = Segs {
+                hours: [(
+                    *hour,
+                    HourSegs {
+                        raw: segs.raw.clone(),
+                        ..Default::default()
+                    },
+                )]
+                .into(),
+                days: BTreeMap::new(),
+            };
+            let p = plan(&one, tenant, start, q.end_ms, Allow::rollups(false), &[]);
             let s = self
                 .scan(
                     tenant,
@@ -1011,7 +1102,9 @@ mod tests {
     #[test]
     fn plans_read_the_coarsest_table_that_answers() {
         let h = HOUR_MS;
-        let mut hours = BTreeMap::new();
+        let mut segs = Segs::default();
+        let t = TenantId(uuid::Uuid::nil());
+        let hours = &mut segs.hours;
         // Hour 10: compacted, with a late 1-minute rollup. Hour 11: open.
         hours.insert(
             10,
@@ -1039,7 +1132,8 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         // Whole hour 10: h1 plus the late m1, nothing else.
-        let p = plan(&hours, 10 * h, 11 * h, true, true, &[0]);
+        let on = Allow::rollups(true);
+        let p = plan(&segs, t, 10 * h, 11 * h, on, &[0]);
         assert_eq!(p.level, Some(Level::Hour));
         assert_eq!(
             levels(&p),
@@ -1049,7 +1143,7 @@ mod tests {
             ]
         );
         // Hour 11 is open: whole minutes from m1, the fraction from raw.
-        let p = plan(&hours, 11 * h, 11 * h + 90_500, true, true, &[0]);
+        let p = plan(&segs, t, 11 * h, 11 * h + 90_500, on, &[0]);
         assert_eq!(p.level, Some(Level::Raw));
         assert_eq!(
             levels(&p),
@@ -1059,7 +1153,7 @@ mod tests {
             ]
         );
         // A filter reads raw only.
-        let p = plan(&hours, 10 * h, 12 * h, false, false, &[]);
+        let p = plan(&segs, t, 10 * h, 12 * h, Allow::rollups(false), &[]);
         assert_eq!(
             levels(&p),
             vec![
@@ -1068,9 +1162,60 @@ mod tests {
             ]
         );
         // Part of a compacted hour: minutes from its m1 files (both).
-        let p = plan(&hours, 10 * h + 120_000, 11 * h, true, true, &[0]);
+        let p = plan(&segs, t, 10 * h + 120_000, 11 * h, on, &[0]);
         assert_eq!(p.level, Some(Level::Minute));
         assert_eq!(p.items.len(), 1, "the late m1 covers only the first minute");
+    }
+
+    #[test]
+    fn a_day_rollup_answers_only_while_it_matches_its_hours() {
+        let (h, d) = (HOUR_MS, DAY_MS);
+        let t = TenantId(uuid::Uuid::from_u128(5));
+        let mut segs = Segs::default();
+        for hour in 24..48 {
+            segs.hours.insert(
+                hour,
+                HourSegs {
+                    h1: vec![seg(SegmentLevel::H1, hour, hour * h, (hour + 1) * h, true)],
+                    ..Default::default()
+                },
+            );
+        }
+        // A late, uncompacted 1-minute rollup in hour 30.
+        if let Some(x) = segs.hours.get_mut(&30) {
+            x.m1.push(seg(SegmentLevel::M1, 30, 30 * h, 30 * h + 60_000, false));
+        }
+        let h1: Vec<FlowSegment> = segs.hours.values().flat_map(|x| x.h1.clone()).collect();
+        let mut current = seg(SegmentLevel::D1, 24, d, 2 * d, true);
+        current.id = crate::day_rollup_id(t, 1, &h1);
+        segs.days.insert(1, vec![current]);
+        let on = Allow::rollups(true);
+        let p = plan(&segs, t, d, 2 * d, on, &[0]);
+        assert_eq!(p.level, Some(Level::Day));
+        let levels: Vec<_> = p.items.iter().map(|i| i.seg.level).collect();
+        assert_eq!(levels, vec![SegmentLevel::D1, SegmentLevel::M1]);
+        // Not the whole day: hours answer.
+        let p = plan(&segs, t, d, 2 * d - h, on, &[0]);
+        assert_eq!(p.level, Some(Level::Hour));
+        // Another tenant's id, or hours compacted again since: stale.
+        let p = plan(
+            &segs,
+            TenantId(uuid::Uuid::from_u128(6)),
+            d,
+            2 * d,
+            on,
+            &[0],
+        );
+        assert_eq!(p.level, Some(Level::Hour));
+        if let Some(x) = segs.hours.get_mut(&40) {
+            x.h1 = vec![seg(SegmentLevel::H1, 40, 40 * h, 41 * h, true)];
+        }
+        let p = plan(&segs, t, d, 2 * d, on, &[0]);
+        assert_eq!(p.level, Some(Level::Hour));
+        assert_eq!(p.items.len(), 25, "24 hour rollups and the late minute");
+        // Series whose buckets are not whole days never read it.
+        let p = plan(&segs, t, d, 2 * d, Allow { day: false, ..on }, &[0]);
+        assert_eq!(p.level, Some(Level::Hour));
     }
 
     #[test]

@@ -164,14 +164,19 @@ async fn retention_removes_expired_segments_from_disk() {
         }
         v
     };
-    assert_eq!(old_segs.len(), 3, "raw, m1 and h1 of the old hour");
+    let levels: Vec<SegmentLevel> = old_segs.iter().map(|s| s.level).collect();
+    assert_eq!(
+        levels,
+        SegmentLevel::ALL,
+        "raw, m1, h1 and d1 of the old hour"
+    );
     for s in &old_segs {
         assert!(env.blob_dir().join(&s.blob_key).exists());
     }
     let files_before = files_under(&env.blob_dir()).len();
 
     let st = fs.enforce_retention(t, now, 32).await.unwrap();
-    assert_eq!(st.segments, 3);
+    assert_eq!(st.segments, 4);
     assert_eq!(st.bytes, old_segs.iter().map(|s| s.bytes).sum::<u64>());
     for s in &old_segs {
         assert!(
@@ -180,7 +185,7 @@ async fn retention_removes_expired_segments_from_disk() {
             s.blob_key
         );
     }
-    assert_eq!(files_under(&env.blob_dir()).len(), files_before - 3);
+    assert_eq!(files_under(&env.blob_dir()).len(), files_before - 4);
     for level in SegmentLevel::ALL {
         assert!(meta
             .list_flow_segments(t, level, T0, T0 + H)
@@ -209,7 +214,7 @@ async fn retention_removes_expired_segments_from_disk() {
         .enforce_retention(t, now + 40 * DAY_MS, 32)
         .await
         .unwrap();
-    assert_eq!(st.segments, 3);
+    assert_eq!(st.segments, 4, "raw, m1, h1 and d1 of the recent hour");
     assert!(files_under(&env.blob_dir()).is_empty());
 }
 
@@ -221,6 +226,7 @@ async fn approximate_exactly_when_a_cut_rollup_answers() {
     let fs = env.flow_store(FlowStoreConfig {
         m1_top_k: 3,
         h1_top_k: 3,
+        d1_top_k: 3,
         ..Default::default()
     });
     let (t, devs) = env.tenant("alpha", 1).await;
@@ -382,5 +388,63 @@ async fn approximate_exactly_when_a_cut_rollup_answers() {
         Metric::Bytes,
         10,
         "uncut sources",
+    );
+}
+
+/// Merging the cut 1-minute rollups of an open hour keeps them marked cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merged_cut_rollups_stay_approximate() {
+    let env = Env::new().await;
+    let fs = env.flow_store(FlowStoreConfig {
+        m1_top_k: 3,
+        open_merge_files: 2,
+        ..Default::default()
+    });
+    let (t, devs) = env.tenant("alpha", 1).await;
+    let key = DataKey::from_bytes([1; 32]);
+    let rows = Generator::new(
+        1,
+        (T0 + 120_000) as u64,
+        (H - 240_000) as u64,
+        2_000,
+        200,
+        &devs,
+    )
+    .rows(2_000);
+    for chunk in rows.chunks(500) {
+        let b = env.batch(t, devs[0]).await;
+        fs.append(t, &key, &[b], chunk.to_vec()).await.unwrap();
+    }
+    let st = fs.compact(t, &key, T0 + 30 * 60_000).await.unwrap();
+    assert_eq!(st.open_merges, 1);
+    let q = |dim| TopQuery {
+        start_ms: T0,
+        end_ms: T0 + H,
+        dim,
+        metric: Metric::Bytes,
+        n: 10,
+        filter: None,
+    };
+    let src = fs.top_n(t, &key, &q(Dim::Src)).await.unwrap();
+    assert_eq!(src.level, Level::Minute);
+    assert!(src.approximate);
+    let proto = fs.top_n(t, &key, &q(Dim::Proto)).await.unwrap();
+    assert!(!proto.approximate);
+    fold::check_top(
+        &proto.data,
+        &fold::top(&rows, Dim::Proto, T0, T0 + H, &|_| true),
+        Metric::Bytes,
+        10,
+        "proto",
+    );
+    let tot = fs.totals(t, &key, T0, T0 + H, None).await.unwrap();
+    assert_eq!(
+        [
+            tot.data.bytes,
+            tot.data.packets,
+            tot.data.flows,
+            tot.data.records
+        ],
+        fold::totals(&rows, T0, T0 + H, &|_| true)
     );
 }

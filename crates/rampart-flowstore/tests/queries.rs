@@ -21,6 +21,7 @@ fn exact() -> FlowStoreConfig {
     FlowStoreConfig {
         m1_top_k: 1_000_000,
         h1_top_k: 1_000_000,
+        d1_top_k: 1_000_000,
         ..Default::default()
     }
 }
@@ -189,11 +190,11 @@ async fn answers_equal_an_independent_fold_at_every_level() {
         7,
         (T0 + 3 * 60_000) as u64,
         (3 * H - 6 * 60_000) as u64,
-        24_000,
-        400,
+        12_000,
+        300,
         &devs,
     );
-    let mut rows = g.rows(24_000);
+    let mut rows = g.rows(12_000);
     append_all(&env, &fs, tenant, &key, &devs, &rows, 3).await;
     let c = Case {
         fs: &fs,
@@ -360,7 +361,8 @@ async fn answers_equal_an_independent_fold_at_every_level() {
 
     // Files stay bounded: one raw, one m1 and one h1 per compacted hour.
     let meta: &dyn rampart_store::Store = env.meta.as_ref();
-    for level in rampart_store::SegmentLevel::ALL {
+    use rampart_store::SegmentLevel::{Raw, H1, M1};
+    for level in [Raw, M1, H1] {
         let segs = meta
             .list_flow_segments(tenant, level, T0, T0 + 3 * H)
             .await
@@ -471,4 +473,195 @@ async fn empty_and_invalid_queries() {
         .await
         .unwrap_err();
     assert!(e.is_bad_request());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_hour_keeps_few_files_and_exact_answers() {
+    let env = Env::new().await;
+    let fs = env.flow_store(FlowStoreConfig {
+        open_merge_files: 4,
+        ..exact()
+    });
+    let (tenant, devs) = env.tenant("alpha", 2).await;
+    let key = DataKey::from_bytes([1; 32]);
+    // Twelve small appends into one hour, as a busy spool processor does.
+    let rows = Generator::new(
+        3,
+        (T0 + 180_000) as u64,
+        (H - 360_000) as u64,
+        3_000,
+        200,
+        &devs,
+    )
+    .rows(3_000);
+    append_all(&env, &fs, tenant, &key, &devs, &rows, 12).await;
+    let meta: &dyn rampart_store::Store = env.meta.as_ref();
+    let count = |level| async move {
+        meta.list_flow_segments(tenant, level, T0, T0 + H)
+            .await
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count(rampart_store::SegmentLevel::M1).await, 12);
+    // The hour is still open at T0 + 50 min.
+    let st = fs.compact(tenant, &key, T0 + 50 * 60_000).await.unwrap();
+    assert_eq!((st.hours, st.open_merges), (0, 1), "{st:?}");
+    assert_eq!(count(rampart_store::SegmentLevel::M1).await, 1);
+    assert_eq!(count(rampart_store::SegmentLevel::Raw).await, 1);
+    assert_eq!(count(rampart_store::SegmentLevel::H1).await, 0);
+    let c = Case {
+        fs: &fs,
+        tenant,
+        key: &key,
+        rows: &rows,
+    };
+    c.check(T0, T0 + H, None, Level::Minute, "merged open hour")
+        .await;
+    c.check(
+        T0 + 600_500,
+        T0 + 2_400_250,
+        None,
+        Level::Raw,
+        "merged open hour, fractions",
+    )
+    .await;
+    // More appends, then the hour closes: one file of each level.
+    let more = Generator::new(
+        4,
+        (T0 + 180_000) as u64,
+        (H - 360_000) as u64,
+        500,
+        50,
+        &devs,
+    )
+    .rows(500);
+    append_all(&env, &fs, tenant, &key, &devs, &more, 2).await;
+    let mut all = rows.clone();
+    all.extend(more);
+    let st = fs
+        .compact(tenant, &key, T0 + H + 10 * 60_000)
+        .await
+        .unwrap();
+    assert_eq!(st.hours, 1);
+    use rampart_store::SegmentLevel::{Raw, H1, M1};
+    for level in [Raw, M1, H1] {
+        assert_eq!(count(level).await, 1, "{level:?}");
+    }
+    let c = Case {
+        fs: &fs,
+        tenant,
+        key: &key,
+        rows: &all,
+    };
+    c.check(T0, T0 + H, None, Level::Hour, "closed after merges")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_days_come_from_day_rollups() {
+    const D0: i64 = 20_718 * DAY_MS;
+    let env = Env::new().await;
+    let fs = env.flow_store(exact());
+    let (tenant, devs) = env.tenant("alpha", 2).await;
+    let key = DataKey::from_bytes([1; 32]);
+    let mut rows = Generator::new(
+        5,
+        (D0 + 180_000) as u64,
+        (2 * DAY_MS - 360_000) as u64,
+        4_800,
+        200,
+        &devs,
+    )
+    .rows(4_800);
+    append_all(&env, &fs, tenant, &key, &devs, &rows, 4).await;
+    let st = fs
+        .compact(tenant, &key, D0 + 2 * DAY_MS + 10 * 60_000)
+        .await
+        .unwrap();
+    assert_eq!((st.hours, st.days), (48, 2), "{st:?}");
+    let again = fs
+        .compact(tenant, &key, D0 + 2 * DAY_MS + 10 * 60_000)
+        .await
+        .unwrap();
+    assert_eq!((again.hours, again.days), (0, 0), "day rollups are current");
+    let c = Case {
+        fs: &fs,
+        tenant,
+        key: &key,
+        rows: &rows,
+    };
+    c.check(D0, D0 + 2 * DAY_MS, None, Level::Day, "two whole days")
+        .await;
+    c.check(
+        D0,
+        D0 + DAY_MS + 5 * H,
+        None,
+        Level::Hour,
+        "a day and five hours",
+    )
+    .await;
+    c.check_series(
+        D0,
+        D0 + 2 * DAY_MS,
+        DAY_MS,
+        None,
+        Level::Day,
+        "daily series",
+    )
+    .await;
+    c.check_series(
+        D0,
+        D0 + 2 * DAY_MS,
+        6 * H,
+        None,
+        Level::Hour,
+        "6-hour series",
+    )
+    .await;
+
+    // Late rows in a compacted day count through their minute rollups...
+    let mut late = Generator::new(
+        6,
+        (D0 + 5 * H + 180_000) as u64,
+        (H - 360_000) as u64,
+        300,
+        30,
+        &devs,
+    )
+    .rows(300);
+    append_all(&env, &fs, tenant, &key, &devs, &late, 1).await;
+    rows.append(&mut late);
+    let c = Case {
+        fs: &fs,
+        tenant,
+        key: &key,
+        rows: &rows,
+    };
+    c.check(D0, D0 + 2 * DAY_MS, None, Level::Day, "with late rows")
+        .await;
+    // ...and compaction folds them into the hour, then the day.
+    let st = fs
+        .compact(tenant, &key, D0 + 2 * DAY_MS + 10 * 60_000)
+        .await
+        .unwrap();
+    assert_eq!((st.hours, st.days), (1, 1), "{st:?}");
+    c.check(D0, D0 + 2 * DAY_MS, None, Level::Day, "day recompacted")
+        .await;
+    let meta: &dyn rampart_store::Store = env.meta.as_ref();
+    let d1 = meta
+        .list_flow_segments(tenant, rampart_store::SegmentLevel::D1, D0, D0 + 2 * DAY_MS)
+        .await
+        .unwrap();
+    assert_eq!(d1.len(), 2);
+    // Retention removes a day rollup with its day.
+    let st = fs
+        .enforce_retention(tenant, D0 + 2 * DAY_MS + DAY_MS / 2, 1)
+        .await
+        .unwrap();
+    assert!(st.segments > 0);
+    let d1 = meta
+        .list_flow_segments(tenant, rampart_store::SegmentLevel::D1, D0, D0 + 2 * DAY_MS)
+        .await
+        .unwrap();
+    assert_eq!(d1.len(), 1, "the first day is gone");
 }

@@ -169,16 +169,24 @@ pub enum SegmentLevel {
     M1,
     /// 1-hour rollups.
     H1,
+    /// 1-day rollups, merged from a day's 1-hour rollups.
+    D1,
 }
 
 impl SegmentLevel {
-    pub const ALL: [SegmentLevel; 3] = [SegmentLevel::Raw, SegmentLevel::M1, SegmentLevel::H1];
+    pub const ALL: [SegmentLevel; 4] = [
+        SegmentLevel::Raw,
+        SegmentLevel::M1,
+        SegmentLevel::H1,
+        SegmentLevel::D1,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             SegmentLevel::Raw => "raw",
             SegmentLevel::M1 => "m1",
             SegmentLevel::H1 => "h1",
+            SegmentLevel::D1 => "d1",
         }
     }
 
@@ -194,7 +202,8 @@ pub struct FlowSegment {
     pub id: Uuid,
     pub level: SegmentLevel,
     /// Hours since the epoch (`start_ms / 3_600_000`): a segment holds the
-    /// flows, or buckets, of exactly one hour.
+    /// flows, or buckets, of exactly one hour; a `D1` segment names the
+    /// first hour of its day.
     pub partition_hour: i64,
     /// Half-open range `[start_ms, end_ms)` of the flow starts (raw) or
     /// bucket starts plus the bucket width (rollups) it covers, in ms.
@@ -209,8 +218,9 @@ pub struct FlowSegment {
     /// answers computed from it may be approximate.
     pub cut: bool,
     /// Written by compaction: the merged raw or m1 segment of a closed hour,
-    /// or its h1 rollup. An uncompacted m1 segment in an hour that has an h1
-    /// one arrived after the compaction and is not counted in it.
+    /// its h1 rollup, or a d1 rollup. An uncompacted m1 segment in an hour
+    /// that has an h1 one arrived after the compaction and is not counted
+    /// in it.
     pub compacted: bool,
     /// Unix seconds.
     pub created_at: i64,

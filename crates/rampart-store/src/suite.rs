@@ -661,11 +661,36 @@ async fn flow_segments(s: &dyn Store) {
         vec![m1.clone()],
         "levels are separate and rows round-trip"
     );
-    assert!(s
-        .list_flow_segments(ta, SegmentLevel::H1, 0, i64::MAX)
-        .await
-        .unwrap()
-        .is_empty());
+    for level in [SegmentLevel::H1, SegmentLevel::D1] {
+        assert!(s
+            .list_flow_segments(ta, level, 0, i64::MAX)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+    // Every level round-trips, a day rollup included.
+    let day = FlowSegment {
+        partition_hour: 240,
+        compacted: true,
+        ..segment(SegmentLevel::D1, 240 * h, 264 * h)
+    };
+    s.commit_flow_segments(
+        ta,
+        &SegmentCommit {
+            insert: std::slice::from_ref(&day),
+            now: 9,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.list_flow_segments(ta, SegmentLevel::D1, 250 * h, 251 * h)
+            .await
+            .unwrap(),
+        vec![day.clone()]
+    );
+    assert_eq!(s.delete_flow_segments(ta, &[day.id]).await.unwrap(), 1);
     assert!(
         s.list_flow_segments(tb, SegmentLevel::Raw, 0, i64::MAX)
             .await

@@ -13,21 +13,33 @@ use rampart_store::*;
 use uuid::Uuid;
 
 pub struct Env {
-    pub dir: tempfile::TempDir,
+    /// Removed on drop, unless the store lives in a directory given.
+    _tmp: Option<tempfile::TempDir>,
+    pub root: std::path::PathBuf,
     pub meta: Arc<SqliteStore>,
     pub blobs: Arc<LocalBlobStore>,
 }
 
 impl Env {
     pub async fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = Arc::new(
-            SqliteStore::open(&dir.path().join("meta.db"))
-                .await
-                .unwrap(),
-        );
-        let blobs = Arc::new(LocalBlobStore::new(dir.path().join("blobs")));
-        Env { dir, meta, blobs }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let mut env = Env::at(&root).await;
+        env._tmp = Some(tmp);
+        env
+    }
+
+    /// A store in `root`, kept after the process ends.
+    pub async fn at(root: &std::path::Path) -> Env {
+        std::fs::create_dir_all(root).unwrap();
+        let meta = Arc::new(SqliteStore::open(&root.join("meta.db")).await.unwrap());
+        let blobs = Arc::new(LocalBlobStore::new(root.join("blobs")));
+        Env {
+            _tmp: None,
+            root: root.to_path_buf(),
+            meta,
+            blobs,
+        }
     }
 
     pub fn flow_store(&self, cfg: FlowStoreConfig) -> FlowStore {
@@ -35,7 +47,7 @@ impl Env {
     }
 
     pub fn blob_dir(&self) -> std::path::PathBuf {
-        self.dir.path().join("blobs")
+        self.root.join("blobs")
     }
 
     /// A tenant with `devices` active devices.
