@@ -38,6 +38,7 @@ use std::sync::{Arc, RwLock};
 
 use hmac::{Hmac, Mac};
 use rampart_flow::{AppLabel, FlowFlags, FlowRecord};
+use rampart_proto::alerts::IdsAlert;
 use rampart_proto::controls::{ControlsError, DataControls, FlowField, PseudonymKey, TextField};
 use sha2::Sha256;
 
@@ -248,44 +249,98 @@ impl Masker {
             if app {
                 r.app = AppLabel::default();
             }
-            // 2. No addresses at all.
+            // 2 and 3: the address policy.
             if !c.collect_addresses {
-                r.src_addr = unspecified_like(r.src_addr);
-                r.dst_addr = unspecified_like(r.dst_addr);
                 r.exporter = unspecified_like(r.exporter);
-                r.flags |= FlowFlags::ADDR_DROPPED;
-            } else {
-                // 3. Truncate, then pseudonymize.
-                if let Some(t) = c.truncate {
-                    r.src_addr = truncate(r.src_addr, t.v4_prefix, t.v6_prefix);
-                    r.dst_addr = truncate(r.dst_addr, t.v4_prefix, t.v6_prefix);
-                    r.flags |= FlowFlags::ADDR_TRUNCATED;
-                }
-                if c.pseudonymize_addresses {
-                    match &self.mac {
-                        Some(mac) => {
-                            r.src_addr = IpAddr::V6(pseudonym(mac, r.src_addr));
-                            r.dst_addr = IpAddr::V6(pseudonym(mac, r.dst_addr));
-                            r.flags |= FlowFlags::ADDR_PSEUDONYM;
-                        }
-                        None => {
-                            r.src_addr = unspecified_like(r.src_addr);
-                            r.dst_addr = unspecified_like(r.dst_addr);
-                            r.flags |= FlowFlags::ADDR_DROPPED;
-                        }
-                    }
-                }
             }
+            r.flags |= self.mask_addrs(&mut r.src_addr, &mut r.dst_addr);
             // 4. Redaction of text fields.
             if !self.app_rules.is_empty() && !r.app.is_empty() {
-                let mut text = r.app.as_str().to_owned();
-                for (re, replacement) in &self.app_rules {
-                    let out = re.replace_all(&text, replacement.as_str());
-                    if let std::borrow::Cow::Owned(changed) = out {
-                        text = changed;
-                    }
+                r.app = AppLabel::new(&self.redact_app(r.app.as_str()));
+            }
+        }
+        0
+    }
+
+    /// Steps 2 and 3 of the module docs for one address pair: dropped,
+    /// or truncated and/or pseudonymized. Returns the [`FlowFlags`] bits
+    /// that say which.
+    fn mask_addrs(&self, src: &mut IpAddr, dst: &mut IpAddr) -> u8 {
+        let c = &self.controls;
+        if !c.collect_addresses {
+            *src = unspecified_like(*src);
+            *dst = unspecified_like(*dst);
+            return FlowFlags::ADDR_DROPPED;
+        }
+        let mut flags = 0;
+        if let Some(t) = c.truncate {
+            *src = truncate(*src, t.v4_prefix, t.v6_prefix);
+            *dst = truncate(*dst, t.v4_prefix, t.v6_prefix);
+            flags |= FlowFlags::ADDR_TRUNCATED;
+        }
+        if c.pseudonymize_addresses {
+            match &self.mac {
+                Some(mac) => {
+                    *src = IpAddr::V6(pseudonym(mac, *src));
+                    *dst = IpAddr::V6(pseudonym(mac, *dst));
+                    flags |= FlowFlags::ADDR_PSEUDONYM;
                 }
-                r.app = AppLabel::new(&text);
+                None => {
+                    *src = unspecified_like(*src);
+                    *dst = unspecified_like(*dst);
+                    flags |= FlowFlags::ADDR_DROPPED;
+                }
+            }
+        }
+        flags
+    }
+
+    fn redact_app(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for (re, replacement) in &self.app_rules {
+            if let std::borrow::Cow::Owned(changed) = re.replace_all(&text, replacement.as_str()) {
+                text = changed;
+            }
+        }
+        text
+    }
+
+    /// Masks IDS alerts in place under the same controls as flows: the
+    /// same address policy, port and protocol drops, and the app-label
+    /// rules for `app_proto`. Returns how many were removed (all of them
+    /// when blocked, else none).
+    pub fn apply_alerts(&self, alerts: &mut Vec<IdsAlert>) -> usize {
+        if self.blocked.is_some() {
+            let n = alerts.len();
+            alerts.clear();
+            return n;
+        }
+        let c = &self.controls;
+        let unspecified = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        for a in alerts.iter_mut() {
+            if c.drops(FlowField::SrcPort) {
+                a.src_port = None;
+            }
+            if c.drops(FlowField::DstPort) {
+                a.dst_port = None;
+            }
+            if c.drops(FlowField::Protocol) {
+                a.protocol = None;
+            }
+            if c.drops(FlowField::App) {
+                a.app_proto = None;
+            }
+            let (had_src, had_dst) = (a.src_addr.is_some(), a.dst_addr.is_some());
+            let mut src = a.src_addr.unwrap_or(unspecified);
+            let mut dst = a.dst_addr.unwrap_or(unspecified);
+            let flags = self.mask_addrs(&mut src, &mut dst);
+            let dropped = flags & FlowFlags::ADDR_DROPPED != 0;
+            a.src_addr = (had_src && !dropped).then_some(src);
+            a.dst_addr = (had_dst && !dropped).then_some(dst);
+            if let Some(app) = &a.app_proto {
+                if !self.app_rules.is_empty() {
+                    a.app_proto = Some(self.redact_app(app));
+                }
             }
         }
         0

@@ -130,6 +130,7 @@ fn send(
         file: None,
         received_ms: now_ms(),
         records: std::mem::replace(records, Vec::with_capacity(CHUNK_RECORDS)),
+        alerts: Vec::new(),
         checkpoint: None,
     };
     match tx.try_send(chunk) {

@@ -29,6 +29,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rampart_flow::{codec, FlowFlags, FlowRecord};
+use rampart_proto::alerts::IdsAlert;
 use rampart_proto::batch::Priority;
 use serde::{Deserialize, Serialize};
 
@@ -111,6 +112,8 @@ pub struct Chunk {
     /// limit's clock).
     pub received_ms: u64,
     pub records: Vec<FlowRecord>,
+    /// IDS alerts read from the same lines (EVE files only).
+    pub alerts: Vec<IdsAlert>,
     /// For a file: where its last complete line ends.
     pub checkpoint: Option<TailPos>,
 }
@@ -169,6 +172,11 @@ pub struct FlowStatus {
     pub batches_evicted: u64,
     /// Flows not shipped because the data controls could not be read.
     pub flows_blocked: u64,
+    /// IDS alerts queued in the outbox, dropped (outbox full or failure),
+    /// and not shipped because the data controls could not be read.
+    pub alerts_shipped: u64,
+    pub alerts_dropped: u64,
+    pub alerts_blocked: u64,
     pub controls_version: u64,
     /// Why nothing is shipped, when the controls could not be read.
     pub controls_blocked: Option<String>,
@@ -267,6 +275,8 @@ struct Job {
     plaintext: Vec<u8>,
     items: u32,
     origins: Vec<(Origin, u32)>,
+    /// Masked IDS alerts, shipped as their own batch.
+    alerts: Vec<IdsAlert>,
     /// Tail positions to save once the batch is in the outbox.
     checkpoints: BTreeMap<String, TailPos>,
 }
@@ -312,7 +322,7 @@ impl FlowCollectors {
             files.push((
                 format!("eve:{}", p.display()),
                 p.clone(),
-                Box::new(EveParser),
+                Box::new(EveParser::default()),
             ));
         }
         if files.len() > usize::from(u16::MAX) {
@@ -366,6 +376,7 @@ impl FlowCollectors {
                 stats: stats.clone(),
                 labels,
                 batch: Vec::new(),
+                alerts: Vec::new(),
                 batch_origins: HashMap::new(),
                 batch_started: None,
                 checkpoints: BTreeMap::new(),
@@ -455,12 +466,14 @@ fn tail_loop(
     while !stop.load(Ordering::Relaxed) {
         let mut records = Vec::new();
         let progressed = tailer.poll(&mut records, TAIL_BUDGET);
+        let alerts = tailer.take_alerts();
         let checkpoint = tailer.checkpoint();
-        if !records.is_empty() || checkpoint != last_sent {
+        if !records.is_empty() || !alerts.is_empty() || checkpoint != last_sent {
             let chunk = Chunk {
                 file: Some(index),
                 received_ms: now_ms(),
                 records,
+                alerts,
                 checkpoint: checkpoint.clone(),
             };
             if tx.send(chunk).is_err() {
@@ -489,6 +502,8 @@ struct Pipeline {
     stats: Arc<FlowStats>,
     labels: Vec<String>,
     batch: Vec<FlowRecord>,
+    /// IDS alerts waiting to ship with the batch.
+    alerts: Vec<IdsAlert>,
     batch_origins: HashMap<Origin, u32>,
     batch_started: Option<Instant>,
     /// Tail positions reached by the flows in (or before) the batch.
@@ -526,6 +541,12 @@ impl Pipeline {
     }
 
     fn take(&mut self, chunk: Chunk) {
+        if !chunk.alerts.is_empty() {
+            // Alerts are urgent and few: they ship at the next flush
+            // whatever the flow count, and never wait for the batch to fill.
+            self.batch_started.get_or_insert_with(Instant::now);
+            self.alerts.extend(chunk.alerts);
+        }
         for mut r in chunk.records {
             let origin = match chunk.file {
                 Some(i) => Origin::File(i),
@@ -551,7 +572,7 @@ impl Pipeline {
                 }
             }
             if self.batch.is_empty() {
-                self.batch_started = Some(Instant::now());
+                self.batch_started.get_or_insert_with(Instant::now);
                 self.batch.reserve(self.max_records);
             }
             self.batch.push(r);
@@ -570,15 +591,19 @@ impl Pipeline {
     /// Masks, encodes and hands the batch to the shipper.
     fn flush(&mut self) {
         self.batch_started = None;
-        if self.batch.is_empty() && self.checkpoints.is_empty() {
+        if self.batch.is_empty() && self.alerts.is_empty() && self.checkpoints.is_empty() {
             return;
         }
         let mut batch = std::mem::take(&mut self.batch);
+        let mut alerts = std::mem::take(&mut self.alerts);
         let origins: Vec<(Origin, u32)> = self.batch_origins.drain().collect();
         let masker = self.controls.current();
         let blocked = masker.apply(&mut batch);
-        if blocked > 0 {
-            self.stats.lock().flows_blocked += blocked as u64;
+        let alerts_blocked = masker.apply_alerts(&mut alerts);
+        if blocked > 0 || alerts_blocked > 0 {
+            let mut s = self.stats.lock();
+            s.flows_blocked += blocked as u64;
+            s.alerts_blocked += alerts_blocked as u64;
         }
         let mut plaintext = Vec::new();
         if !batch.is_empty() {
@@ -592,6 +617,7 @@ impl Pipeline {
             } else {
                 origins
             },
+            alerts,
             checkpoints: std::mem::take(&mut self.checkpoints),
         };
         if self.ship.send(job).is_err() {
@@ -654,10 +680,38 @@ fn ship_loop(
                 }));
             }
         }
+        if !job.alerts.is_empty() {
+            ship_alerts(&shipper, &stats, &job.alerts);
+        }
         // Saved even when the batch was dropped: its lines were read and
         // the loss is counted; reading them again would not get them in.
         if let Err(e) = offsets.commit(&job.checkpoints) {
             tracing::error!(error = %e, "cannot save tail positions: lines may be read again after a restart");
+        }
+    }
+}
+
+/// Seals IDS alerts as one "ids_alerts" batch at alarm priority, which the
+/// outbox sends first and evicts last.
+fn ship_alerts(shipper: &Shipper, stats: &FlowStats, alerts: &[IdsAlert]) {
+    let items = u32::try_from(alerts.len()).unwrap_or(u32::MAX);
+    let plaintext = rampart_proto::alerts::encode(alerts);
+    match crate::run::enqueue_outcome(
+        &shipper.id,
+        &shipper.outbox,
+        rampart_proto::alerts::BATCH_KIND,
+        Priority::Alarm,
+        items,
+        &plaintext,
+    ) {
+        Ok((_, o)) if o.stored() => {
+            stats.lock().alerts_shipped += u64::from(items);
+            (shipper.on_stored)();
+        }
+        Ok(_) => stats.lock().alerts_dropped += u64::from(items),
+        Err(e) => {
+            tracing::error!(error = %e, alerts = items, "cannot queue IDS alerts: dropped");
+            stats.lock().alerts_dropped += u64::from(items);
         }
     }
 }

@@ -43,6 +43,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rampart_flow::FlowRecord;
+use rampart_proto::alerts::IdsAlert;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -80,6 +81,11 @@ pub trait LineParser: Send {
     fn reset(&mut self);
     /// Longer lines are skipped without being read into memory.
     fn max_line(&self) -> usize;
+    /// IDS alerts read since the last call (EVE only), to ship with the
+    /// flows of the same lines so both are covered by one checkpoint.
+    fn take_alerts(&mut self) -> Vec<IdsAlert> {
+        Vec::new()
+    }
 }
 
 /// The exporter address of flows read from local files: there is no
@@ -118,27 +124,60 @@ impl LineParser for ZeekParser {
     }
 }
 
-/// Suricata EVE JSON: `flow` and `netflow` events become flows; alerts and
-/// other events are passed over here (the alarms read them).
+/// Suricata EVE JSON: `flow` and `netflow` events become flows, `alert`
+/// events IDS alerts for the portal's alarms; other events are passed over.
 #[derive(Default)]
-pub struct EveParser;
+pub struct EveParser {
+    alerts: Vec<IdsAlert>,
+}
 
 impl LineParser for EveParser {
     fn line(&mut self, line: &[u8], out: &mut Vec<FlowRecord>) -> Result<(), String> {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
-        rampart_flow::eve::parse_line(line, FILE_EXPORTER)
-            .map(|ev| {
+        match rampart_flow::eve::parse_line(line, FILE_EXPORTER).map_err(|e| e.to_string())? {
+            rampart_flow::eve::EveEvent::Alert(a) => self.alerts.push(ids_alert(&a)),
+            ev => {
                 ev.push_flows(out);
-            })
-            .map_err(|e| e.to_string())
+            }
+        }
+        Ok(())
     }
 
     fn reset(&mut self) {}
 
     fn max_line(&self) -> usize {
         rampart_flow::eve::MAX_LINE_LEN
+    }
+
+    fn take_alerts(&mut self) -> Vec<IdsAlert> {
+        std::mem::take(&mut self.alerts)
+    }
+}
+
+/// The wire form of a parsed EVE alert, text fields clipped to the wire
+/// limit.
+pub fn ids_alert(a: &rampart_flow::eve::Alert) -> IdsAlert {
+    use rampart_proto::alerts::clip;
+    IdsAlert {
+        event_type: "alert".into(),
+        timestamp_ms: a.timestamp_ms,
+        src_addr: a.src_addr,
+        dst_addr: a.dst_addr,
+        src_port: a.src_port,
+        dst_port: a.dst_port,
+        protocol: a.protocol,
+        gid: a.gid,
+        signature_id: a.signature_id,
+        rev: a.rev,
+        signature: clip(&a.signature),
+        category: clip(&a.category),
+        severity: a.severity,
+        action: clip(&a.action),
+        flow_id: a.flow_id,
+        app_proto: a.app_proto.as_deref().map(clip),
+        in_iface: a.in_iface.as_deref().map(clip),
     }
 }
 
@@ -235,6 +274,11 @@ impl Tailer {
 
     pub fn status(&self) -> &TailStatus {
         &self.status
+    }
+
+    /// IDS alerts of the lines read since the last call.
+    pub fn take_alerts(&mut self) -> Vec<IdsAlert> {
+        self.parser.take_alerts()
     }
 
     /// Where the last complete line ends, in the file being read.

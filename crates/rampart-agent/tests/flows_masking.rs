@@ -79,6 +79,7 @@ fn ship(controls: DataControls, key: Option<&PseudonymKey>) -> flowkit::Shipped 
         file: None,
         received_ms: 1_700_000_000_000,
         records: records(),
+        alerts: Vec::new(),
         checkpoint: None,
     }));
     flows.stop();

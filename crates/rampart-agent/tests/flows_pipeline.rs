@@ -129,6 +129,7 @@ fn a_flood_is_resampled_and_scaled_totals_stay_within_tolerance() {
                 file: None,
                 received_ms: base_ms + s * 1000 + part * 40,
                 records,
+                alerts: Vec::new(),
                 checkpoint: None,
             }));
         }
@@ -179,6 +180,7 @@ fn rate_limit_counters_account_for_every_flow() {
         file: None,
         received_ms: 1_800_000_000_000,
         records,
+        alerts: Vec::new(),
         checkpoint: None,
     }));
     wait_for(10, "counters", || {

@@ -43,6 +43,19 @@ pub struct Config {
     /// Memory for decrypted flow segments and rollups kept for repeated
     /// queries, in MiB.
     pub flow_cache_mib: u64,
+    /// An active agent silent for this many seconds raises an alarm.
+    pub agent_offline_alarm_secs: u64,
+    /// Let tenants point webhooks at loopback and private addresses. Off by
+    /// default, so a tenant cannot make the portal call the provider's own
+    /// network; turn on for a portal that notifies in-house systems.
+    pub alarm_webhooks_allow_private: bool,
+    /// Webhook deliveries are tried this many times before they are
+    /// dead-lettered, waiting `alarm_webhook_retry_secs` after the first
+    /// failure and twice as long after each next one (at most an hour).
+    pub alarm_webhook_attempts: u32,
+    pub alarm_webhook_retry_secs: u64,
+    /// CA bundle that https webhook receivers are verified against.
+    pub alarm_webhook_ca_file: PathBuf,
 }
 
 impl Default for Config {
@@ -62,6 +75,11 @@ impl Default for Config {
             flow_visible_days: 30,
             flow_stored_days: 32,
             flow_cache_mib: 256,
+            agent_offline_alarm_secs: 600,
+            alarm_webhooks_allow_private: false,
+            alarm_webhook_attempts: 8,
+            alarm_webhook_retry_secs: 10,
+            alarm_webhook_ca_file: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
         }
     }
 }
@@ -120,6 +138,15 @@ impl Config {
                 "flow_visible_days must be at least 1 and flow_stored_days at least flow_visible_days"
                     .into(),
             );
+        }
+        if self.alarm_webhook_attempts == 0 || self.alarm_webhook_attempts > 100 {
+            return Err("alarm_webhook_attempts must be between 1 and 100".into());
+        }
+        if self.alarm_webhook_retry_secs == 0 || self.alarm_webhook_retry_secs > 3600 {
+            return Err("alarm_webhook_retry_secs must be between 1 and 3600".into());
+        }
+        if self.agent_offline_alarm_secs < 30 {
+            return Err("agent_offline_alarm_secs must be at least 30".into());
         }
         crate::service::validate_domain(&self.admin_domain)
             .map_err(|e| format!("admin_domain: {e}"))?;

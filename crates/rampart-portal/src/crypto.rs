@@ -124,11 +124,15 @@ pub struct TenantSecrets {
     /// HMAC key the tenant's agents pseudonymise addresses with, so a
     /// pseudonym is stable within the tenant and meaningless outside it.
     pub pseudonym_key: Zeroizing<[u8; 32]>,
+    /// Wraps the small secrets the tenant configures (webhook signing
+    /// secrets), so destroying the KEK destroys them too.
+    secrets_key: Kek,
 }
 
 /// Purposes of keys derived from the KEK (HKDF info strings).
 const DATA_KEY: &str = "flow-data";
 const PSEUDONYM_KEY: &str = "pseudonym";
+const SECRETS_KEY: &str = "tenant-secrets";
 /// Names the pseudonym key version agents are given, so a later rotation can
 /// be told apart from it.
 pub const PSEUDONYM_KEY_ID: &str = "v1";
@@ -147,6 +151,23 @@ impl TenantSecrets {
     }
     pub fn upload_key(&self) -> HpkePublicKey {
         self.upload.public_key()
+    }
+
+    /// Wraps a tenant-configured secret; `purpose` names the slot (e.g.
+    /// `webhook/<id>`), so a wrapped secret cannot be moved to another.
+    pub fn wrap_secret(&self, tenant: TenantId, purpose: &str, plaintext: &[u8]) -> Vec<u8> {
+        self.secrets_key.wrap(plaintext, &aad(tenant, purpose))
+    }
+
+    pub fn unwrap_secret(
+        &self,
+        tenant: TenantId,
+        purpose: &str,
+        blob: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
+        self.secrets_key
+            .unwrap(blob, &aad(tenant, purpose))
+            .map_err(|e| ServiceError::Crypto(format!("tenant {tenant} {purpose} secret: {e}")))
     }
 }
 
@@ -192,6 +213,8 @@ pub fn open_tenant_keys(
         tls_key_der: un(&keys.tls_key_wrapped, "tls")?,
         data_key: derive(&kek, tenant, DATA_KEY),
         pseudonym_key: derive(&kek, tenant, PSEUDONYM_KEY),
+        secrets_key: Kek::from_bytes(derive(&kek, tenant, SECRETS_KEY).as_ref())
+            .map_err(|e| ServiceError::Crypto(e.to_string()))?,
     })
 }
 

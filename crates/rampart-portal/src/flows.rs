@@ -164,7 +164,11 @@ fn enrich(geo: &GeoDb, rows: &mut [FlowRow]) {
 }
 
 /// Reads, opens and decodes one spooled flows batch.
-async fn read_batch(p: &Portal, tenant: TenantId, b: &BatchRow) -> Result<Vec<FlowRecord>> {
+pub(crate) async fn read_batch(
+    p: &Portal,
+    tenant: TenantId,
+    b: &BatchRow,
+) -> Result<Vec<FlowRecord>> {
     let frame = p
         .blobs
         .get(&b.blob_key)

@@ -11,6 +11,7 @@
 //! - private keys exist unwrapped only in memory ([`crypto`]);
 //! - the library never uses the agent crate (only the demo command does).
 
+pub mod alarms;
 pub mod ca;
 pub mod config;
 pub mod crypto;
@@ -52,6 +53,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::tenant::router())
         .merge(routes::device::router())
         .merge(routes::flows::router())
+        .merge(routes::alarms::router())
 }
 
 /// The whole HTTP application. Serving (TLS, sockets) is separate: tests
@@ -167,6 +169,7 @@ pub async fn run(
     }
     tokio::spawn(background(portal.clone()));
     tokio::spawn(flows::jobs(portal.clone()));
+    tokio::spawn(alarms::jobs(portal.clone()));
     let tls = tls::server_config(portal.certs.clone());
     tracing::info!(addr = %listener.local_addr()?, admin_domain = %portal.config.admin_domain, "portal listening (https)");
     tls::serve(listener, tls, app(portal), shutdown).await;

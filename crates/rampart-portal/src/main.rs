@@ -66,6 +66,18 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     geoip_files: Vec<PathBuf>,
+    /// Seconds of silence before an active agent raises an alarm.
+    #[arg(long, env = "RAMPART_AGENT_OFFLINE_ALARM_SECS")]
+    agent_offline_alarm_secs: Option<u64>,
+    /// Allow webhooks to loopback and private addresses.
+    #[arg(long, env = "RAMPART_ALARM_WEBHOOKS_ALLOW_PRIVATE")]
+    alarm_webhooks_allow_private: bool,
+    /// Tries per webhook delivery before it is dead-lettered.
+    #[arg(long, env = "RAMPART_ALARM_WEBHOOK_ATTEMPTS")]
+    alarm_webhook_attempts: Option<u32>,
+    /// Seconds before the first retry of a failed webhook (doubling after).
+    #[arg(long, env = "RAMPART_ALARM_WEBHOOK_RETRY_SECS")]
+    alarm_webhook_retry_secs: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -203,6 +215,18 @@ fn load_config(cli: &Cli, serve: Option<&ServeArgs>) -> anyhow::Result<Config> {
         }
         if !s.geoip_files.is_empty() {
             c.geoip_files = s.geoip_files.clone();
+        }
+        if let Some(v) = s.agent_offline_alarm_secs {
+            c.agent_offline_alarm_secs = v;
+        }
+        if s.alarm_webhooks_allow_private {
+            c.alarm_webhooks_allow_private = true;
+        }
+        if let Some(v) = s.alarm_webhook_attempts {
+            c.alarm_webhook_attempts = v;
+        }
+        if let Some(v) = s.alarm_webhook_retry_secs {
+            c.alarm_webhook_retry_secs = v;
         }
     }
     c.validate().map_err(anyhow::Error::msg)?;

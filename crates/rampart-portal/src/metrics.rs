@@ -39,6 +39,11 @@ pub struct Metrics {
     pub long_polls: Gauge,
     pub flows_ingested: Counter,
     pub flow_batches_rejected: Counter,
+    pub alarms_raised: Counter,
+    pub alarms_suppressed: Counter,
+    pub alarm_batches_rejected: Counter,
+    pub alarm_detection_lag: Gauge,
+    pub webhook_deliveries: Family<CodeLabels, Counter>,
 }
 
 impl Metrics {
@@ -55,6 +60,11 @@ impl Metrics {
             long_polls: Gauge::default(),
             flows_ingested: Counter::default(),
             flow_batches_rejected: Counter::default(),
+            alarms_raised: Counter::default(),
+            alarms_suppressed: Counter::default(),
+            alarm_batches_rejected: Counter::default(),
+            alarm_detection_lag: Gauge::default(),
+            webhook_deliveries: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -106,6 +116,31 @@ impl Metrics {
             "flow_batches_rejected",
             "Spooled flows batches that could not be opened or decoded (skipped)",
             m.flow_batches_rejected.clone(),
+        );
+        registry.register(
+            "alarms_raised",
+            "Alarms created (repeats that bump an open alarm are not counted)",
+            m.alarms_raised.clone(),
+        );
+        registry.register(
+            "alarms_suppressed",
+            "Alarm candidates dropped by a mute or allow rule",
+            m.alarms_suppressed.clone(),
+        );
+        registry.register(
+            "alarm_batches_rejected",
+            "Spooled batches the detectors could not open or decode (skipped)",
+            m.alarm_batches_rejected.clone(),
+        );
+        registry.register(
+            "alarm_detection_lag_seconds",
+            "Age of the oldest batch the detectors have not seen yet",
+            m.alarm_detection_lag.clone(),
+        );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook attempts by outcome (delivered, retry, dead)",
+            m.webhook_deliveries.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -17,6 +17,7 @@ use rampart_store::*;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::alarms::Alarms;
 use crate::ca::LocalCa;
 use crate::config::Config;
 use crate::crypto::{self, KeyCache, MasterKey, TenantSecrets};
@@ -251,6 +252,7 @@ pub struct Portal {
     pub deliveries: DeliveryLog,
     pub metrics: Metrics,
     pub flows: Flows,
+    pub alarms: Alarms,
 }
 
 impl Portal {
@@ -322,6 +324,16 @@ impl Portal {
             geo,
             wake: tokio::sync::Notify::new(),
         };
+        let alarms = Alarms::new(
+            config.alarm_webhooks_allow_private,
+            rampart_alarms::webhook::Backoff {
+                base_s: config.alarm_webhook_retry_secs,
+                max_s: 3600,
+                max_attempts: config.alarm_webhook_attempts,
+            },
+            config.agent_offline_alarm_secs,
+            &config.alarm_webhook_ca_file,
+        )?;
         let portal = Portal {
             config,
             store,
@@ -335,6 +347,7 @@ impl Portal {
             deliveries,
             metrics: Metrics::new(),
             flows,
+            alarms,
         };
         portal.refresh_certs().await?;
         Ok(portal)
@@ -775,6 +788,9 @@ impl Portal {
         if stored && h.kind == "flows" {
             self.flows.wake.notify_one();
         }
+        if stored && Alarms::reads(&h.kind) {
+            self.alarms.wake.notify_one();
+        }
         Ok(rampart_proto::api::BatchAck {
             batch_id: h.batch_id,
             stored,
@@ -794,8 +810,17 @@ impl Portal {
             .filter_map(|l| serde_json::from_slice::<Heartbeat>(l).ok())
             .max_by_key(|h| h.sent_at);
         if let Some(hb) = newest {
+            let before = self
+                .store
+                .get_device(tenant, device)
+                .await?
+                .and_then(|d| d.health)
+                .and_then(|h| serde_json::from_value::<Heartbeat>(h).ok())
+                .map(|h| h.outbox_dropped_batches);
             let v = serde_json::to_value(&hb).map_err(|e| ServiceError::Invalid(e.to_string()))?;
             self.store.set_device_health(tenant, device, &v).await?;
+            crate::alarms::outbox_drops(self, tenant, device, before, hb.outbox_dropped_batches)
+                .await?;
         }
         Ok(())
     }

@@ -292,6 +292,10 @@ fn sample_body(op: &Op) -> Value {
         p if p.ends_with("/instructions") => json!({"kind": "ping", "payload": {}}),
         p if p.ends_with("/ack") => json!({"status": "ok", "result": {}}),
         "/api/v1/device/refusals" => json!({"code": "bad_signature", "message": "test"}),
+        p if p.ends_with("/assign") => json!({"assignee": "ana"}),
+        p if p.ends_with("/notes") => json!({"text": "looked at it"}),
+        "/api/v1/alarm-rules" => json!({"action": "mute", "kind": "port_scan", "comment": "test"}),
+        "/api/v1/webhooks" => json!({"url": "https://hooks.example.net/rampart"}),
         _ => json!({}),
     }
 }
@@ -350,6 +354,10 @@ struct Fx {
     enroll_token_id: Uuid,
     enroll_secret: String,
     device: Dev,
+    /// An alarm, a mute rule and a webhook of this tenant.
+    alarm_id: Uuid,
+    rule_id: Uuid,
+    webhook_id: Uuid,
 }
 
 impl Fx {
@@ -364,6 +372,13 @@ impl Fx {
             (true, Kind::Integer) => Some("1".into()),
             (true, _) if op.path.starts_with("/api/v1/enrollment-tokens/") => {
                 Some(self.enroll_token_id.to_string())
+            }
+            (true, _) if op.path.starts_with("/api/v1/alarms/") => Some(self.alarm_id.to_string()),
+            (true, _) if op.path.starts_with("/api/v1/alarm-rules/") => {
+                Some(self.rule_id.to_string())
+            }
+            (true, _) if op.path.starts_with("/api/v1/webhooks/") => {
+                Some(self.webhook_id.to_string())
             }
             (true, _) => Some(self.device.id.to_string()),
             (false, Kind::Uuid) => Some(self.device.id.to_string()),
@@ -501,7 +516,7 @@ impl Harness {
         let body = sample_body(op);
         match op.tag.as_str() {
             "admin" => self.op(op, ADMIN, &url, Some(&self.operator), &body).await,
-            "tenant" => self.op(op, fx.host(), &url, Some(&fx.token), &body).await,
+            "tenant" | "alarms" => self.op(op, fx.host(), &url, Some(&fx.token), &body).await,
             _ if op.is_public() => self.op(op, fx.host(), &url, None, &body).await,
             _ => {
                 self.signed(&fx.device, &op.method, fx.host(), &url, op.body(&body))
@@ -592,12 +607,59 @@ impl Harness {
             .unwrap();
         let enroll_secret = secret_of(&enroll_token);
         let device = self.enroll_ok(&tenant.domain, &enroll_secret).await;
+        let raised = rampart_portal::alarms::raise(
+            &self.portal,
+            tenant.id,
+            vec![rampart_alarms::source::instruction_refused(
+                device.id,
+                7,
+                "bad_signature",
+                1_000,
+            )],
+        )
+        .await
+        .unwrap();
+        let alarm_id = match raised[..] {
+            [rampart_store::AlarmOutcome::Created(id)] => id,
+            ref other => panic!("expected one new alarm, got {other:?}"),
+        };
+        let rule_id = Uuid::new_v4();
+        self.portal
+            .store
+            .create_alarm_rule(
+                tenant.id,
+                &rampart_store::AlarmRuleRow {
+                    id: rule_id,
+                    action: "mute".into(),
+                    kind: Some("port_scan".into()),
+                    host: None,
+                    network: None,
+                    port: None,
+                    expires_at: None,
+                    comment: String::new(),
+                    created_at: 1,
+                },
+            )
+            .await
+            .unwrap();
+        let (hook, _) = rampart_portal::alarms::create_webhook(
+            &self.portal,
+            tenant.id,
+            "https://hooks.example.net/fixture".into(),
+            rampart_alarms::model::Severity::Info,
+            vec![],
+        )
+        .await
+        .unwrap();
         Fx {
             tenant,
             token,
             enroll_token_id: row.id,
             enroll_secret,
             device,
+            alarm_id,
+            rule_id,
+            webhook_id: hook.id,
         }
     }
 
@@ -642,6 +704,10 @@ impl Harness {
                 s.list_instructions(t, d).await.unwrap(),
                 s.list_device_events(t, d).await.unwrap(),
                 s.list_batches(t, None, 10_000).await.unwrap(),
+                s.get_alarm(t, fx.alarm_id).await.unwrap(),
+                s.alarm_history(t, fx.alarm_id).await.unwrap(),
+                s.list_alarm_rules(t).await.unwrap(),
+                s.list_webhooks(t).await.unwrap(),
             )
         )
     }
@@ -718,15 +784,23 @@ async fn cross_tenant_access_is_refused_on_every_route() {
         b.device.id.to_string(),
         b.enroll_token_id.to_string(),
         b.tenant.domain.clone(),
+        b.alarm_id.to_string(),
+        b.rule_id.to_string(),
+        b.webhook_id.to_string(),
     ];
     let ops = operations(&doc());
 
-    let tenant_ops: Vec<&Op> = ops.iter().filter(|o| o.tag == "tenant").collect();
+    let tenant_ops: Vec<&Op> = ops
+        .iter()
+        .filter(|o| o.tag == "tenant" || o.tag == "alarms")
+        .collect();
     assert!(
         tenant_ops.len() >= 10,
         "only {} tenant operations",
         tenant_ops.len()
     );
+    let alarm_ops = tenant_ops.iter().filter(|o| o.tag == "alarms").count();
+    assert!(alarm_ops >= 18, "only {alarm_ops} alarm operations");
     for op in &tenant_ops {
         let body = sample_body(op);
         let (a_url, b_url) = (op.url(|p| a.fill(op, p)), op.url(|p| b.fill(op, p)));
@@ -1347,7 +1421,7 @@ async fn suspended_tenants_are_refused_on_every_route() {
     let ops = operations(&doc());
     let scoped: Vec<&Op> = ops
         .iter()
-        .filter(|o| o.tag == "tenant" || o.tag == "device")
+        .filter(|o| matches!(o.tag.as_str(), "tenant" | "alarms" | "device"))
         .collect();
     let suspend = format!("/api/v1/admin/tenants/{}/suspend", a.tenant.name);
     let v = h

@@ -13,6 +13,7 @@
 pub mod blob;
 pub mod model;
 pub mod sqlite;
+mod sqlite_alarms;
 pub mod suite;
 
 use async_trait::async_trait;
@@ -275,4 +276,75 @@ pub trait Store: Send + Sync + 'static {
         tenant: TenantId,
         key: &str,
     ) -> Result<Option<serde_json::Value>>;
+
+    // --- alarms ---
+    /// Batches of `kind` the detectors have not seen, across ALL tenants,
+    /// oldest first: the detection queue, portal-wide for the same reason
+    /// as [`Store::unprocessed_batches`].
+    async fn undetected_batches(&self, kind: &str, limit: u32)
+        -> Result<Vec<(TenantId, BatchRow)>>;
+    /// Records occurrences (bump the open alarm with the same dedupe key
+    /// last seen within the window, else create one; both logged in the
+    /// history), replaces the detector state and marks batches detected,
+    /// in one transaction. Fails with [`StoreError::Raced`] and changes
+    /// nothing when a batch is unknown or already detected.
+    async fn commit_alarms(
+        &self,
+        tenant: TenantId,
+        commit: &AlarmCommit<'_>,
+    ) -> Result<Vec<AlarmOutcome>>;
+    async fn detector_state(&self, tenant: TenantId) -> Result<Option<Vec<u8>>>;
+    async fn get_alarm(&self, tenant: TenantId, id: Uuid) -> Result<Option<AlarmRow>>;
+    /// Newest `last_seen` first.
+    async fn list_alarms(&self, tenant: TenantId, filter: &AlarmFilter) -> Result<Vec<AlarmRow>>;
+    /// Alarms per (kind, severity, state), archived ones left out.
+    async fn alarm_counts(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Vec<(String, String, AlarmState, u64)>>;
+    /// Applies a change and logs it; [`StoreError::NotFound`] for an
+    /// unknown alarm.
+    async fn update_alarm(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+        actor: &str,
+        update: &AlarmUpdate,
+        now: i64,
+    ) -> Result<AlarmRow>;
+    /// The alarm's history, oldest first.
+    async fn alarm_history(&self, tenant: TenantId, id: Uuid) -> Result<Vec<AlarmEvent>>;
+    /// History events after `after` across ALL tenants, in order: the
+    /// notifier's queue (it keeps its cursor with [`Store::queue_deliveries`]).
+    async fn alarm_events_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(TenantId, AlarmEvent)>>;
+    async fn create_alarm_rule(&self, tenant: TenantId, rule: &AlarmRuleRow) -> Result<()>;
+    async fn list_alarm_rules(&self, tenant: TenantId) -> Result<Vec<AlarmRuleRow>>;
+    async fn delete_alarm_rule(&self, tenant: TenantId, id: Uuid) -> Result<bool>;
+    async fn create_webhook(&self, tenant: TenantId, hook: &WebhookRow) -> Result<()>;
+    async fn list_webhooks(&self, tenant: TenantId) -> Result<Vec<WebhookRow>>;
+    async fn delete_webhook(&self, tenant: TenantId, id: Uuid) -> Result<bool>;
+    /// Inserts deliveries (a (webhook, event) pair already queued is
+    /// skipped) and moves the portal-wide notifier cursor `cursor_key` to
+    /// `cursor`, in one transaction.
+    async fn queue_deliveries(
+        &self,
+        cursor_key: &str,
+        cursor: i64,
+        rows: &[(TenantId, DeliveryRow)],
+    ) -> Result<()>;
+    /// Pending deliveries whose `next_at` has come, across ALL tenants.
+    async fn due_deliveries(&self, now: i64, limit: u32) -> Result<Vec<(TenantId, DeliveryRow)>>;
+    /// Records an attempt: its new status, attempt count, next time and error.
+    async fn record_delivery_attempt(&self, tenant: TenantId, row: &DeliveryRow) -> Result<()>;
+    /// Newest first; `status` filters.
+    async fn list_deliveries(
+        &self,
+        tenant: TenantId,
+        status: Option<DeliveryStatus>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRow>>;
 }

@@ -266,3 +266,227 @@ impl Default for FlowRetention {
         }
     }
 }
+
+/// Where an alarm stands. `Active → Acknowledged → Resolved`, and any of
+/// them → `Archived` (out of the default lists, kept for the record).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmState {
+    Active,
+    Acknowledged,
+    Resolved,
+    Archived,
+}
+
+impl AlarmState {
+    pub const ALL: [AlarmState; 4] = [
+        AlarmState::Active,
+        AlarmState::Acknowledged,
+        AlarmState::Resolved,
+        AlarmState::Archived,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmState::Active => "active",
+            AlarmState::Acknowledged => "acknowledged",
+            AlarmState::Resolved => "resolved",
+            AlarmState::Archived => "archived",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// Open alarms take new occurrences of their dedupe key; closed ones
+    /// never reopen (a new occurrence makes a new alarm).
+    pub fn is_open(self) -> bool {
+        matches!(self, AlarmState::Active | AlarmState::Acknowledged)
+    }
+}
+
+/// One alarm. Kind and severity are the alarm engine's names, kept as text:
+/// the store knows nothing of what they mean.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlarmRow {
+    pub id: Uuid,
+    pub device_id: Option<DeviceId>,
+    pub kind: String,
+    pub severity: String,
+    pub title: String,
+    pub dedupe_key: String,
+    pub state: AlarmState,
+    pub assignee: Option<String>,
+    /// Unix ms.
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub count: u64,
+    pub src: Option<String>,
+    pub dst: Option<String>,
+    pub dst_port: Option<u16>,
+    pub protocol: Option<u8>,
+    /// JSON array of the most recent evidence items.
+    pub evidence: serde_json::Value,
+    pub flow_filter: Option<String>,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+/// An occurrence to record: bumps the open alarm with the same dedupe key
+/// seen within `window_ms`, or creates a new one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlarmOccurrence {
+    /// Id for the alarm if a new one is made (the caller derives it, so a
+    /// retried commit makes the same alarm).
+    pub new_id: Uuid,
+    pub device_id: Option<DeviceId>,
+    pub kind: String,
+    pub severity: String,
+    pub title: String,
+    pub dedupe_key: String,
+    /// Unix ms.
+    pub at: i64,
+    pub src: Option<String>,
+    pub dst: Option<String>,
+    pub dst_port: Option<u16>,
+    pub protocol: Option<u8>,
+    pub evidence: serde_json::Value,
+    pub flow_filter: Option<String>,
+    pub window_ms: i64,
+    /// Matched a mute rule: recorded (and logged as muted in its `created`
+    /// history line) but not notified.
+    pub muted: bool,
+}
+
+/// One detection step, applied in one transaction: the occurrences, the
+/// detector state after them, and the batches they came from, so a crash
+/// or a retry can neither lose an alarm nor raise it twice.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AlarmCommit<'a> {
+    pub occurrences: &'a [AlarmOccurrence],
+    /// Replaces the tenant's detector state when given.
+    pub detector_state: Option<&'a [u8]>,
+    /// Batches (device, batch id) to mark detected.
+    pub detected: &'a [(DeviceId, Uuid)],
+    /// Evidence items kept per alarm (the newest).
+    pub max_evidence: usize,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// What a commit did to each occurrence, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlarmOutcome {
+    Created(Uuid),
+    Bumped(Uuid),
+}
+
+/// Filters for listing alarms; `None` matches anything. Archived alarms
+/// are listed only when `state` asks for them.
+#[derive(Clone, Debug, Default)]
+pub struct AlarmFilter {
+    pub state: Option<AlarmState>,
+    pub kind: Option<String>,
+    pub severity: Option<String>,
+    pub device_id: Option<DeviceId>,
+    /// Unix ms, on `last_seen`: `[from, to)`.
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    /// Keyset cursor: alarms strictly before (last_seen, id) in the
+    /// newest-first order.
+    pub before: Option<(i64, Uuid)>,
+    pub limit: u32,
+}
+
+/// A change to an alarm made by a person or the portal.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AlarmUpdate {
+    State(AlarmState),
+    Assign(Option<String>),
+    Note(String),
+}
+
+/// One line of an alarm's history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlarmEvent {
+    pub id: i64,
+    pub alarm_id: Uuid,
+    /// Unix seconds.
+    pub at: i64,
+    pub actor: String,
+    /// `created`, `bumped`, `state`, `assigned`, `note`.
+    pub action: String,
+    pub detail: serde_json::Value,
+}
+
+/// A mute or allow rule; `None` fields match anything.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlarmRuleRow {
+    pub id: Uuid,
+    pub action: String,
+    pub kind: Option<String>,
+    pub host: Option<String>,
+    pub network: Option<String>,
+    pub port: Option<u16>,
+    /// Unix ms; `None` never expires.
+    pub expires_at: Option<i64>,
+    pub comment: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WebhookRow {
+    pub id: Uuid,
+    pub url: String,
+    #[serde(skip)]
+    pub secret_wrapped: Vec<u8>,
+    pub min_severity: String,
+    /// Empty: every kind.
+    pub kinds: Vec<String>,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Delivered, Self::Dead]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// One webhook call for one alarm event, retried until delivered or dead.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryRow {
+    pub id: Uuid,
+    pub webhook_id: Uuid,
+    pub alarm_id: Uuid,
+    /// The [`AlarmEvent::id`] it announces: one delivery per (webhook, event).
+    pub event_id: i64,
+    /// The exact JSON body sent (and signed) every attempt.
+    pub body: String,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    /// Unix seconds of the next attempt.
+    pub next_at: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}

@@ -50,6 +50,10 @@ impl SqliteStore {
         Ok(SqliteStore { pool })
     }
 
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Copies a consistent snapshot of the live database to `dest`.
     pub async fn snapshot_to(&self, dest: &Path) -> Result<()> {
         sqlx::query("VACUUM INTO ?")
@@ -60,18 +64,18 @@ impl SqliteStore {
     }
 }
 
-fn uuid_col(row: &SqliteRow, col: &str) -> Result<Uuid> {
+pub(crate) fn uuid_col(row: &SqliteRow, col: &str) -> Result<Uuid> {
     let s: String = row.try_get(col)?;
     Uuid::parse_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
 }
 
-fn opt_uuid_col(row: &SqliteRow, col: &str) -> Result<Option<Uuid>> {
+pub(crate) fn opt_uuid_col(row: &SqliteRow, col: &str) -> Result<Option<Uuid>> {
     let s: Option<String> = row.try_get(col)?;
     s.map(|s| Uuid::parse_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}"))))
         .transpose()
 }
 
-fn json_col(row: &SqliteRow, col: &str) -> Result<serde_json::Value> {
+pub(crate) fn json_col(row: &SqliteRow, col: &str) -> Result<serde_json::Value> {
     let s: String = row.try_get(col)?;
     serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
 }
@@ -147,7 +151,7 @@ fn instruction_from(row: &SqliteRow) -> Result<InstructionRow> {
     })
 }
 
-fn batch_from(row: &SqliteRow) -> Result<BatchRow> {
+pub(crate) fn batch_from(row: &SqliteRow) -> Result<BatchRow> {
     Ok(BatchRow {
         batch_id: uuid_col(row, "batch_id")?,
         device_id: DeviceId(uuid_col(row, "device_id")?),
@@ -184,7 +188,7 @@ fn to_i64(v: u64, what: &str) -> Result<i64> {
     i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} {v} is out of range")))
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
@@ -1019,5 +1023,113 @@ impl Store for SqliteStore {
                 .map_err(|e| StoreError::Corrupt(format!("tenant setting {key}: {e}")))
         })
         .transpose()
+    }
+
+    async fn undetected_batches(
+        &self,
+        kind: &str,
+        limit: u32,
+    ) -> Result<Vec<(TenantId, BatchRow)>> {
+        self.alarms_undetected(kind, limit).await
+    }
+
+    async fn commit_alarms(
+        &self,
+        tenant: TenantId,
+        commit: &AlarmCommit<'_>,
+    ) -> Result<Vec<AlarmOutcome>> {
+        self.alarms_commit(tenant, commit).await
+    }
+
+    async fn detector_state(&self, tenant: TenantId) -> Result<Option<Vec<u8>>> {
+        self.alarms_detector_state(tenant).await
+    }
+
+    async fn get_alarm(&self, tenant: TenantId, id: Uuid) -> Result<Option<AlarmRow>> {
+        self.alarms_get(tenant, id).await
+    }
+
+    async fn list_alarms(&self, tenant: TenantId, filter: &AlarmFilter) -> Result<Vec<AlarmRow>> {
+        self.alarms_list(tenant, filter).await
+    }
+
+    async fn alarm_counts(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Vec<(String, String, AlarmState, u64)>> {
+        self.alarms_counts(tenant).await
+    }
+
+    async fn update_alarm(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+        actor: &str,
+        update: &AlarmUpdate,
+        now: i64,
+    ) -> Result<AlarmRow> {
+        self.alarms_update(tenant, id, actor, update, now).await
+    }
+
+    async fn alarm_history(&self, tenant: TenantId, id: Uuid) -> Result<Vec<AlarmEvent>> {
+        self.alarms_history(tenant, id).await
+    }
+
+    async fn alarm_events_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(TenantId, AlarmEvent)>> {
+        self.alarms_events_after(after, limit).await
+    }
+
+    async fn create_alarm_rule(&self, tenant: TenantId, rule: &AlarmRuleRow) -> Result<()> {
+        self.alarms_create_rule(tenant, rule).await
+    }
+
+    async fn list_alarm_rules(&self, tenant: TenantId) -> Result<Vec<AlarmRuleRow>> {
+        self.alarms_list_rules(tenant).await
+    }
+
+    async fn delete_alarm_rule(&self, tenant: TenantId, id: Uuid) -> Result<bool> {
+        self.alarms_delete("alarm_rules", tenant, id).await
+    }
+
+    async fn create_webhook(&self, tenant: TenantId, hook: &WebhookRow) -> Result<()> {
+        self.alarms_create_webhook(tenant, hook).await
+    }
+
+    async fn list_webhooks(&self, tenant: TenantId) -> Result<Vec<WebhookRow>> {
+        self.alarms_list_webhooks(tenant).await
+    }
+
+    async fn delete_webhook(&self, tenant: TenantId, id: Uuid) -> Result<bool> {
+        self.alarms_delete("webhooks", tenant, id).await
+    }
+
+    async fn queue_deliveries(
+        &self,
+        cursor_key: &str,
+        cursor: i64,
+        rows: &[(TenantId, DeliveryRow)],
+    ) -> Result<()> {
+        self.alarms_queue_deliveries(cursor_key, cursor, rows).await
+    }
+
+    async fn due_deliveries(&self, now: i64, limit: u32) -> Result<Vec<(TenantId, DeliveryRow)>> {
+        self.alarms_due_deliveries(now, limit).await
+    }
+
+    async fn record_delivery_attempt(&self, tenant: TenantId, row: &DeliveryRow) -> Result<()> {
+        self.alarms_record_attempt(tenant, row).await
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant: TenantId,
+        status: Option<DeliveryStatus>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRow>> {
+        self.alarms_list_deliveries(tenant, status, limit).await
     }
 }

@@ -85,6 +85,10 @@ pub async fn run_all(s: &dyn Store) {
     flow_segments(s).await;
     flow_retention(s).await;
     tenant_settings(s).await;
+    alarm_detection(s).await;
+    alarm_changes(s).await;
+    alarm_rules_and_webhooks(s).await;
+    webhook_deliveries(s).await;
 }
 
 async fn meta(s: &dyn Store) {
@@ -841,4 +845,469 @@ async fn flow_retention(s: &dyn Store) {
         .set_flow_retention(TenantId(Uuid::new_v4()), 1, 2)
         .await
         .is_err());
+}
+
+fn occurrence(key: &str, at: i64) -> AlarmOccurrence {
+    AlarmOccurrence {
+        new_id: Uuid::new_v4(),
+        device_id: None,
+        kind: "port_scan".into(),
+        severity: "medium".into(),
+        title: "port scan from 192.0.2.1".into(),
+        dedupe_key: key.into(),
+        at,
+        src: Some("192.0.2.1".into()),
+        dst: Some("198.51.100.2".into()),
+        dst_port: Some(22),
+        protocol: Some(6),
+        evidence: serde_json::json!([{ "at": at }]),
+        flow_filter: Some("src host 192.0.2.1".into()),
+        window_ms: 1_000,
+        muted: false,
+    }
+}
+
+/// The detection queue is separate from the flow queue, a batch leaves it
+/// only with the commit of its alarms, and the same key within the window
+/// bumps the alarm instead of making another.
+async fn alarm_detection(s: &dyn Store) {
+    let (ta, da) = tenant_with_device(s, "alarm-a").await;
+    let (tb, _) = tenant_with_device(s, "alarm-b").await;
+    let b1 = batch(da, "ids_alerts", 3_000_000_001);
+    let b2 = batch(da, "ids_alerts", 3_000_000_002);
+    for b in [&b1, &b2] {
+        assert!(s.record_batch(ta, b).await.unwrap());
+    }
+    let queued = |q: Vec<(TenantId, BatchRow)>| -> Vec<Uuid> {
+        q.into_iter()
+            .filter(|(t, _)| *t == ta)
+            .map(|(_, b)| b.batch_id)
+            .collect()
+    };
+    assert_eq!(
+        queued(s.undetected_batches("ids_alerts", 100).await.unwrap()),
+        vec![b1.batch_id, b2.batch_id]
+    );
+    assert!(queued(s.unprocessed_batches("ids_alerts", 100).await.unwrap()).len() == 2);
+
+    let first = occurrence("port_scan:192.0.2.1", 10_000);
+    let out = s
+        .commit_alarms(
+            ta,
+            &AlarmCommit {
+                occurrences: &[first.clone(), occurrence("port_scan:192.0.2.1", 10_500)],
+                detector_state: Some(b"state-1"),
+                detected: &[(da, b1.batch_id)],
+                max_evidence: 10,
+                now: 50,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            AlarmOutcome::Created(first.new_id),
+            AlarmOutcome::Bumped(first.new_id)
+        ],
+        "the second occurrence within the window bumps the first"
+    );
+    assert_eq!(
+        s.detector_state(ta).await.unwrap().as_deref(),
+        Some(&b"state-1"[..])
+    );
+    assert_eq!(s.detector_state(tb).await.unwrap(), None);
+    assert_eq!(
+        queued(s.undetected_batches("ids_alerts", 100).await.unwrap()),
+        vec![b2.batch_id]
+    );
+    // The same batch again: refused, nothing changed.
+    let again = s
+        .commit_alarms(
+            ta,
+            &AlarmCommit {
+                occurrences: &[occurrence("other", 10_000)],
+                detector_state: Some(b"state-2"),
+                detected: &[(da, b1.batch_id)],
+                max_evidence: 10,
+                now: 51,
+            },
+        )
+        .await;
+    assert!(matches!(again, Err(StoreError::Raced(_))), "{again:?}");
+    assert_eq!(
+        s.detector_state(ta).await.unwrap().as_deref(),
+        Some(&b"state-1"[..])
+    );
+
+    let a = s.get_alarm(ta, first.new_id).await.unwrap().unwrap();
+    assert_eq!((a.count, a.first_seen, a.last_seen), (2, 10_000, 10_500));
+    assert_eq!(a.state, AlarmState::Active);
+    assert_eq!(
+        a.evidence,
+        serde_json::json!([{ "at": 10_000 }, { "at": 10_500 }])
+    );
+    assert_eq!(a.dst_port, Some(22));
+    assert_eq!(
+        s.get_alarm(tb, first.new_id).await.unwrap(),
+        None,
+        "other tenant"
+    );
+
+    // Past the window: a new alarm. Evidence is bounded to the newest.
+    let late = occurrence("port_scan:192.0.2.1", 12_000);
+    let out = s
+        .commit_alarms(
+            ta,
+            &AlarmCommit {
+                occurrences: &[late.clone(), occurrence("port_scan:192.0.2.1", 12_001)],
+                detected: &[(da, b2.batch_id)],
+                max_evidence: 1,
+                now: 52,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            AlarmOutcome::Created(late.new_id),
+            AlarmOutcome::Bumped(late.new_id)
+        ]
+    );
+    let l = s.get_alarm(ta, late.new_id).await.unwrap().unwrap();
+    assert_eq!(l.evidence, serde_json::json!([{ "at": 12_001 }]));
+    assert_eq!(
+        s.detector_state(ta).await.unwrap().as_deref(),
+        Some(&b"state-1"[..]),
+        "kept"
+    );
+
+    let hist = s.alarm_history(ta, first.new_id).await.unwrap();
+    let actions: Vec<&str> = hist.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["created", "bumped"]);
+    assert_eq!(
+        hist[0].detail,
+        serde_json::json!({ "kind": "port_scan", "severity": "medium", "muted": false })
+    );
+    assert!(s.alarm_history(tb, first.new_id).await.unwrap().is_empty());
+}
+
+/// State changes, assignment and notes are logged; lists filter and page;
+/// a resolved alarm never takes new occurrences.
+async fn alarm_changes(s: &dyn Store) {
+    let (ta, da) = tenant_with_device(s, "alarm-c").await;
+    let (tb, _) = tenant_with_device(s, "alarm-d").await;
+    let mut occ: Vec<AlarmOccurrence> = (0..5)
+        .map(|i| occurrence(&format!("k{i}"), 1_000 * (i + 1)))
+        .collect();
+    occ[4].kind = "ids_alert".into();
+    occ[4].severity = "high".into();
+    occ[4].device_id = Some(da);
+    s.commit_alarms(
+        ta,
+        &AlarmCommit {
+            occurrences: &occ,
+            max_evidence: 5,
+            now: 7,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let id = |i: usize| occ[i].new_id;
+    let all = s
+        .list_alarms(
+            ta,
+            &AlarmFilter {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![id(4), id(3), id(2), id(1), id(0)],
+        "newest first"
+    );
+    let page = s
+        .list_alarms(
+            ta,
+            &AlarmFilter {
+                limit: 2,
+                before: Some((all[1].last_seen, all[1].id)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![id(2), id(1)]
+    );
+    let f = |kind: Option<&str>, dev: Option<DeviceId>| AlarmFilter {
+        kind: kind.map(Into::into),
+        device_id: dev,
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(
+        s.list_alarms(ta, &f(Some("ids_alert"), None))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.list_alarms(ta, &f(None, Some(da))).await.unwrap().len(),
+        1
+    );
+    let window = AlarmFilter {
+        from: Some(2_000),
+        to: Some(4_000),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(s.list_alarms(ta, &window).await.unwrap().len(), 2);
+    assert!(s.list_alarms(tb, &f(None, None)).await.unwrap().is_empty());
+
+    let acked = s
+        .update_alarm(
+            ta,
+            id(0),
+            "ana",
+            &AlarmUpdate::State(AlarmState::Acknowledged),
+            8,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (acked.state, acked.updated_at),
+        (AlarmState::Acknowledged, 8)
+    );
+    let who = s
+        .update_alarm(
+            ta,
+            id(0),
+            "ana",
+            &AlarmUpdate::Assign(Some("bob".into())),
+            9,
+        )
+        .await
+        .unwrap();
+    assert_eq!(who.assignee.as_deref(), Some("bob"));
+    s.update_alarm(ta, id(0), "bob", &AlarmUpdate::Note("looking".into()), 10)
+        .await
+        .unwrap();
+    s.update_alarm(
+        ta,
+        id(0),
+        "bob",
+        &AlarmUpdate::State(AlarmState::Resolved),
+        11,
+    )
+    .await
+    .unwrap();
+    let wrong = s
+        .update_alarm(
+            tb,
+            id(0),
+            "eve",
+            &AlarmUpdate::State(AlarmState::Archived),
+            12,
+        )
+        .await;
+    assert!(
+        matches!(wrong, Err(StoreError::NotFound(_))),
+        "other tenant: {wrong:?}"
+    );
+    let hist = s.alarm_history(ta, id(0)).await.unwrap();
+    let lines: Vec<(&str, &str)> = hist
+        .iter()
+        .map(|e| (e.actor.as_str(), e.action.as_str()))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("detector", "created"),
+            ("ana", "state"),
+            ("ana", "assigned"),
+            ("bob", "note"),
+            ("bob", "state")
+        ]
+    );
+    assert_eq!(hist[3].detail, serde_json::json!({ "text": "looking" }));
+
+    // Resolved: the same key makes a new alarm even inside the window.
+    let mut again = occurrence("k0", 1_001);
+    again.window_ms = 1_000_000;
+    let out = s
+        .commit_alarms(
+            ta,
+            &AlarmCommit {
+                occurrences: &[again.clone()],
+                max_evidence: 5,
+                now: 13,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, vec![AlarmOutcome::Created(again.new_id)]);
+
+    s.update_alarm(
+        ta,
+        id(1),
+        "ana",
+        &AlarmUpdate::State(AlarmState::Archived),
+        14,
+    )
+    .await
+    .unwrap();
+    let listed = s.list_alarms(ta, &f(None, None)).await.unwrap();
+    assert!(
+        !listed.iter().any(|a| a.id == id(1)),
+        "archived alarms are hidden by default"
+    );
+    let archived = AlarmFilter {
+        state: Some(AlarmState::Archived),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(s.list_alarms(ta, &archived).await.unwrap().len(), 1);
+
+    let counts = s.alarm_counts(ta).await.unwrap();
+    assert_eq!(
+        counts,
+        vec![
+            ("ids_alert".into(), "high".into(), AlarmState::Active, 1),
+            ("port_scan".into(), "medium".into(), AlarmState::Active, 3),
+            ("port_scan".into(), "medium".into(), AlarmState::Resolved, 1),
+        ]
+    );
+    assert!(s.alarm_counts(tb).await.unwrap().is_empty());
+
+    // The notifier's queue runs across tenants, in order.
+    let evs = s.alarm_events_after(0, 10_000).await.unwrap();
+    assert!(evs.windows(2).all(|w| w[0].1.id < w[1].1.id));
+    let mine: Vec<i64> = evs
+        .iter()
+        .filter(|(t, _)| *t == ta)
+        .map(|(_, e)| e.id)
+        .collect();
+    let last = *mine.last().unwrap();
+    assert!(s
+        .alarm_events_after(last, 10)
+        .await
+        .unwrap()
+        .iter()
+        .all(|(_, e)| e.id > last));
+}
+
+async fn alarm_rules_and_webhooks(s: &dyn Store) {
+    let (ta, _) = tenant_with_device(s, "alarm-e").await;
+    let (tb, _) = tenant_with_device(s, "alarm-f").await;
+    let rule = AlarmRuleRow {
+        id: Uuid::new_v4(),
+        action: "mute".into(),
+        kind: Some("port_scan".into()),
+        host: None,
+        network: Some("10.0.0.0/8".into()),
+        port: Some(22),
+        expires_at: Some(99),
+        comment: "scanner".into(),
+        created_at: 5,
+    };
+    s.create_alarm_rule(ta, &rule).await.unwrap();
+    assert_eq!(s.list_alarm_rules(ta).await.unwrap(), vec![rule.clone()]);
+    assert!(s.list_alarm_rules(tb).await.unwrap().is_empty());
+    assert!(
+        !s.delete_alarm_rule(tb, rule.id).await.unwrap(),
+        "other tenant"
+    );
+    assert!(s.delete_alarm_rule(ta, rule.id).await.unwrap());
+    assert!(s.list_alarm_rules(ta).await.unwrap().is_empty());
+
+    let hook = WebhookRow {
+        id: Uuid::new_v4(),
+        url: "https://hooks.example.net/a".into(),
+        secret_wrapped: vec![7; 40],
+        min_severity: "medium".into(),
+        kinds: vec!["ids_alert".into()],
+        created_at: 6,
+    };
+    s.create_webhook(ta, &hook).await.unwrap();
+    assert_eq!(s.list_webhooks(ta).await.unwrap(), vec![hook.clone()]);
+    assert!(s.list_webhooks(tb).await.unwrap().is_empty());
+    assert!(!s.delete_webhook(tb, hook.id).await.unwrap());
+    assert!(s.delete_webhook(ta, hook.id).await.unwrap());
+}
+
+async fn webhook_deliveries(s: &dyn Store) {
+    let (ta, _) = tenant_with_device(s, "alarm-g").await;
+    let (tb, _) = tenant_with_device(s, "alarm-h").await;
+    let d = |event_id: i64, next_at: i64| DeliveryRow {
+        id: Uuid::new_v4(),
+        webhook_id: Uuid::from_u128(42),
+        alarm_id: Uuid::new_v4(),
+        event_id,
+        body: format!("{{\"event\":{event_id}}}"),
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        next_at,
+        last_error: None,
+        created_at: 1,
+        finished_at: None,
+    };
+    let (d1, d2) = (d(1, 100), d(2, 200));
+    s.queue_deliveries("test_cursor", 2, &[(ta, d1.clone()), (ta, d2.clone())])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_meta("test_cursor").await.unwrap(),
+        Some(b"2".to_vec())
+    );
+    // The same (webhook, event) again is skipped, the cursor still moves.
+    s.queue_deliveries("test_cursor", 3, &[(ta, d(1, 100))])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_meta("test_cursor").await.unwrap(),
+        Some(b"3".to_vec())
+    );
+    assert_eq!(s.list_deliveries(ta, None, 10).await.unwrap().len(), 2);
+
+    let due = s.due_deliveries(150, 10).await.unwrap();
+    assert_eq!(due, vec![(ta, d1.clone())]);
+    let mut retry = d1.clone();
+    retry.attempts = 1;
+    retry.next_at = 300;
+    retry.last_error = Some("http 500".into());
+    s.record_delivery_attempt(ta, &retry).await.unwrap();
+    assert!(s
+        .due_deliveries(250, 10)
+        .await
+        .unwrap()
+        .iter()
+        .all(|(_, r)| r.id != d1.id));
+    let mut dead = retry.clone();
+    dead.attempts = 2;
+    dead.status = DeliveryStatus::Dead;
+    dead.finished_at = Some(301);
+    s.record_delivery_attempt(ta, &dead).await.unwrap();
+    let wrong = s.record_delivery_attempt(tb, &dead).await;
+    assert!(matches!(wrong, Err(StoreError::NotFound(_))), "{wrong:?}");
+    assert_eq!(
+        s.list_deliveries(ta, Some(DeliveryStatus::Dead), 10)
+            .await
+            .unwrap(),
+        vec![dead.clone()]
+    );
+    assert_eq!(
+        s.due_deliveries(1_000, 10).await.unwrap(),
+        vec![(ta, d2.clone())]
+    );
+    assert!(s.list_deliveries(tb, None, 10).await.unwrap().is_empty());
 }

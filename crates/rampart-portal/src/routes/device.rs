@@ -241,6 +241,13 @@ async fn report_refusal(
             },
         )
         .await?;
+    let refused = rampart_alarms::source::instruction_refused(
+        req.device_id().0,
+        r.seq.unwrap_or(0),
+        &r.code,
+        crate::service::now_ms(),
+    );
+    crate::alarms::raise(&p, req.tenant.id, vec![refused]).await?;
     if let Some(seq) = r.seq {
         // Outcomes are final in the store: a replayed seq that already ran
         // keeps its real result; only a pending instruction becomes refused.

@@ -2,6 +2,7 @@
 //! tenant's own API, and the device API agents call.
 
 pub mod admin;
+pub mod alarms;
 pub mod device;
 pub mod flows;
 pub mod tenant;
@@ -60,6 +61,7 @@ impl Modify for Security {
         (name = "admin", description = "Operator API, on the admin domain"),
         (name = "tenant", description = "A tenant's API, on the tenant's domain"),
         (name = "flows", description = "A tenant's flows: top-N, time series, search, totals"),
+        (name = "alarms", description = "A tenant's alarms, their rules, detector settings and webhooks"),
         (name = "device", description = "Agent API, on the tenant's domain, signed by the device key"),
         (name = "meta", description = "Health and API description"),
     )

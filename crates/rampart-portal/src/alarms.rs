@@ -1,0 +1,909 @@
+//! The portal side of the alarms: the detection queue, the notifier and
+//! webhook delivery, and the operational sources (refused instructions,
+//! agents gone silent, outboxes dropping data).
+//!
+//! Detection never sits on the ingest path: ingest only makes a batch
+//! durable and rings [`Alarms::wake`]. The detection loop takes batches the
+//! detectors have not seen (`detected_at IS NULL`, a queue separate from the
+//! flow store's), runs them through `rampart_alarms`, and commits the alarms,
+//! the detector state and the "detected" marks in one transaction. So a
+//! crash or a restart repeats a batch's detection from the state saved with
+//! the batches before it (no alarm lost, none raised twice), and a batch
+//! uploaded twice is detected once (the spool keeps one row per batch id).
+//!
+//! Notification follows the alarm history, which is append-only: the
+//! notifier reads events after its cursor, routes `created` and `state`
+//! events to the tenant's webhooks and queues one delivery per (webhook,
+//! event), moving the cursor in the same transaction. Deliveries are
+//! retried with exponential backoff and end delivered or dead (the
+//! dead-letter list in the API).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rampart_alarms::detect::{FlowDetectors, FlowObs};
+use rampart_alarms::model::{Candidate, Severity};
+use rampart_alarms::rules::{MuteRule, RuleAction};
+use rampart_alarms::settings::DetectorSettings;
+use rampart_alarms::source::{AgentWatch, AlarmSource};
+use rampart_alarms::webhook;
+use rampart_proto::alerts::{self, IdsAlert};
+use rampart_store::*;
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::service::{now, now_ms, Portal, Result, ServiceError};
+
+/// Batches taken per kind and round of the detection loop.
+const BATCHES_PER_ROUND: u32 = 64;
+/// Evidence items kept on an alarm (the newest).
+const MAX_EVIDENCE: usize = 20;
+/// Where the notifier keeps its place in the alarm history (portal meta).
+const NOTIFY_CURSOR: &str = "alarm_notify_cursor";
+/// Tenant setting holding the detector settings.
+const SETTINGS_KEY: &str = "detector_settings";
+/// A webhook call may take this long.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Webhook calls in flight at once.
+const DELIVERY_CONCURRENCY: usize = 16;
+/// How long an occurrence of a key extends its open alarm (bumps its
+/// count) rather than opening a new one.
+pub const DEDUPE_WINDOW_MS: i64 = 3_600_000;
+
+/// Spool kinds the detectors read.
+const DETECTED_KINDS: [&str; 2] = [alerts::BATCH_KIND, "flows"];
+
+/// A tenant's flow detectors, kept between rounds, with the settings they
+/// were built from.
+struct TenantDetectors {
+    settings: DetectorSettings,
+    flows: FlowDetectors,
+    /// When the state was last saved, and how big it was.
+    saved: Option<(std::time::Instant, usize)>,
+}
+
+/// The detector state is saved with every commit while it is small. A
+/// large one (it can reach tens of MB at the caps) is saved at most this
+/// often: a restart then replays no batch (they are marked detected) but
+/// resumes from baselines up to this old, which can only delay an alarm
+/// (windows start over), never duplicate one (open alarms dedupe).
+const LARGE_STATE_SAVE_EVERY: Duration = Duration::from_secs(30);
+const SMALL_STATE: usize = 1 << 20;
+
+/// The alarm half of the portal.
+pub struct Alarms {
+    /// Rung by ingest when a batch the detectors read lands, and by
+    /// operational sources, so alarms are raised within moments.
+    pub wake: Notify,
+    detectors: tokio::sync::Mutex<HashMap<TenantId, TenantDetectors>>,
+    agents: tokio::sync::Mutex<HashMap<TenantId, AgentWatch>>,
+    http: reqwest::Client,
+    backoff: webhook::Backoff,
+    /// Lets tests and operators on private networks send webhooks to
+    /// loopback and private addresses (off by default: a tenant must not
+    /// make the portal call its own infrastructure).
+    allow_private_webhooks: bool,
+    offline_after_ms: i64,
+}
+
+impl Alarms {
+    pub fn new(
+        allow_private_webhooks: bool,
+        backoff: webhook::Backoff,
+        offline_after_secs: u64,
+        ca_file: &std::path::Path,
+    ) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(webhook_tls(ca_file)?)
+            .timeout(WEBHOOK_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("rampart-portal/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ServiceError::Invalid(format!("webhook client: {e}")))?;
+        Ok(Alarms {
+            wake: Notify::new(),
+            detectors: Default::default(),
+            agents: Default::default(),
+            http,
+            backoff,
+            allow_private_webhooks,
+            offline_after_ms: i64::try_from(offline_after_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+        })
+    }
+
+    /// Whether ingest of a batch of `kind` should wake the detectors.
+    pub fn reads(kind: &str) -> bool {
+        DETECTED_KINDS.contains(&kind)
+    }
+}
+
+/// TLS for webhook calls: verified against the operator's CA bundle (the
+/// system's by default). A missing bundle leaves https webhooks failing with
+/// a certificate error, never unverified.
+fn webhook_tls(ca_file: &std::path::Path) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match rustls::pki_types::CertificateDer::pem_file_iter(ca_file) {
+        Ok(certs) => {
+            let (added, _ignored) = roots.add_parsable_certificates(certs.flatten());
+            tracing::debug!(file = %ca_file.display(), added, "webhook CA bundle loaded");
+        }
+        Err(e) => {
+            tracing::warn!(file = %ca_file.display(), error = %e, "webhook CA bundle unreadable: https webhooks will fail until alarm_webhook_ca_file names one")
+        }
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServiceError::Tls(e.to_string()))
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// The tenant's detector settings (the defaults until set).
+pub async fn settings(p: &Portal, tenant: TenantId) -> Result<DetectorSettings> {
+    match p.store.tenant_setting(tenant, SETTINGS_KEY).await? {
+        Some(v) => serde_json::from_value(v)
+            .map_err(|e| ServiceError::Invalid(format!("stored detector settings: {e}"))),
+        None => Ok(DetectorSettings::default()),
+    }
+}
+
+pub async fn set_settings(p: &Portal, tenant: TenantId, s: &DetectorSettings) -> Result<()> {
+    s.validate().map_err(ServiceError::Invalid)?;
+    let v = serde_json::to_value(s).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+    p.store.set_tenant_setting(tenant, SETTINGS_KEY, &v).await?;
+    Ok(())
+}
+
+/// A stable alarm id for the `i`th candidate raised from `origin`, so a
+/// retried commit proposes the same ids.
+fn derived_id(tenant: TenantId, origin: &[u8], i: usize) -> Uuid {
+    let mut h = Sha256::new();
+    h.update(b"rampart-alarm-id-v1");
+    h.update(tenant.0.as_bytes());
+    h.update(origin);
+    h.update((i as u64).to_be_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    uuid::Builder::from_random_bytes(b).into_uuid()
+}
+
+fn occurrence(
+    c: &Candidate,
+    new_id: Uuid,
+    origin: serde_json::Value,
+    muted: bool,
+) -> AlarmOccurrence {
+    let mut ev = serde_json::json!({ "at": c.at_ms, "origin": origin });
+    if let (Some(obj), Some(extra)) = (ev.as_object_mut(), c.evidence.as_object()) {
+        for (k, v) in extra {
+            obj.insert(k.clone(), v.clone());
+        }
+    }
+    AlarmOccurrence {
+        new_id,
+        device_id: c.device.map(DeviceId),
+        kind: c.kind.as_str().into(),
+        severity: c.severity.as_str().into(),
+        title: c.title.clone(),
+        dedupe_key: c.dedupe_key.clone(),
+        at: c.at_ms,
+        src: c.src.map(|a| a.to_string()),
+        dst: c.dst.map(|a| a.to_string()),
+        dst_port: c.dst_port,
+        protocol: c.protocol,
+        evidence: serde_json::Value::Array(vec![ev]),
+        flow_filter: c.flow_filter.clone(),
+        window_ms: DEDUPE_WINDOW_MS,
+        muted,
+    }
+}
+
+/// The tenant's rules in force, in the engine's form (rows that no longer
+/// parse are skipped with a warning rather than stopping detection).
+async fn rules(p: &Portal, tenant: TenantId) -> Result<Vec<MuteRule>> {
+    Ok(p.store
+        .list_alarm_rules(tenant)
+        .await?
+        .into_iter()
+        .filter_map(|r| match rule_from_row(&r) {
+            Ok(rule) => Some(rule),
+            Err(e) => {
+                tracing::warn!(tenant = %tenant, rule = %r.id, error = %e, "alarm rule skipped");
+                None
+            }
+        })
+        .collect())
+}
+
+pub fn rule_from_row(r: &AlarmRuleRow) -> std::result::Result<MuteRule, String> {
+    Ok(MuteRule {
+        kind: r
+            .kind
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: rampart_alarms::Error| e.to_string())?,
+        host: r
+            .host
+            .as_deref()
+            .map(str::parse::<IpAddr>)
+            .transpose()
+            .map_err(|e| e.to_string())?,
+        network: r.network.clone(),
+        port: r.port,
+        expires_at_ms: r.expires_at,
+        action: match r.action.as_str() {
+            "allow" => RuleAction::Allow,
+            _ => RuleAction::Mute,
+        },
+    })
+}
+
+/// Records candidates that come from no batch (operational sources): rules
+/// apply, then dedupe as for every other source.
+pub async fn raise(
+    p: &Portal,
+    tenant: TenantId,
+    cands: Vec<Candidate>,
+) -> Result<Vec<AlarmOutcome>> {
+    let rules = rules(p, tenant).await?;
+    let origin = Uuid::new_v4();
+    let occ = occurrences(
+        p,
+        tenant,
+        &rules,
+        cands.iter().map(|c| (c, origin)),
+        |_| serde_json::json!({ "source": "portal" }),
+    );
+    if occ.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = p
+        .store
+        .commit_alarms(
+            tenant,
+            &AlarmCommit {
+                occurrences: &occ,
+                max_evidence: MAX_EVIDENCE,
+                now: now(),
+                ..Default::default()
+            },
+        )
+        .await?;
+    p.metrics.alarms_raised.inc_by(created(&out));
+    p.alarms.wake.notify_one();
+    Ok(out)
+}
+
+/// Applies the rules (allowed candidates are dropped and counted, muted
+/// ones kept as muted) and gives each occurrence an id derived from its
+/// origin (a batch, or one call) and its place there.
+fn occurrences<'a>(
+    p: &Portal,
+    tenant: TenantId,
+    rules: &[MuteRule],
+    cands: impl Iterator<Item = (&'a Candidate, Uuid)>,
+    origin_json: impl Fn(Uuid) -> serde_json::Value,
+) -> Vec<AlarmOccurrence> {
+    let now_ms = now_ms();
+    let mut seq: HashMap<Uuid, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for (c, origin) in cands {
+        let verdict = rampart_alarms::rules::evaluate(rules, c, now_ms);
+        if verdict == Some(RuleAction::Allow) {
+            p.metrics.alarms_suppressed.inc();
+            continue;
+        }
+        let i = seq.entry(origin).or_default();
+        *i += 1;
+        out.push(occurrence(
+            c,
+            derived_id(tenant, origin.as_bytes(), *i),
+            origin_json(origin),
+            verdict == Some(RuleAction::Mute),
+        ));
+    }
+    out
+}
+
+fn created(out: &[AlarmOutcome]) -> u64 {
+    out.iter()
+        .filter(|o| matches!(o, AlarmOutcome::Created(_)))
+        .count() as u64
+}
+
+/// Runs the detectors until no batch is waiting; returns batches detected.
+pub async fn detect(p: &Portal) -> Result<usize> {
+    let mut total = 0;
+    loop {
+        let mut round = 0;
+        for kind in DETECTED_KINDS {
+            let queue = p.store.undetected_batches(kind, BATCHES_PER_ROUND).await?;
+            round += queue.len();
+            let mut by_tenant: HashMap<TenantId, Vec<BatchRow>> = HashMap::new();
+            for (t, b) in queue {
+                by_tenant.entry(t).or_default().push(b);
+            }
+            for (tenant, batches) in by_tenant {
+                if let Err(e) = detect_tenant(p, tenant, kind, &batches).await {
+                    // The cached state may be ahead of what was committed.
+                    p.alarms.detectors.lock().await.remove(&tenant);
+                    match e {
+                        ServiceError::Store(StoreError::Raced(what)) => {
+                            tracing::info!(tenant = %tenant, what, "detection raced another processor; skipped");
+                        }
+                        e => return Err(e),
+                    }
+                }
+            }
+        }
+        total += round;
+        if round == 0 {
+            return Ok(total);
+        }
+    }
+}
+
+async fn detect_tenant(
+    p: &Portal,
+    tenant: TenantId,
+    kind: &str,
+    batches: &[BatchRow],
+) -> Result<()> {
+    let rules = rules(p, tenant).await?;
+    let mut cache = p.alarms.detectors.lock().await;
+    let settings = settings(p, tenant).await?;
+    let stale = cache.get(&tenant).is_none_or(|d| d.settings != settings);
+    if stale {
+        let saved = p.store.detector_state(tenant).await?;
+        let restored = match saved {
+            Some(bytes) => FlowDetectors::restore(&settings, &bytes)
+                .inspect_err(|e| {
+                    tracing::warn!(tenant = %tenant, error = %e, "detector state unreadable: learning afresh")
+                })
+                .ok(),
+            None => None,
+        };
+        let flows = match restored {
+            Some(d) => d,
+            None => {
+                FlowDetectors::new(&settings).map_err(|e| ServiceError::Invalid(e.to_string()))?
+            }
+        };
+        cache.insert(
+            tenant,
+            TenantDetectors {
+                settings: settings.clone(),
+                flows,
+                saved: None,
+            },
+        );
+    }
+    let Some(det) = cache.get_mut(&tenant) else {
+        return Ok(());
+    };
+    let mut cands: Vec<(Candidate, Uuid)> = Vec::new();
+    let mut detected = Vec::with_capacity(batches.len());
+    for b in batches {
+        detected.push((b.device_id, b.batch_id));
+        let found = if kind == "flows" {
+            flow_candidates(p, tenant, b, &mut det.flows).await
+        } else {
+            alert_candidates(p, tenant, b).await
+        };
+        match found {
+            Ok(found) => cands.extend(found.into_iter().map(|c| (c, b.batch_id))),
+            Err(e) => {
+                p.metrics.alarm_batches_rejected.inc();
+                tracing::warn!(tenant = %tenant, device = %b.device_id, batch = %b.batch_id, kind, error = %e, "batch skipped by the detectors");
+            }
+        }
+    }
+    let occ = occurrences(
+        p,
+        tenant,
+        &rules,
+        cands.iter().map(|(c, b)| (c, *b)),
+        |b| serde_json::json!({ "batch": b }),
+    );
+    let save = kind == "flows"
+        && det
+            .saved
+            .is_none_or(|(at, len)| len <= SMALL_STATE || at.elapsed() >= LARGE_STATE_SAVE_EVERY);
+    let state = save.then(|| det.flows.snapshot());
+    let out = p
+        .store
+        .commit_alarms(
+            tenant,
+            &AlarmCommit {
+                occurrences: &occ,
+                detector_state: state.as_deref(),
+                detected: &detected,
+                max_evidence: MAX_EVIDENCE,
+                now: now(),
+            },
+        )
+        .await?;
+    if let Some(st) = &state {
+        det.saved = Some((std::time::Instant::now(), st.len()));
+    }
+    p.metrics.alarms_raised.inc_by(created(&out));
+    Ok(())
+}
+
+async fn open_batch(p: &Portal, tenant: TenantId, b: &BatchRow) -> Result<Vec<u8>> {
+    let frame = p
+        .blobs
+        .get(&b.blob_key)
+        .await?
+        .ok_or_else(|| ServiceError::NotFound(format!("spooled batch {}", b.blob_key)))?;
+    let secrets = p.secrets(tenant).await?;
+    let (t, d) = (tenant.0, b.device_id.0);
+    tokio::task::spawn_blocking(move || {
+        let f = rampart_proto::batch::parse(&frame)
+            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        f.open(&secrets.upload, t, d)
+            .map(|z| z.to_vec())
+            .map_err(|e| ServiceError::Invalid(e.to_string()))
+    })
+    .await
+    .map_err(|e| ServiceError::Invalid(format!("open task failed: {e}")))?
+}
+
+async fn alert_candidates(p: &Portal, tenant: TenantId, b: &BatchRow) -> Result<Vec<Candidate>> {
+    let plain = open_batch(p, tenant, b).await?;
+    let list = alerts::decode(&plain).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+    Ok(list
+        .iter()
+        .map(|a| rampart_alarms::eve::from_alert(&eve_alert(a), Some(b.device_id.0)))
+        .collect())
+}
+
+/// The engine reads the typed EVE alert of `rampart_flow`.
+fn eve_alert(a: &IdsAlert) -> rampart_flow::eve::Alert {
+    rampart_flow::eve::Alert {
+        timestamp_ms: a.timestamp_ms,
+        src_addr: a.src_addr,
+        dst_addr: a.dst_addr,
+        src_port: a.src_port,
+        dst_port: a.dst_port,
+        protocol: a.protocol,
+        gid: a.gid,
+        signature_id: a.signature_id,
+        rev: a.rev,
+        signature: a.signature.clone(),
+        category: a.category.clone(),
+        severity: a.severity,
+        action: a.action.clone(),
+        flow_id: a.flow_id,
+        app_proto: a.app_proto.clone(),
+        in_iface: a.in_iface.clone(),
+    }
+}
+
+async fn flow_candidates(
+    p: &Portal,
+    tenant: TenantId,
+    b: &BatchRow,
+    det: &mut FlowDetectors,
+) -> Result<Vec<Candidate>> {
+    let records = crate::flows::read_batch(p, tenant, b).await?;
+    let geo = p.flows.geo.clone();
+    let unknown = *b"ZZ";
+    let mut out = Vec::new();
+    for r in &records {
+        let (sc, dc, sa, da) = match &geo {
+            Some(g) => {
+                let (s, d) = (g.lookup(r.src_addr), g.lookup(r.dst_addr));
+                (
+                    s.country.unwrap_or(unknown),
+                    d.country.unwrap_or(unknown),
+                    s.asn.unwrap_or(0),
+                    d.asn.unwrap_or(0),
+                )
+            }
+            None => (unknown, unknown, 0, 0),
+        };
+        out.extend(det.observe(&FlowObs {
+            flow: r,
+            device: b.device_id.0,
+            src_country: sc,
+            dst_country: dc,
+            src_asn: sa,
+            dst_asn: da,
+        }));
+    }
+    Ok(out)
+}
+
+/// Alarms agents that went silent, once per silence. Devices seen again
+/// are forgotten by the watch, so a later silence alarms again.
+pub async fn watch_agents(p: &Portal) -> Result<()> {
+    let now_ms = now_ms();
+    for t in p.store.list_tenants().await? {
+        if t.status != TenantStatus::Active {
+            continue;
+        }
+        let devices = p.store.list_devices(t.id).await?;
+        let due = {
+            let mut agents = p.alarms.agents.lock().await;
+            let w = agents
+                .entry(t.id)
+                .or_insert_with(|| AgentWatch::new(p.alarms.offline_after_ms, 100_000));
+            for d in &devices {
+                if d.status == rampart_proto::api::DeviceStatus::Active.as_str() {
+                    let seen = d.last_seen.unwrap_or(d.enrolled_at).saturating_mul(1000);
+                    w.seen(d.id.0, &d.hostname, seen);
+                } else {
+                    w.forget(d.id.0);
+                }
+            }
+            w.poll(now_ms)
+        };
+        if !due.is_empty() {
+            raise(p, t.id, due).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The tenant's webhooks, read once per round.
+async fn webhooks_of<'a>(
+    p: &Portal,
+    cache: &'a mut HashMap<TenantId, Vec<WebhookRow>>,
+    tenant: TenantId,
+) -> Result<&'a [WebhookRow]> {
+    if let std::collections::hash_map::Entry::Vacant(e) = cache.entry(tenant) {
+        e.insert(p.store.list_webhooks(tenant).await?);
+    }
+    Ok(cache.get(&tenant).map(Vec::as_slice).unwrap_or_default())
+}
+
+/// Routes new history events to webhooks; returns deliveries queued.
+pub async fn notify(p: &Portal) -> Result<usize> {
+    let cursor = p
+        .store
+        .get_meta(NOTIFY_CURSOR)
+        .await?
+        .and_then(|v| String::from_utf8(v).ok())
+        .and_then(|s| s.parse::<i64>().ok())
+        .unwrap_or(0);
+    let events = p.store.alarm_events_after(cursor, 256).await?;
+    let Some(last) = events.last().map(|(_, e)| e.id) else {
+        return Ok(0);
+    };
+    let mut hooks: HashMap<TenantId, Vec<WebhookRow>> = HashMap::new();
+    let mut rows = Vec::new();
+    let now = now();
+    for (tenant, ev) in &events {
+        let muted = ev.detail.get("muted").and_then(|m| m.as_bool()) == Some(true);
+        let kind = match ev.action.as_str() {
+            "created" if muted => continue,
+            "created" => "alarm.created",
+            "state" => "alarm.state_changed",
+            _ => continue,
+        };
+        let targets = webhooks_of(p, &mut hooks, *tenant).await?;
+        if targets.is_empty() {
+            continue;
+        }
+        let Some(alarm) = p.store.get_alarm(*tenant, ev.alarm_id).await? else {
+            continue;
+        };
+        let severity: Severity = alarm.severity.parse().unwrap_or(Severity::Info);
+        for h in targets {
+            let min: Severity = h.min_severity.parse().unwrap_or(Severity::Info);
+            if severity < min || (!h.kinds.is_empty() && !h.kinds.contains(&alarm.kind)) {
+                continue;
+            }
+            let body = serde_json::json!({
+                "id": format!("{}-{}", tenant, ev.id),
+                "type": kind,
+                "created_at": crate::routes::rfc3339(ev.at),
+                "actor": ev.actor,
+                "alarm": crate::routes::alarms::AlarmView::from(&alarm),
+            });
+            rows.push((
+                *tenant,
+                DeliveryRow {
+                    id: derived_id(*tenant, h.id.as_bytes(), ev.id as usize),
+                    webhook_id: h.id,
+                    alarm_id: alarm.id,
+                    event_id: ev.id,
+                    body: body.to_string(),
+                    status: DeliveryStatus::Pending,
+                    attempts: 0,
+                    next_at: now,
+                    last_error: None,
+                    created_at: now,
+                    finished_at: None,
+                },
+            ));
+        }
+    }
+    let n = rows.len();
+    p.store.queue_deliveries(NOTIFY_CURSOR, last, &rows).await?;
+    Ok(n)
+}
+
+/// The addresses a webhook URL may not name unless allowed: loopback,
+/// private, link-local and unspecified ranges.
+fn is_private(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(a) => {
+            a.is_loopback()
+                || a.is_private()
+                || a.is_link_local()
+                || a.is_unspecified()
+                || a.octets()[0] == 100 && (a.octets()[1] & 0xc0) == 64
+        }
+        IpAddr::V6(a) => {
+            a.is_loopback()
+                || a.is_unspecified()
+                || (a.segments()[0] & 0xfe00) == 0xfc00
+                || (a.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Checks a webhook URL: http(s), a host, no credentials, and not a
+/// private address unless the operator allows it.
+pub fn validate_webhook_url(url: &str, allow_private: bool) -> std::result::Result<(), String> {
+    if url.len() > 2048 {
+        return Err("url is longer than 2048 characters".into());
+    }
+    let u = reqwest::Url::parse(url).map_err(|e| format!("url does not parse: {e}"))?;
+    if !matches!(u.scheme(), "https" | "http") {
+        return Err("url must be https:// (or http://)".into());
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(
+            "url must not carry credentials: the signature authenticates the portal".into(),
+        );
+    }
+    let host = u.host_str().ok_or("url has no host")?;
+    if !allow_private {
+        let literal = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .ok();
+        if host.eq_ignore_ascii_case("localhost") || literal.is_some_and(is_private) {
+            return Err("url names a loopback or private address: use a public host, or ask the operator to set alarm_webhooks_allow_private".into());
+        }
+    }
+    Ok(())
+}
+
+/// Sends due deliveries; returns attempts made.
+pub async fn deliver(p: &Arc<Portal>) -> Result<usize> {
+    let due = p.store.due_deliveries(now(), 64).await?;
+    let n = due.len();
+    let mut hooks: HashMap<TenantId, Vec<WebhookRow>> = HashMap::new();
+    let mut set = tokio::task::JoinSet::new();
+    for (tenant, d) in due {
+        let hook = webhooks_of(p, &mut hooks, tenant)
+            .await?
+            .iter()
+            .find(|h| h.id == d.webhook_id)
+            .cloned();
+        while set.len() >= DELIVERY_CONCURRENCY {
+            let _ = set.join_next().await;
+        }
+        let p = p.clone();
+        set.spawn(async move {
+            if let Err(e) = attempt(&p, tenant, d, hook).await {
+                tracing::warn!(tenant = %tenant, error = %e, "recording a webhook attempt failed");
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    Ok(n)
+}
+
+async fn attempt(
+    p: &Portal,
+    tenant: TenantId,
+    mut d: DeliveryRow,
+    hook: Option<WebhookRow>,
+) -> Result<()> {
+    let result = match &hook {
+        None => Err("webhook was deleted".to_owned()),
+        Some(h) => send(p, tenant, h, &d).await,
+    };
+    d.attempts = d.attempts.saturating_add(1);
+    let now = now();
+    match result {
+        Ok(()) => {
+            d.status = DeliveryStatus::Delivered;
+            d.last_error = None;
+            d.finished_at = Some(now);
+            p.metrics
+                .webhook_deliveries
+                .get_or_create(&crate::metrics::CodeLabels {
+                    code: "delivered".into(),
+                })
+                .inc();
+        }
+        Err(e) => {
+            d.last_error = Some(e.chars().take(512).collect());
+            match p
+                .alarms
+                .backoff
+                .delay_after(d.attempts)
+                .filter(|_| hook.is_some())
+            {
+                Some(delay) => {
+                    d.next_at = now.saturating_add(delay as i64);
+                    p.metrics
+                        .webhook_deliveries
+                        .get_or_create(&crate::metrics::CodeLabels {
+                            code: "retry".into(),
+                        })
+                        .inc();
+                }
+                None => {
+                    d.status = DeliveryStatus::Dead;
+                    d.finished_at = Some(now);
+                    p.metrics
+                        .webhook_deliveries
+                        .get_or_create(&crate::metrics::CodeLabels {
+                            code: "dead".into(),
+                        })
+                        .inc();
+                    tracing::warn!(tenant = %tenant, delivery = %d.id, attempts = d.attempts, error = ?d.last_error, "webhook delivery dead-lettered");
+                }
+            }
+        }
+    }
+    p.store.record_delivery_attempt(tenant, &d).await?;
+    Ok(())
+}
+
+async fn send(
+    p: &Portal,
+    tenant: TenantId,
+    h: &WebhookRow,
+    d: &DeliveryRow,
+) -> std::result::Result<(), String> {
+    validate_webhook_url(&h.url, p.alarms.allow_private_webhooks)?;
+    let secrets = p.secrets(tenant).await.map_err(|e| e.to_string())?;
+    let secret = secrets
+        .unwrap_secret(tenant, &webhook_purpose(h.id), &h.secret_wrapped)
+        .map_err(|e| e.to_string())?;
+    let sig = webhook::sign(&secret, now(), d.body.as_bytes());
+    let r = p
+        .alarms
+        .http
+        .post(&h.url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(webhook::SIGNATURE_HEADER, sig)
+        .header("rampart-event-id", format!("{}-{}", tenant, d.event_id))
+        .body(d.body.clone())
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    if r.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("receiver answered {}", r.status()))
+    }
+}
+
+/// The associated data a webhook's secret is wrapped under.
+pub fn webhook_purpose(id: Uuid) -> String {
+    format!("webhook/{id}")
+}
+
+/// Makes a webhook: a fresh signing secret (returned once, stored wrapped).
+pub async fn create_webhook(
+    p: &Portal,
+    tenant: TenantId,
+    url: String,
+    min_severity: Severity,
+    kinds: Vec<String>,
+) -> Result<(WebhookRow, String)> {
+    validate_webhook_url(&url, p.alarms.allow_private_webhooks).map_err(ServiceError::Invalid)?;
+    for k in &kinds {
+        k.parse::<rampart_alarms::model::AlarmKind>()
+            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+    }
+    let id = Uuid::new_v4();
+    let mut raw = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut raw);
+    use base64::Engine;
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    );
+    let secrets = p.secrets(tenant).await?;
+    let row = WebhookRow {
+        id,
+        url,
+        secret_wrapped: secrets.wrap_secret(tenant, &webhook_purpose(id), secret.as_bytes()),
+        min_severity: min_severity.as_str().into(),
+        kinds,
+        created_at: now(),
+    };
+    p.store.create_webhook(tenant, &row).await?;
+    Ok((row, secret))
+}
+
+/// The alarm loop, started by [`crate::run`]: detection, operational
+/// sources, notification and delivery.
+pub async fn jobs(p: Arc<Portal>) {
+    let mut last_watch = tokio::time::Instant::now();
+    loop {
+        let _ = tokio::time::timeout(Duration::from_secs(1), p.alarms.wake.notified()).await;
+        if let Err(e) = detect(&p).await {
+            tracing::warn!(error = %e, "alarm detection failed; will retry");
+        }
+        if last_watch.elapsed() >= Duration::from_secs(15) {
+            last_watch = tokio::time::Instant::now();
+            if let Err(e) = watch_agents(&p).await {
+                tracing::warn!(error = %e, "watching for silent agents failed; will retry");
+            }
+        }
+        match lag_secs(&p).await {
+            Ok(lag) => {
+                p.metrics.alarm_detection_lag.set(lag);
+            }
+            Err(e) => tracing::warn!(error = %e, "measuring the detection lag failed"),
+        }
+        if let Err(e) = notify(&p).await {
+            tracing::warn!(error = %e, "alarm notification failed; will retry");
+        }
+        if let Err(e) = deliver(&p).await {
+            tracing::warn!(error = %e, "webhook delivery failed; will retry");
+        }
+    }
+}
+
+/// Seconds since the oldest batch the detectors have not seen arrived.
+async fn lag_secs(p: &Portal) -> Result<i64> {
+    let mut oldest: Option<i64> = None;
+    for kind in DETECTED_KINDS {
+        if let Some((_, b)) = p
+            .store
+            .undetected_batches(kind, 1)
+            .await?
+            .into_iter()
+            .next()
+        {
+            oldest = Some(oldest.map_or(b.received_at, |o| o.min(b.received_at)));
+        }
+    }
+    Ok(oldest.map_or(0, |o| (now() - o).max(0)))
+}
+
+/// A heartbeat's outbox drop counter went up: the agent is losing data.
+pub async fn outbox_drops(
+    p: &Portal,
+    tenant: TenantId,
+    device: DeviceId,
+    before: Option<u64>,
+    after: u64,
+) -> Result<()> {
+    let Some(before) = before else {
+        return Ok(());
+    };
+    if after > before {
+        let c = rampart_alarms::source::outbox_dropping(device.0, after - before, now_ms());
+        raise(p, tenant, vec![c]).await?;
+    }
+    Ok(())
+}
+
+/// Keys of a set of alarm kinds, for validation messages.
+pub fn kind_names() -> String {
+    rampart_alarms::model::AlarmKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
