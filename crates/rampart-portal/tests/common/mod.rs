@@ -105,10 +105,16 @@ pub struct PortalProc {
     pub port: u16,
     pub proc: Option<Proc>,
     pub operator: String,
+    /// Extra `serve` flags, kept across restarts.
+    pub extra: Vec<String>,
 }
 
 impl PortalProc {
     pub async fn start() -> PortalProc {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra: &[&str]) -> PortalProc {
         let dir = tempfile::tempdir().unwrap();
         let (ok, out, err) = run(Command::new(portal_bin())
             .arg("--data-dir")
@@ -124,6 +130,7 @@ impl PortalProc {
             port: free_port(),
             proc: None,
             operator,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         p.restart().await;
         p
@@ -140,6 +147,7 @@ impl PortalProc {
                 .arg(self.dir.path())
                 .args(["serve", "--listen", &self.addr().to_string()])
                 .args(["--poll-wait-secs", "5", "--metrics-listen", "off"])
+                .args(&self.extra)
                 .env("RAMPART_LOG", "info"),
             "portal",
             self.dir.path(),
