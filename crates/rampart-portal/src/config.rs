@@ -56,6 +56,12 @@ pub struct Config {
     pub alarm_webhook_retry_secs: u64,
     /// CA bundle that https webhook receivers are verified against.
     pub alarm_webhook_ca_file: PathBuf,
+    /// SMTP relay for alarm email: `smtps://user:password@host[:465]`,
+    /// `smtp+starttls://user:password@host[:587]` or `smtp://host[:25]`
+    /// (no TLS, for a local relay). Unset: no email.
+    pub smtp_url: Option<String>,
+    /// Sender of alarm email.
+    pub smtp_from: String,
 }
 
 impl Default for Config {
@@ -80,6 +86,8 @@ impl Default for Config {
             alarm_webhook_attempts: 8,
             alarm_webhook_retry_secs: 10,
             alarm_webhook_ca_file: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
+            smtp_url: None,
+            smtp_from: "rampart@localhost".into(),
         }
     }
 }

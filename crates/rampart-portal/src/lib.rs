@@ -15,6 +15,7 @@ pub mod alarms;
 pub mod ca;
 pub mod config;
 pub mod crypto;
+pub mod email;
 pub mod error;
 pub mod extract;
 pub mod flows;

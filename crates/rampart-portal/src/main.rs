@@ -78,6 +78,12 @@ struct ServeArgs {
     /// Seconds before the first retry of a failed webhook (doubling after).
     #[arg(long, env = "RAMPART_ALARM_WEBHOOK_RETRY_SECS")]
     alarm_webhook_retry_secs: Option<u64>,
+    /// SMTP relay for alarm email (smtps://, smtp+starttls:// or smtp://).
+    #[arg(long, env = "RAMPART_SMTP_URL")]
+    smtp_url: Option<String>,
+    /// Sender address of alarm email.
+    #[arg(long, env = "RAMPART_SMTP_FROM")]
+    smtp_from: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -227,6 +233,12 @@ fn load_config(cli: &Cli, serve: Option<&ServeArgs>) -> anyhow::Result<Config> {
         }
         if let Some(v) = s.alarm_webhook_retry_secs {
             c.alarm_webhook_retry_secs = v;
+        }
+        if let Some(v) = &s.smtp_url {
+            c.smtp_url = Some(v.clone());
+        }
+        if let Some(v) = &s.smtp_from {
+            c.smtp_from = v.clone();
         }
     }
     c.validate().map_err(anyhow::Error::msg)?;

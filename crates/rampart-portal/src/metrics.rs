@@ -27,6 +27,14 @@ pub struct CodeLabels {
     pub code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    /// `webhook` or `email`.
+    pub channel: String,
+    /// `delivered`, `retry` or `dead`.
+    pub outcome: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<HttpLabels, Counter>,
@@ -43,7 +51,7 @@ pub struct Metrics {
     pub alarms_suppressed: Counter,
     pub alarm_batches_rejected: Counter,
     pub alarm_detection_lag: Gauge,
-    pub webhook_deliveries: Family<CodeLabels, Counter>,
+    pub alarm_deliveries: Family<DeliveryLabels, Counter>,
 }
 
 impl Metrics {
@@ -64,7 +72,7 @@ impl Metrics {
             alarms_suppressed: Counter::default(),
             alarm_batches_rejected: Counter::default(),
             alarm_detection_lag: Gauge::default(),
-            webhook_deliveries: Family::default(),
+            alarm_deliveries: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -138,9 +146,9 @@ impl Metrics {
             m.alarm_detection_lag.clone(),
         );
         registry.register(
-            "webhook_deliveries",
-            "Webhook attempts by outcome (delivered, retry, dead)",
-            m.webhook_deliveries.clone(),
+            "alarm_deliveries",
+            "Alarm notification attempts by channel and outcome (delivered, retry, dead)",
+            m.alarm_deliveries.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -333,6 +333,10 @@ impl Portal {
             },
             config.agent_offline_alarm_secs,
             &config.alarm_webhook_ca_file,
+            config
+                .smtp_url
+                .as_deref()
+                .map(|u| (u, config.smtp_from.as_str())),
         )?;
         let portal = Portal {
             config,

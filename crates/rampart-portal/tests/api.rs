@@ -9,6 +9,9 @@
 
 use std::sync::Arc;
 
+#[path = "common/mod.rs"]
+mod common;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
@@ -296,6 +299,7 @@ fn sample_body(op: &Op) -> Value {
         p if p.ends_with("/notes") => json!({"text": "looked at it"}),
         "/api/v1/alarm-rules" => json!({"action": "mute", "kind": "port_scan", "comment": "test"}),
         "/api/v1/webhooks" => json!({"url": "https://hooks.example.net/rampart"}),
+        "/api/v1/alarm-email" => json!({"recipients": ["soc@acme.example"]}),
         _ => json!({}),
     }
 }
@@ -427,10 +431,15 @@ struct Harness {
 
 impl Harness {
     async fn new() -> Harness {
+        Self::with_config(Config::default()).await
+    }
+
+    /// A harness whose portal runs with `config` (its data dir replaced).
+    async fn with_config(config: Config) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let config = Config {
             data_dir: dir.path().to_path_buf(),
-            ..Default::default()
+            ..config
         };
         let (master, _) =
             rampart_portal::crypto::load_master_key(&dir.path().join("master.key")).unwrap();
@@ -811,7 +820,7 @@ async fn cross_tenant_access_is_refused_on_every_route() {
         tenant_ops.len()
     );
     let alarm_ops = tenant_ops.iter().filter(|o| o.tag == "alarms").count();
-    assert!(alarm_ops >= 18, "only {alarm_ops} alarm operations");
+    assert!(alarm_ops >= 20, "only {alarm_ops} alarm operations");
     for op in &tenant_ops {
         let body = sample_body(op);
         let (a_url, b_url) = (op.url(|p| a.fill(op, p)), op.url(|p| b.fill(op, p)));
@@ -2016,4 +2025,137 @@ async fn a_port_scan_in_uploaded_flows_raises_one_port_scan_alarm() {
             .is_some(),
         "state saved with the alarms"
     );
+}
+
+#[tokio::test]
+async fn noisy_kinds_are_mailed_as_one_digest_and_others_at_once() {
+    let (smtp, mails) = common::smtp_sink().await;
+    let h = Harness::with_config(Config {
+        smtp_url: Some(format!("smtp://{smtp}")),
+        smtp_from: "rampart@portal.example".into(),
+        ..Config::default()
+    })
+    .await;
+    let a = h.tenant("acme").await;
+    // The fixture's alarm was created before the route: the notifier's
+    // cursor starts past it.
+    rampart_portal::alarms::notify(&h.portal).await.unwrap();
+    let route = json!({
+        "recipients": ["soc@acme.example", "oncall@acme.example"],
+        "min_severity": "low",
+        "digest_kinds": ["instruction_refused"],
+        "digest_secs": 60,
+    });
+    let r = h
+        .call(
+            "PUT",
+            a.host(),
+            "/api/v1/alarm-email",
+            Some(&a.token),
+            Some(route),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let now = now();
+    let refused: Vec<_> = ["replayed", "expired", "bad_signature"]
+        .iter()
+        .map(|why| rampart_alarms::source::instruction_refused(a.device.id, 3, why, now * 1000))
+        .collect();
+    rampart_portal::alarms::raise(&h.portal, a.tenant.id, refused)
+        .await
+        .unwrap();
+    let offline = rampart_alarms::source::agent_offline(a.device.id, "edge-1", 0, now * 1000);
+    rampart_portal::alarms::raise(&h.portal, a.tenant.id, vec![offline])
+        .await
+        .unwrap();
+
+    rampart_portal::alarms::notify(&h.portal).await.unwrap();
+    rampart_portal::alarms::deliver(&h.portal).await.unwrap();
+    {
+        let got = mails.lock().unwrap();
+        assert_eq!(
+            got.len(),
+            1,
+            "only the agent_offline alarm is mailed at once: {got:?}"
+        );
+        assert_eq!(got[0].rcpt, ["soc@acme.example", "oncall@acme.example"]);
+        assert!(
+            got[0].data.contains("agent edge-1 offline"),
+            "{}",
+            got[0].data
+        );
+        assert!(
+            got[0].data.contains("From: rampart@portal.example"),
+            "{}",
+            got[0].data
+        );
+    }
+    // The period passes: one digest with the three.
+    assert_eq!(
+        rampart_portal::alarms::digest(&h.portal, now + 120)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        rampart_portal::alarms::digest(&h.portal, now + 125)
+            .await
+            .unwrap(),
+        0,
+        "once per period"
+    );
+    rampart_portal::alarms::deliver(&h.portal).await.unwrap();
+    let got = mails.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got[1].data.contains("digest: 3 alarm(s)"),
+        "{}",
+        got[1].data
+    );
+    for why in ["replayed", "expired", "bad_signature"] {
+        assert!(
+            got[1].data.contains(why),
+            "{why} missing from the digest: {}",
+            got[1].data
+        );
+    }
+    let delivered = h
+        .call(
+            "GET",
+            a.host(),
+            "/api/v1/alarm-deliveries?status=delivered",
+            Some(&a.token),
+            None,
+        )
+        .await
+        .ok("deliveries");
+    assert!(delivered
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["channel"] == "email"));
+    assert_eq!(delivered.as_array().unwrap().len(), 2);
+
+    for (body, what) in [
+        (json!({"recipients": ["not an address"]}), "a bad recipient"),
+        (
+            json!({"recipients": [], "digest_kinds": ["nope"]}),
+            "an unknown kind",
+        ),
+        (
+            json!({"recipients": [], "digest_secs": 5}),
+            "a too short period",
+        ),
+    ] {
+        let r = h
+            .call(
+                "PUT",
+                a.host(),
+                "/api/v1/alarm-email",
+                Some(&a.token),
+                Some(body),
+            )
+            .await;
+        r.expect(400, Some("invalid"), what);
+    }
 }

@@ -3,8 +3,9 @@
 //! receivers started here on loopback: one fails once and then accepts (a
 //! retry follows the 500), one always fails (a dead letter follows). The
 //! signature is checked with the documented scheme computed here with the
-//! `hmac` crate, not with the portal's code. A restart of the portal
-//! neither loses the alarm nor notifies it again.
+//! `hmac` crate, not with the portal's code. The alarm is also mailed to an
+//! SMTP sink started here. A restart of the portal neither loses the alarm
+//! nor notifies it again.
 //!
 //! The events are telegraf's `v2/alert.json` and `test3.json` (the same
 //! alert again), shared/testdata/suricata_eve; the expected values are the
@@ -84,7 +85,11 @@ fn signature_ok(secret: &str, header: &str, body: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eve_alerts_become_one_alarm_notified_with_retries_dead_letters_and_no_repeat_after_restart(
 ) {
+    let (smtp, mails) = common::smtp_sink().await;
+    let smtp_url = format!("smtp://{smtp}");
     let mut portal = PortalProc::start_with(&[
+        "--smtp-url",
+        &smtp_url,
         "--alarm-webhooks-allow-private",
         "--alarm-webhook-attempts",
         "3",
@@ -108,6 +113,17 @@ async fn eve_alerts_become_one_alarm_notified_with_retries_dead_letters_and_no_r
         assert_eq!(s, 201, "{v}");
         secrets.push(v["secret"].as_str().unwrap().to_string());
     }
+
+    let (s, v) = portal
+        .call(
+            reqwest::Method::PUT,
+            &t.domain,
+            "/api/v1/alarm-email",
+            &t.token,
+            Some(json!({"recipients": ["soc@acme.test"], "min_severity": "low"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
 
     let token = portal.enrollment_token(&t, json!({})).await;
     let mut agent = Agent::new();
@@ -180,11 +196,7 @@ async fn eve_alerts_become_one_alarm_notified_with_retries_dead_letters_and_no_r
     // The receiver that is down: three attempts, then a dead letter.
     let dead = eventually("a dead letter", Duration::from_secs(30), || async {
         let (s, v) = portal
-            .get(
-                &t.domain,
-                "/api/v1/webhooks/deliveries?status=dead",
-                &t.token,
-            )
+            .get(&t.domain, "/api/v1/alarm-deliveries?status=dead", &t.token)
             .await;
         assert_eq!(s, 200, "{v}");
         v.as_array().and_then(|a| a.first().cloned())
@@ -200,11 +212,35 @@ async fn eve_alerts_become_one_alarm_notified_with_retries_dead_letters_and_no_r
     let (_, delivered) = portal
         .get(
             &t.domain,
-            "/api/v1/webhooks/deliveries?status=delivered",
+            "/api/v1/alarm-deliveries?status=delivered",
             &t.token,
         )
         .await;
-    assert_eq!(delivered[0]["attempts"], 2, "{delivered}");
+    let by_channel = |c: &str| {
+        delivered
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["channel"] == c)
+            .cloned()
+            .collect::<Vec<Value>>()
+    };
+    let hooks = by_channel("webhook");
+    assert_eq!(hooks.len(), 1, "{delivered}");
+    assert_eq!(
+        hooks[0]["attempts"], 2,
+        "a 500, then delivered: {delivered}"
+    );
+    assert_eq!(by_channel("email").len(), 1, "{delivered}");
+
+    let mail = eventually("the alarm mail", Duration::from_secs(20), || {
+        let m = mails.lock().unwrap().first().cloned();
+        async move { m }
+    })
+    .await;
+    assert_eq!(mail.rcpt, ["soc@acme.test"]);
+    assert!(mail.data.contains("Corrupted HTTP body"), "{}", mail.data);
+    assert!(mail.data.contains("source: 10.0.0.5"), "{}", mail.data);
 
     // The same alert again folds into the alarm, and is not notified.
     std::fs::OpenOptions::new()
@@ -239,4 +275,5 @@ async fn eve_alerts_become_one_alarm_notified_with_retries_dead_letters_and_no_r
         "notified again after the restart"
     );
     assert_eq!(down.calls.lock().unwrap().len(), 3);
+    assert_eq!(mails.lock().unwrap().len(), 1, "mailed again");
 }

@@ -472,15 +472,43 @@ impl DeliveryStatus {
     }
 }
 
-/// One webhook call for one alarm event, retried until delivered or dead.
+/// Where a notification goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryChannel {
+    Webhook,
+    Email,
+}
+
+impl DeliveryChannel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryChannel::Webhook => "webhook",
+            DeliveryChannel::Email => "email",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Webhook, Self::Email]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// One notification of one alarm event (or one digest) to one target,
+/// retried until delivered or dead.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryRow {
     pub id: Uuid,
-    pub webhook_id: Uuid,
+    pub channel: DeliveryChannel,
+    /// The webhook id; for email, the tenant's email route id.
+    pub target_id: Uuid,
+    /// The alarm it announces (a digest: the newest alarm in it).
     pub alarm_id: Uuid,
-    /// The [`AlarmEvent::id`] it announces: one delivery per (webhook, event).
+    /// The [`AlarmEvent::id`] it announces (a digest: the newest event in
+    /// it): one delivery per (target, event).
     pub event_id: i64,
-    /// The exact JSON body sent (and signed) every attempt.
+    /// The exact body sent (and, for webhooks, signed) every attempt.
     pub body: String,
     pub status: DeliveryStatus,
     pub attempts: u32,

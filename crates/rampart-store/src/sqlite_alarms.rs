@@ -83,7 +83,12 @@ fn delivery_from(row: &SqliteRow) -> Result<DeliveryRow> {
     let status: String = row.try_get("status")?;
     Ok(DeliveryRow {
         id: uuid_col(row, "id")?,
-        webhook_id: uuid_col(row, "webhook_id")?,
+        channel: {
+            let c: String = row.try_get("channel")?;
+            DeliveryChannel::parse(&c)
+                .ok_or_else(|| StoreError::Corrupt(format!("delivery channel {c}")))?
+        },
+        target_id: uuid_col(row, "target_id")?,
         alarm_id: uuid_col(row, "alarm_id")?,
         event_id: row.try_get("event_id")?,
         body: row.try_get("body")?,
@@ -563,14 +568,15 @@ impl SqliteStore {
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         for (tenant, d) in rows {
             sqlx::query(
-                "INSERT INTO webhook_deliveries (tenant_id, id, webhook_id, alarm_id, event_id, body,
-                 status, attempts, next_at, last_error, created_at, finished_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (webhook_id, event_id) DO NOTHING",
+                "INSERT INTO alarm_deliveries (tenant_id, id, channel, target_id, alarm_id, event_id,
+                 body, status, attempts, next_at, last_error, created_at, finished_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (target_id, event_id) DO NOTHING",
             )
             .bind(tenant.0.to_string())
             .bind(d.id.to_string())
-            .bind(d.webhook_id.to_string())
+            .bind(d.channel.as_str())
+            .bind(d.target_id.to_string())
             .bind(d.alarm_id.to_string())
             .bind(d.event_id)
             .bind(&d.body)
@@ -601,7 +607,7 @@ impl SqliteStore {
         limit: u32,
     ) -> Result<Vec<(TenantId, DeliveryRow)>> {
         sqlx::query(
-            "SELECT * FROM webhook_deliveries WHERE status = 'pending' AND next_at <= ?
+            "SELECT * FROM alarm_deliveries WHERE status = 'pending' AND next_at <= ?
              ORDER BY next_at, created_at LIMIT ?",
         )
         .bind(now)
@@ -619,7 +625,7 @@ impl SqliteStore {
         d: &DeliveryRow,
     ) -> Result<()> {
         let r = sqlx::query(
-            "UPDATE webhook_deliveries SET status = ?, attempts = ?, next_at = ?, last_error = ?,
+            "UPDATE alarm_deliveries SET status = ?, attempts = ?, next_at = ?, last_error = ?,
              finished_at = ? WHERE tenant_id = ? AND id = ?",
         )
         .bind(d.status.as_str())
@@ -643,9 +649,8 @@ impl SqliteStore {
         status: Option<DeliveryStatus>,
         limit: u32,
     ) -> Result<Vec<DeliveryRow>> {
-        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-            "SELECT * FROM webhook_deliveries WHERE tenant_id = ",
-        );
+        let mut q =
+            sqlx::QueryBuilder::<Sqlite>::new("SELECT * FROM alarm_deliveries WHERE tenant_id = ");
         q.push_bind(tenant.0.to_string());
         if let Some(s) = status {
             q.push(" AND status = ").push_bind(s.as_str());

@@ -1250,7 +1250,8 @@ async fn webhook_deliveries(s: &dyn Store) {
     let (tb, _) = tenant_with_device(s, "alarm-h").await;
     let d = |event_id: i64, next_at: i64| DeliveryRow {
         id: Uuid::new_v4(),
-        webhook_id: Uuid::from_u128(42),
+        channel: DeliveryChannel::Webhook,
+        target_id: Uuid::from_u128(42),
         alarm_id: Uuid::new_v4(),
         event_id,
         body: format!("{{\"event\":{event_id}}}"),

@@ -39,6 +39,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_rules, create_rule))
         .routes(routes!(delete_rule))
         .routes(routes!(get_settings, put_settings))
+        .routes(routes!(get_email_route, put_email_route))
         .routes(routes!(list_webhooks, create_webhook))
         .routes(routes!(delete_webhook))
         .routes(routes!(list_deliveries))
@@ -705,6 +706,31 @@ async fn put_settings(
     Ok(axum::Json(s))
 }
 
+/// Who gets alarm email: recipients, minimum severity, kinds, and the
+/// noisy kinds sent as one digest per period.
+#[utoipa::path(get, path = "/api/v1/alarm-email", tag = "alarms", security(("tenant" = [])),
+    responses((status = 200, body = alarms::EmailRoute), (status = 401, body = ErrorBody)))]
+async fn get_email_route(
+    State(p): State<AppState>,
+    a: TenantAdmin,
+) -> Result<axum::Json<alarms::EmailRoute>, ApiError> {
+    let r = alarms::email_route(&p, a.tenant.id).await?;
+    Ok(axum::Json(r.unwrap_or_default()))
+}
+
+/// Replace the email route (empty recipients: no mail).
+#[utoipa::path(put, path = "/api/v1/alarm-email", tag = "alarms", security(("tenant" = [])),
+    request_body = alarms::EmailRoute,
+    responses((status = 200, body = alarms::EmailRoute), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn put_email_route(
+    State(p): State<AppState>,
+    a: TenantAdmin,
+    Json(r): Json<alarms::EmailRoute>,
+) -> Result<axum::Json<alarms::EmailRoute>, ApiError> {
+    alarms::set_email_route(&p, a.tenant.id, &r).await?;
+    Ok(axum::Json(r))
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct WebhookView {
     pub id: Uuid,
@@ -813,7 +839,10 @@ pub struct DeliveryParams {
 #[derive(Serialize, ToSchema)]
 pub struct DeliveryView {
     pub id: Uuid,
-    pub webhook_id: Uuid,
+    /// `webhook` or `email`.
+    pub channel: String,
+    /// The webhook id; for email, the tenant's email route.
+    pub target_id: Uuid,
     pub alarm_id: Uuid,
     pub status: String,
     pub attempts: u32,
@@ -826,7 +855,8 @@ pub struct DeliveryView {
 fn delivery_view(d: &DeliveryRow) -> DeliveryView {
     DeliveryView {
         id: d.id,
-        webhook_id: d.webhook_id,
+        channel: d.channel.as_str().into(),
+        target_id: d.target_id,
         alarm_id: d.alarm_id,
         status: d.status.as_str().into(),
         attempts: d.attempts,
@@ -837,8 +867,9 @@ fn delivery_view(d: &DeliveryRow) -> DeliveryView {
     }
 }
 
-/// Webhook deliveries, newest first; `status=dead` is the dead-letter list.
-#[utoipa::path(get, path = "/api/v1/webhooks/deliveries", tag = "alarms", security(("tenant" = [])),
+/// Alarm notifications (webhook calls and mail), newest first;
+/// `status=dead` is the dead-letter list.
+#[utoipa::path(get, path = "/api/v1/alarm-deliveries", tag = "alarms", security(("tenant" = [])),
     params(DeliveryParams),
     responses((status = 200, body = Vec<DeliveryView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn list_deliveries(

@@ -300,3 +300,67 @@ impl Agent {
         serde_json::from_str(&out).unwrap()
     }
 }
+
+/// Mail received by [`smtp_sink`]: the envelope recipients and the
+/// message as sent after DATA, with quoted-printable soft line breaks
+/// (RFC 2045 6.7) joined so that text can be searched.
+#[derive(Clone, Debug)]
+pub struct Mail {
+    pub rcpt: Vec<String>,
+    pub data: String,
+}
+
+/// A minimal SMTP server on loopback (RFC 5321's commands a client needs
+/// to hand over a message), keeping what it receives: the sink alarm email
+/// is tested against.
+pub async fn smtp_sink() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<Mail>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let mails = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let m = mails.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = l.accept().await {
+            let m = m.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = conn.into_split();
+                let mut lines = BufReader::new(r).lines();
+                let _ = w.write_all(b"220 sink ESMTP\r\n").await;
+                let mut rcpt = Vec::new();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let cmd = line.to_ascii_uppercase();
+                    let reply: &[u8] = if cmd.starts_with("EHLO") || cmd.starts_with("HELO") {
+                        b"250 sink\r\n"
+                    } else if cmd.starts_with("RCPT TO:") {
+                        rcpt.push(line[8..].trim().trim_matches(['<', '>']).to_string());
+                        b"250 ok\r\n"
+                    } else if cmd.starts_with("DATA") {
+                        let _ = w.write_all(b"354 end with .\r\n").await;
+                        let mut data = String::new();
+                        while let Ok(Some(l)) = lines.next_line().await {
+                            if l == "." {
+                                break;
+                            }
+                            data.push_str(&l);
+                            data.push('\n');
+                        }
+                        m.lock().unwrap().push(Mail {
+                            rcpt: std::mem::take(&mut rcpt),
+                            data: data.replace("=\n", ""),
+                        });
+                        b"250 queued\r\n"
+                    } else if cmd.starts_with("QUIT") {
+                        let _ = w.write_all(b"221 bye\r\n").await;
+                        break;
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    if w.write_all(reply).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, mails)
+}

@@ -82,10 +82,14 @@ CREATE TABLE webhooks (
     PRIMARY KEY (tenant_id, id)
 );
 
-CREATE TABLE webhook_deliveries (
+-- One notification of one alarm event (or one digest) to one target: a
+-- webhook, or the tenant's email recipients.
+CREATE TABLE alarm_deliveries (
     tenant_id   TEXT NOT NULL REFERENCES tenants(id),
     id          TEXT NOT NULL,
-    webhook_id  TEXT NOT NULL,
+    channel     TEXT NOT NULL CHECK (channel IN ('webhook', 'email')),
+    -- The webhook id; for email, the id of the tenant's email route.
+    target_id   TEXT NOT NULL,
     alarm_id    TEXT NOT NULL,
     event_id    INTEGER NOT NULL,
     body        TEXT NOT NULL,
@@ -96,6 +100,6 @@ CREATE TABLE webhook_deliveries (
     created_at  INTEGER NOT NULL,
     finished_at INTEGER,
     PRIMARY KEY (tenant_id, id),
-    UNIQUE (webhook_id, event_id)
+    UNIQUE (target_id, event_id)
 );
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_at) WHERE status = 'pending';
+CREATE INDEX alarm_deliveries_due ON alarm_deliveries(next_at) WHERE status = 'pending';
