@@ -101,6 +101,9 @@ enum Cmd {
     /// Operator tokens for the admin API.
     #[command(subcommand)]
     AdminToken(AdminTokenCmd),
+    /// A tenant's alarms: list, show, acknowledge, resolve.
+    #[command(subcommand)]
+    Alarms(AlarmsCmd),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -161,6 +164,40 @@ enum TokenCmd {
         tenant: String,
     },
     Revoke {
+        #[arg(long)]
+        tenant: String,
+        id: uuid::Uuid,
+    },
+}
+
+#[derive(Subcommand)]
+enum AlarmsCmd {
+    /// Newest first; archived ones only with --state archived.
+    List {
+        #[arg(long)]
+        tenant: String,
+        /// active, acknowledged, resolved or archived.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        severity: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// One alarm with its evidence and history.
+    Show {
+        #[arg(long)]
+        tenant: String,
+        id: uuid::Uuid,
+    },
+    Ack {
+        #[arg(long)]
+        tenant: String,
+        id: uuid::Uuid,
+    },
+    Resolve {
         #[arg(long)]
         tenant: String,
         id: uuid::Uuid,
@@ -310,6 +347,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Demo(_) => demo::run(portal).await?,
         Cmd::Tenant(t) => tenant_cmd(&portal, t, cli.json).await?,
         Cmd::Token(t) => token_cmd(&portal, t, cli.json).await?,
+        Cmd::Alarms(a) => alarms_cmd(&portal, a, cli.json).await?,
         Cmd::AdminToken(AdminTokenCmd::Create { name }) => {
             let t = portal.mint_api_token(None, &name, "operator", None).await?;
             print(
@@ -401,6 +439,113 @@ async fn tenant_cmd(p: &Portal, cmd: TenantCmd, json: bool) -> anyhow::Result<()
                     t.name
                 )
             });
+        }
+    }
+    Ok(())
+}
+
+async fn alarms_cmd(p: &Portal, cmd: AlarmsCmd, json: bool) -> anyhow::Result<()> {
+    use rampart_portal::routes::alarms::{AlarmView, HistoryView};
+    use rampart_store::{AlarmFilter, AlarmState, AlarmUpdate};
+    let line = |a: &AlarmView| {
+        format!(
+            "{}  {:<12} {:<8} {:<20} x{:<5} {}  {}",
+            a.id, a.state, a.severity, a.kind, a.count, a.last_seen, a.title
+        )
+    };
+    let state_change = |tenant: String, id: uuid::Uuid, to: AlarmState| async move {
+        let t = p.find_tenant(&tenant).await?;
+        let a = p
+            .store
+            .update_alarm(
+                t.id,
+                id,
+                "cli",
+                &AlarmUpdate::State(to),
+                rampart_portal::service::now(),
+            )
+            .await
+            .with_context(|| format!("alarm {id} of tenant {}", t.name))?;
+        // A running portal notifies the change from the history.
+        anyhow::Ok(AlarmView::from(&a))
+    };
+    match cmd {
+        AlarmsCmd::List {
+            tenant,
+            state,
+            kind,
+            severity,
+            limit,
+        } => {
+            let t = p.find_tenant(&tenant).await?;
+            let state = state
+                .map(|s| {
+                    AlarmState::parse(&s).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--state must be active, acknowledged, resolved or archived"
+                        )
+                    })
+                })
+                .transpose()?;
+            let rows = p
+                .store
+                .list_alarms(
+                    t.id,
+                    &AlarmFilter {
+                        state,
+                        kind,
+                        severity,
+                        limit: limit.clamp(1, 1000),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            let vs: Vec<AlarmView> = rows.iter().map(AlarmView::from).collect();
+            print(json, &vs, || {
+                vs.iter().map(line).collect::<Vec<_>>().join("\n")
+            });
+        }
+        AlarmsCmd::Show { tenant, id } => {
+            let t = p.find_tenant(&tenant).await?;
+            let a = p
+                .store
+                .get_alarm(t.id, id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no alarm {id} in tenant {}", t.name))?;
+            let hist: Vec<HistoryView> = p
+                .store
+                .alarm_history(t.id, id)
+                .await?
+                .iter()
+                .map(HistoryView::from)
+                .collect();
+            let v = AlarmView::from(&a);
+            let text = || {
+                let mut s = format!("{}\nevidence {}\n", line(&v), v.evidence);
+                if let Some(f) = &v.flow_filter {
+                    s.push_str(&format!("flows    {f}\n"));
+                }
+                for h in &hist {
+                    s.push_str(&format!(
+                        "{}  {:<10} {:<16} {}\n",
+                        h.at, h.action, h.actor, h.detail
+                    ));
+                }
+                s
+            };
+            print(
+                json,
+                &serde_json::json!({"alarm": v, "history": hist}),
+                text,
+            );
+        }
+        AlarmsCmd::Ack { tenant, id } => {
+            let v = state_change(tenant, id, AlarmState::Acknowledged).await?;
+            print(json, &v, || line(&v));
+        }
+        AlarmsCmd::Resolve { tenant, id } => {
+            let v = state_change(tenant, id, AlarmState::Resolved).await?;
+            print(json, &v, || line(&v));
         }
     }
     Ok(())
