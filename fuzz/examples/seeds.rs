@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use rampart_proto::alerts::{self, AnomalyInfo, IdsAlert};
 use rampart_proto::reqsig::DeviceAuth;
 use rampart_proto::token::EnrollmentToken;
 use rampart_proto_fuzz::*;
@@ -92,5 +93,59 @@ fn main() {
         "request_headers",
         "regression_ts_i64_min.txt",
         far_past.as_bytes(),
+    );
+
+    // ids_alerts: telegraf's v2/alert.json and the guide's applayer anomaly
+    // example, as the agent ships them.
+    let alert = IdsAlert {
+        event_type: "alert".into(),
+        timestamp_ms: 1_622_398_033_208,
+        src_addr: Some("10.0.0.5".parse().unwrap()),
+        dst_addr: Some("179.60.192.3".parse().unwrap()),
+        src_port: Some(18715),
+        dst_port: Some(80),
+        protocol: Some(6),
+        gid: 1,
+        signature_id: 6,
+        rev: 0,
+        signature: "Corrupted HTTP body".into(),
+        category: "Misc activity".into(),
+        severity: 3,
+        action: "allowed".into(),
+        flow_id: Some(1_696_236_471_136_137),
+        app_proto: None,
+        in_iface: Some("s1-suricata".into()),
+        anomaly: None,
+    };
+    let event = "APPLAYER_DETECT_PROTOCOL_ONLY_ONE_DIRECTION";
+    let anomaly = IdsAlert {
+        event_type: "anomaly".into(),
+        timestamp_ms: 1_452_517_854_612,
+        src_addr: Some("192.168.122.149".parse().unwrap()),
+        dst_addr: Some("69.195.71.174".parse().unwrap()),
+        src_port: Some(49324),
+        dst_port: Some(443),
+        protocol: Some(6),
+        gid: 0,
+        signature_id: 0,
+        rev: 0,
+        signature: event.into(),
+        category: "anomaly".into(),
+        severity: 0,
+        action: String::new(),
+        flow_id: Some(412_547_343_494_194),
+        app_proto: Some("tls".into()),
+        in_iface: None,
+        anomaly: Some(AnomalyInfo {
+            kind: "applayer".into(),
+            event: event.into(),
+            layer: Some("proto_detect".into()),
+            code: None,
+        }),
+    };
+    write(
+        "ids_alerts",
+        "alert_and_anomaly.json",
+        &alerts::encode(&[alert, anomaly]),
     );
 }

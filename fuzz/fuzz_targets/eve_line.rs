@@ -1,6 +1,7 @@
 //! `rampart_flow::eve::parse_line` on arbitrary input, whole and split at
 //! `\n` (the seeds are EVE files, one event per line). Must never panic;
-//! flows are well formed and alerts carry what their type promises.
+//! flows are well formed, and alerts and anomalies carry what their types
+//! promise (an anomaly is named, or has the code Suricata logs instead).
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -25,6 +26,10 @@ fn check(line: &[u8]) {
         EveEvent::Flow { toclient, .. } => assert_eq!(n, 1 + usize::from(toclient.is_some())),
         EveEvent::Netflow(_) => assert_eq!(n, 1),
         EveEvent::Alert(_) => assert_eq!(n, 0),
+        EveEvent::Anomaly(a) => {
+            assert_eq!(n, 0);
+            assert!(!a.event.is_empty() || a.code.is_some(), "{a:?}");
+        }
         EveEvent::Other { event_type } => {
             assert_eq!(n, 0);
             assert!(event_type.len() <= 64);

@@ -20,7 +20,7 @@
 //!   exporter is `0.0.0.0`: the flows were observed by the sensor that
 //!   wrote the log, and neither format names an exporter address. Lines of
 //!   other Zeek logs and EVE events other than `flow` and `netflow` (alerts,
-//!   dns, stats, ...) are only counted; malformed lines are warned about.
+//!   anomalies, dns, stats, ...) are only counted; malformed lines are warned about.
 //!
 //! Output: one JSON object per flow on stdout, with `start` and `end`
 //! (RFC 3339, milliseconds, UTC), `src_addr`, `dst_addr`, `src_port`,
@@ -210,7 +210,7 @@ pub enum Problem {
     /// Log lines that could not be read (Zeek or EVE).
     MalformedLine,
     /// Log lines without flows: other Zeek logs, EVE events other than
-    /// `flow` and `netflow` (alert, dns, stats, ...). Only counted.
+    /// `flow` and `netflow` (alert, anomaly, dns, stats, ...). Only counted.
     NoFlowLine,
 }
 

@@ -307,8 +307,10 @@ impl Masker {
 
     /// Masks IDS alerts in place under the same controls as flows: the
     /// same address policy, port and protocol drops, and the app-label
-    /// rules for `app_proto`. Returns how many were removed (all of them
-    /// when blocked, else none).
+    /// rules for `app_proto`. Anomalies are IDS alerts too and take the
+    /// same treatment; their `anomaly` part (type, event name, layer, code)
+    /// names no host or port, so it is kept. Returns how many were removed
+    /// (all of them when blocked, else none).
     pub fn apply_alerts(&self, alerts: &mut Vec<IdsAlert>) -> usize {
         if self.blocked.is_some() {
             let n = alerts.len();

@@ -125,7 +125,8 @@ impl LineParser for ZeekParser {
 }
 
 /// Suricata EVE JSON: `flow` and `netflow` events become flows, `alert`
-/// events IDS alerts for the portal's alarms; other events are passed over.
+/// and `anomaly` events IDS alerts for the portal's alarms; other events are
+/// passed over.
 #[derive(Default)]
 pub struct EveParser {
     alerts: Vec<IdsAlert>,
@@ -138,6 +139,7 @@ impl LineParser for EveParser {
         }
         match rampart_flow::eve::parse_line(line, FILE_EXPORTER).map_err(|e| e.to_string())? {
             rampart_flow::eve::EveEvent::Alert(a) => self.alerts.push(ids_alert(&a)),
+            rampart_flow::eve::EveEvent::Anomaly(a) => self.alerts.push(ids_anomaly(&a)),
             ev => {
                 ev.push_flows(out);
             }
@@ -178,6 +180,46 @@ pub fn ids_alert(a: &rampart_flow::eve::Alert) -> IdsAlert {
         flow_id: a.flow_id,
         app_proto: a.app_proto.as_deref().map(clip),
         in_iface: a.in_iface.as_deref().map(clip),
+        anomaly: None,
+    }
+}
+
+/// The wire form of a parsed EVE anomaly. It rides in the same batches as
+/// alerts, so it takes the same masking and checkpointing; it has no rule,
+/// so gid, sid and rev are 0, the event name stands in for the signature
+/// (for an `unknown` anomaly, which has no name, its code) and the category
+/// says what it is. Severity 0 is "none given": the portal ranks anomalies
+/// itself.
+pub fn ids_anomaly(a: &rampart_flow::eve::Anomaly) -> IdsAlert {
+    use rampart_proto::alerts::{clip, AnomalyInfo};
+    let signature = match a.code {
+        Some(code) if a.event.is_empty() => format!("{} anomaly code {code}", a.kind),
+        _ => a.event.clone(),
+    };
+    IdsAlert {
+        event_type: "anomaly".into(),
+        timestamp_ms: a.timestamp_ms,
+        src_addr: a.src_addr,
+        dst_addr: a.dst_addr,
+        src_port: a.src_port,
+        dst_port: a.dst_port,
+        protocol: a.protocol,
+        gid: 0,
+        signature_id: 0,
+        rev: 0,
+        signature: clip(&signature),
+        category: "anomaly".into(),
+        severity: 0,
+        action: String::new(),
+        flow_id: a.flow_id,
+        app_proto: a.app_proto.as_deref().map(clip),
+        in_iface: a.in_iface.as_deref().map(clip),
+        anomaly: Some(AnomalyInfo {
+            kind: clip(&a.kind),
+            event: clip(&a.event),
+            layer: a.layer.as_deref().map(clip),
+            code: a.code,
+        }),
     }
 }
 

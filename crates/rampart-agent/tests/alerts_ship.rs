@@ -6,6 +6,8 @@
 //! The events are telegraf's Suricata test files (`v2/alert.json`,
 //! `v2/flow.json`, see shared/testdata/suricata_eve/PROVENANCE.md); the
 //! expected values are the ones telegraf's `suricata_test.go` asserts.
+//! No sample there has an `anomaly` event, so [`ANOMALY`] is an example
+//! from Suricata's user guide ("Eve JSON Format", "Event type: Anomaly").
 
 mod flowkit;
 
@@ -15,7 +17,7 @@ use std::sync::Arc;
 use flowkit::{contains, wait_for, Env, EVE};
 use rampart_agent::masking::Controls;
 use rampart_agent::pipeline::FlowOptions;
-use rampart_proto::alerts::{self, IdsAlert};
+use rampart_proto::alerts::{self, AnomalyInfo, IdsAlert};
 use rampart_proto::batch::Priority;
 use rampart_proto::controls::{DataControls, PseudonymKey};
 
@@ -25,9 +27,22 @@ fn one_line(rel: &str) -> String {
     format!("{v}\n")
 }
 
+/// An `applayer` anomaly, one of the guide's examples, on one line.
+const ANOMALY: &str = r#"{"timestamp":"2016-01-11T05:10:54.612110-0800","flow_id":412547343494194,"pcap_cnt":1391293,"event_type":"anomaly","src_ip":"192.168.122.149","src_port":49324,"dest_ip":"69.195.71.174","dest_port":443,"proto":"TCP","app_proto":"tls","anomaly":{"type":"applayer","event":"APPLAYER_DETECT_PROTOCOL_ONLY_ONE_DIRECTION","layer":"proto_detect"}}"#;
+
 /// Tails an EVE file holding the alert and a flow event under `controls`,
 /// and returns the alerts batch (header, frame, plaintext) and the flows.
 fn run(controls: Option<DataControls>, key: Option<&PseudonymKey>) -> (flowkit::Shipped, usize) {
+    run_lines(&one_line("telegraf/v2/alert.json"), controls, key)
+}
+
+/// Tails an EVE file to which `event` (one alert or anomaly line) and a
+/// flow event are appended, as [`run`] does.
+fn run_lines(
+    event: &str,
+    controls: Option<DataControls>,
+    key: Option<&PseudonymKey>,
+) -> (flowkit::Shipped, usize) {
     let env = Env::new();
     let eve = env.path("eve.json");
     // A first run tails from the end (like `tail -F`): the events are
@@ -57,7 +72,12 @@ fn run(controls: Option<DataControls>, key: Option<&PseudonymKey>) -> (flowkit::
     });
     flowkit::append(
         &eve,
-        (one_line("telegraf/v2/alert.json") + &one_line("telegraf/v2/flow.json")).as_bytes(),
+        format!(
+            "{}\n{}",
+            event.trim_end(),
+            one_line("telegraf/v2/flow.json")
+        )
+        .as_bytes(),
     );
     wait_for(10, "the alert to ship", || {
         flows.status().alerts_shipped == 1
@@ -103,6 +123,7 @@ fn eve_alerts_ship_sealed_at_alarm_priority_with_their_fields() {
         flow_id: Some(1_696_236_471_136_137),
         app_proto: None,
         in_iface: Some("s1-suricata".into()),
+        anomaly: None,
     };
     assert_eq!(got, vec![want]);
     assert!(flows >= 1, "the flow event still becomes flows");
@@ -148,4 +169,98 @@ fn masked_alert_addresses_never_reach_the_sealed_bytes() {
         }
         assert_eq!(a.signature, "Corrupted HTTP body", "the rest is kept");
     }
+}
+
+#[test]
+fn eve_anomalies_ship_as_ids_alerts() {
+    let (b, flows) = run_lines(ANOMALY, None, None);
+    assert_eq!(b.header.priority, Priority::Alarm);
+    assert_eq!(b.header.items, 1);
+    let got = alerts::decode(&b.plaintext).unwrap();
+    let want = IdsAlert {
+        event_type: "anomaly".into(),
+        // 2016-01-11T05:10:54.612110-0800 = 13:10:54.612Z.
+        timestamp_ms: 1_452_517_854_612,
+        src_addr: Some(ip("192.168.122.149")),
+        dst_addr: Some(ip("69.195.71.174")),
+        src_port: Some(49324),
+        dst_port: Some(443),
+        protocol: Some(6),
+        gid: 0,
+        signature_id: 0,
+        rev: 0,
+        signature: "APPLAYER_DETECT_PROTOCOL_ONLY_ONE_DIRECTION".into(),
+        category: "anomaly".into(),
+        severity: 0,
+        action: String::new(),
+        flow_id: Some(412_547_343_494_194),
+        app_proto: Some("tls".into()),
+        in_iface: None,
+        anomaly: Some(AnomalyInfo {
+            kind: "applayer".into(),
+            event: "APPLAYER_DETECT_PROTOCOL_ONLY_ONE_DIRECTION".into(),
+            layer: Some("proto_detect".into()),
+            code: None,
+        }),
+    };
+    assert_eq!(got, vec![want]);
+    assert!(flows >= 1, "the flow event still becomes flows");
+}
+
+#[test]
+fn masked_anomaly_addresses_never_reach_the_sealed_bytes() {
+    let controls = DataControls {
+        version: 1,
+        collect_addresses: false,
+        ..DataControls::default()
+    };
+    let key = PseudonymKey {
+        key_id: "k1".into(),
+        key_b64: rampart_proto::b64(&[7u8; 32]),
+    };
+    let (b, _) = run_lines(ANOMALY, Some(controls), Some(&key));
+    for bytes in [&b.frame, &b.plaintext] {
+        for a in ["192.168.122.149", "69.195.71.174"] {
+            let v4: std::net::Ipv4Addr = a.parse().unwrap();
+            assert!(!contains(bytes, a.as_bytes()), "{a} as text");
+            assert!(!contains(bytes, &v4.octets()), "{a} as octets");
+        }
+    }
+    let got = alerts::decode(&b.plaintext).unwrap();
+    assert_eq!((got[0].src_addr, got[0].dst_addr), (None, None));
+    assert_eq!(got[0].event_type, "anomaly");
+    assert_eq!(
+        got[0].anomaly.as_ref().map(|x| x.event.as_str()),
+        Some("APPLAYER_DETECT_PROTOCOL_ONLY_ONE_DIRECTION"),
+        "the anomaly itself is kept"
+    );
+}
+
+#[test]
+fn unnamed_and_oversized_anomalies_fit_the_wire() {
+    use rampart_agent::tail::{EveParser, LineParser};
+    // Written from the guide's field list: an `unknown` anomaly has a code
+    // and no event name; the long name is over the wire's text limit.
+    let unknown = r#"{"timestamp":"2016-09-13T04:05:06Z","event_type":"anomaly","anomaly":{"type":"unknown","code":4242}}"#;
+    let long = ANOMALY.replace(
+        "APPLAYER_DETECT_PROTOCOL_ONLY_ONE_DIRECTION",
+        &"é".repeat(alerts::MAX_TEXT),
+    );
+    let mut p = EveParser::default();
+    let mut flows = Vec::new();
+    for line in [unknown, &long] {
+        p.line(format!("{line}\n").as_bytes(), &mut flows).unwrap();
+    }
+    assert!(flows.is_empty(), "anomalies carry no flows");
+    let got = p.take_alerts();
+    assert_eq!(got[0].signature, "unknown anomaly code 4242");
+    let info = got[0].anomaly.as_ref().unwrap();
+    assert_eq!(
+        (info.kind.as_str(), info.event.as_str(), info.code),
+        ("unknown", "", Some(4242))
+    );
+    let info = got[1].anomaly.as_ref().unwrap();
+    assert!(info.event.len() <= alerts::MAX_TEXT && got[1].signature == info.event);
+    assert!(info.event.chars().all(|c| c == 'é'));
+    assert_eq!(alerts::decode(&alerts::encode(&got)).unwrap(), got);
 }

@@ -1,9 +1,10 @@
 //! Suricata EVE JSON lines: `flow` and `netflow` events into
-//! [`FlowRecord`]s, `alert` events into [`Alert`]s, every other event type
-//! recognised and passed over.
+//! [`FlowRecord`]s, `alert` events into [`Alert`]s, `anomaly` events into
+//! [`Anomaly`]s, every other event type recognised and passed over.
 //!
 //! One reader for every EVE consumer: the flow collectors take the flows,
-//! the alarms take the alerts, and both agree on what a malformed line is.
+//! the alarms take the alerts and anomalies, and both agree on what a
+//! malformed line is.
 //!
 //! ```
 //! use rampart_flow::eve::{parse_line, EveEvent};
@@ -102,6 +103,9 @@ pub enum EveEvent {
     Netflow(FlowRecord),
     /// An `alert` event.
     Alert(Alert),
+    /// An `anomaly` event: a packet or stream Suricata found malformed or
+    /// unexpected. Carries no flow.
+    Anomaly(Anomaly),
     /// Any other event type (`dns`, `http`, `stats`, `drop`, ...), named at
     /// most 64 bytes long.
     Other { event_type: String },
@@ -113,7 +117,7 @@ impl EveEvent {
         let (a, b) = match self {
             EveEvent::Flow { toserver, toclient } => (Some(toserver), toclient.as_ref()),
             EveEvent::Netflow(r) => (Some(r), None),
-            EveEvent::Alert(_) | EveEvent::Other { .. } => (None, None),
+            EveEvent::Alert(_) | EveEvent::Anomaly(_) | EveEvent::Other { .. } => (None, None),
         };
         a.into_iter().chain(b)
     }
@@ -155,6 +159,44 @@ pub struct Alert {
     pub in_iface: Option<String>,
 }
 
+/// An `anomaly` event: the fields the alarms need, typed and owned.
+///
+/// Read as Suricata's user guide documents it ("Eve JSON Format", section
+/// "Event type: Anomaly", <https://docs.suricata.io/en/latest/output/eve/eve-json-format.html>;
+/// source `doc/userguide/output/eve/eve-json-format.rst` in OISF/suricata):
+/// the common section (`timestamp`, `flow_id`, the tuple, `proto`,
+/// `app_proto`, `in_iface`) plus an `anomaly` object with `type` (`decode`,
+/// `stream` or `applayer`, rarely `unknown`), `event` (the event's name,
+/// `decoder.`/`stream.` prefixed for those types), `layer` (only for
+/// `applayer`: `proto_parser`, `proto_detect` or `parser`) and `code` (only
+/// for `unknown`, the event code Suricata has no name for). Decode anomalies
+/// can be on packets without ports or without an IP layer, so the tuple is
+/// optional, as for [`Alert`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anomaly {
+    /// The event's `timestamp`, ms since the Unix epoch.
+    pub timestamp_ms: u64,
+    pub src_addr: Option<IpAddr>,
+    pub dst_addr: Option<IpAddr>,
+    pub src_port: Option<u16>,
+    pub dst_port: Option<u16>,
+    /// IANA protocol number, from `proto`.
+    pub protocol: Option<u8>,
+    /// `anomaly.type`: `decode`, `stream`, `applayer` or `unknown`; kept as
+    /// written, so a type added by a later Suricata still reads.
+    pub kind: String,
+    /// `anomaly.event`, such as `decoder.udp.pkt_too_small`. Empty only
+    /// when the event has a `code` and no name (an `unknown` anomaly).
+    pub event: String,
+    /// `anomaly.layer` (`applayer` anomalies only).
+    pub layer: Option<String>,
+    /// `anomaly.code` (`unknown` anomalies only).
+    pub code: Option<u32>,
+    pub app_proto: Option<String>,
+    pub in_iface: Option<String>,
+    pub flow_id: Option<u64>,
+}
+
 /// Reads one EVE line (a trailing `\n` or `\r\n` is allowed). `exporter`
 /// becomes [`FlowRecord::exporter`] of the flows.
 pub fn parse_line(line: &[u8], exporter: IpAddr) -> Result<EveEvent, EveError> {
@@ -176,6 +218,7 @@ pub fn parse_line(line: &[u8], exporter: IpAddr) -> Result<EveEvent, EveError> {
         "flow" => flow_event(&raw, exporter),
         "netflow" => netflow_event(&raw, exporter),
         "alert" => alert_event(&raw).map(EveEvent::Alert),
+        "anomaly" => anomaly_event(&raw).map(EveEvent::Anomaly),
         other => Ok(EveEvent::Other {
             event_type: cut(other, MAX_EVENT_TYPE_LEN).to_owned(),
         }),
@@ -274,6 +317,49 @@ fn netflow_event(raw: &RawEvent<'_>, exporter: IpAddr) -> Result<EveEvent, EveEr
         app_label(raw),
         exporter,
     )))
+}
+
+fn anomaly_event(raw: &RawEvent<'_>) -> Result<Anomaly, EveError> {
+    const ET: &str = "anomaly";
+    let missing = |field| EveError::MissingField {
+        event_type: ET,
+        field,
+    };
+    let ts = raw.timestamp.as_ref().ok_or(missing("timestamp"))?;
+    let timestamp_ms = time_ms(&ts.0, "timestamp")?;
+    let a = raw.anomaly.as_ref().ok_or(missing("anomaly"))?;
+    let text = |s: &Option<Str<'_>>| s.as_ref().map(|s| s.0.clone().into_owned());
+    let kind = text(&a.kind).ok_or(missing("anomaly.type"))?;
+    let code = a
+        .code
+        .map(|c| narrow(c, "anomaly.code", "a 32-bit event code"))
+        .transpose()?;
+    // Suricata writes `code` instead of `event` for events it has no name
+    // for; an anomaly with neither says nothing.
+    let event = match (text(&a.event), code) {
+        (Some(e), _) => e,
+        (None, Some(_)) => String::new(),
+        (None, None) => return Err(missing("anomaly.event")),
+    };
+    Ok(Anomaly {
+        timestamp_ms,
+        src_addr: raw.src_ip.as_ref().map(|s| addr(s, "src_ip")).transpose()?,
+        dst_addr: raw
+            .dest_ip
+            .as_ref()
+            .map(|s| addr(s, "dest_ip"))
+            .transpose()?,
+        src_port: raw.src_port.map(|p| port(p, "src_port")).transpose()?,
+        dst_port: raw.dest_port.map(|p| port(p, "dest_port")).transpose()?,
+        protocol: raw.proto.as_ref().map(protocol).transpose()?,
+        kind,
+        event,
+        layer: text(&a.layer),
+        code,
+        app_proto: text(&raw.app_proto),
+        in_iface: text(&raw.in_iface),
+        flow_id: raw.flow_id,
+    })
 }
 
 fn alert_event(raw: &RawEvent<'_>) -> Result<Alert, EveError> {
@@ -753,6 +839,7 @@ struct RawEvent<'a> {
     netflow: Option<RawCounters<'a>>,
     tcp: Option<RawTcp<'a>>,
     alert: Option<RawAlert<'a>>,
+    anomaly: Option<RawAnomaly<'a>>,
 }
 
 json_object!(RawEvent {
@@ -774,6 +861,7 @@ json_object!(RawEvent {
     netflow: "netflow",
     tcp: "tcp",
     alert: "alert",
+    anomaly: "anomaly",
 });
 
 /// `flow` (bidirectional counters) or `netflow` (one direction) object.
@@ -832,6 +920,22 @@ json_object!(RawAlert {
     signature: "signature",
     category: "category",
     severity: "severity",
+});
+
+/// The `anomaly` object.
+#[derive(Default)]
+struct RawAnomaly<'a> {
+    kind: Option<Str<'a>>,
+    event: Option<Str<'a>>,
+    layer: Option<Str<'a>>,
+    code: Option<u64>,
+}
+
+json_object!(RawAnomaly {
+    kind: "type",
+    event: "event",
+    layer: "layer",
+    code: "code",
 });
 
 #[cfg(test)]

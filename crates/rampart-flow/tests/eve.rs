@@ -9,11 +9,17 @@
 //!   Suricata logs for that pcap, field by field (the `match:` blocks). No
 //!   eve.json is stored, so [`verify_dns_flow_lines`] writes those fields as
 //!   EVE lines, nothing added.
+//! - `anomaly` events: no sample under `shared/testdata/suricata_eve` has
+//!   one (neither the telegraf files nor the suricata_verify `test.yaml`s
+//!   mention "anomaly"), so [`DOCUMENTED_ANOMALIES`] are the example events
+//!   of Suricata's user guide ("Eve JSON Format", "Event type: Anomaly"),
+//!   written on one line, nothing added; the other anomaly lines here are
+//!   written from that section's field list and say so.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use rampart_flow::eve::{parse_line, Alert, EveError, EveEvent, MAX_LINE_LEN};
+use rampart_flow::eve::{parse_line, Alert, Anomaly, EveError, EveEvent, MAX_LINE_LEN};
 use rampart_flow::FlowRecord;
 
 const EVE: &str = concat!(
@@ -43,6 +49,7 @@ fn kind(e: &EveEvent) -> &str {
         EveEvent::Flow { .. } => "flow",
         EveEvent::Netflow(_) => "netflow",
         EveEvent::Alert(_) => "alert",
+        EveEvent::Anomaly(_) => "anomaly",
         EveEvent::Other { event_type } => event_type,
     }
 }
@@ -409,4 +416,179 @@ fn other_event_types_are_named_and_bounded() {
     // A trailing newline (and CR) is fine.
     let line = format!("{}\r\n", verify_dns_flow_lines()[0]);
     assert!(matches!(parse(&line), Ok(EveEvent::Flow { .. })));
+}
+
+/// The three complete `anomaly` events in Suricata's user guide ("Eve JSON
+/// Format", "Event type: Anomaly", docs.suricata.io; the source is
+/// `doc/userguide/output/eve/eve-json-format.rst` in OISF/suricata), each on
+/// one line as an EVE log holds it.
+const DOCUMENTED_ANOMALIES: [&str; 3] = [
+    r#"{"timestamp":"1969-12-31T16:04:21.000000-0800","pcap_cnt":9262,"event_type":"anomaly","src_ip":"208.21.2.184","src_port":0,"dest_ip":"10.1.1.99","dest_port":0,"proto":"UDP","packet":"////////AQEBAQEBCABFAAA8xZ5AAP8R1+DQFQK4CgE=","packet_info":{"linktype":1},"anomaly":{"type":"decode","event":"decoder.udp.pkt_too_small"}}"#,
+    r#"{"timestamp":"2016-01-11T05:10:54.612110-0800","flow_id":412547343494194,"pcap_cnt":1391293,"event_type":"anomaly","src_ip":"192.168.122.149","src_port":49324,"dest_ip":"69.195.71.174","dest_port":443,"proto":"TCP","app_proto":"tls","anomaly":{"type":"applayer","event":"APPLAYER_DETECT_PROTOCOL_ONLY_ONE_DIRECTION","layer":"proto_detect"}}"#,
+    r#"{"timestamp":"2016-01-11T05:10:52.828802-0800","flow_id":201217772575257,"pcap_cnt":1391281,"event_type":"anomaly","src_ip":"192.168.122.149","src_port":49323,"dest_ip":"69.195.71.174","dest_port":443,"proto":"TCP","tx_id":0,"app_proto":"tls","anomaly":{"type":"applayer","event":"INVALID_RECORD_TYPE","layer":"proto_parser"}}"#,
+];
+
+fn anomaly(line: &str) -> Anomaly {
+    match parse(line) {
+        Ok(EveEvent::Anomaly(a)) => a,
+        other => panic!("not an anomaly: {other:?}"),
+    }
+}
+
+#[test]
+fn documented_anomaly_events() {
+    let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+    // 1969-12-31T16:04:21-0800 is 1970-01-01T00:04:21Z: 261 s.
+    let decode = Anomaly {
+        timestamp_ms: 261_000,
+        src_addr: ip("208.21.2.184"),
+        dst_addr: ip("10.1.1.99"),
+        src_port: Some(0),
+        dst_port: Some(0),
+        protocol: Some(17),
+        kind: "decode".into(),
+        event: "decoder.udp.pkt_too_small".into(),
+        layer: None,
+        code: None,
+        app_proto: None,
+        in_iface: None,
+        flow_id: None,
+    };
+    // `date -u -d 2016-01-11T13:10:54Z +%s` = 1452517854.
+    let detect = Anomaly {
+        timestamp_ms: 1_452_517_854_612,
+        src_addr: ip("192.168.122.149"),
+        dst_addr: ip("69.195.71.174"),
+        src_port: Some(49324),
+        dst_port: Some(443),
+        protocol: Some(6),
+        kind: "applayer".into(),
+        event: "APPLAYER_DETECT_PROTOCOL_ONLY_ONE_DIRECTION".into(),
+        layer: Some("proto_detect".into()),
+        code: None,
+        app_proto: Some("tls".into()),
+        in_iface: None,
+        flow_id: Some(412_547_343_494_194),
+    };
+    let parser = Anomaly {
+        timestamp_ms: 1_452_517_852_828,
+        src_port: Some(49323),
+        event: "INVALID_RECORD_TYPE".into(),
+        layer: Some("proto_parser".into()),
+        flow_id: Some(201_217_772_575_257),
+        ..detect.clone()
+    };
+    for (line, want) in DOCUMENTED_ANOMALIES.iter().zip([decode, detect, parser]) {
+        let e = parse(line).unwrap();
+        assert_eq!(kind(&e), "anomaly");
+        assert_eq!(e.flows().count(), 0, "anomalies carry no flows");
+        assert_eq!(anomaly(line), want);
+    }
+}
+
+#[test]
+fn anomaly_without_a_tuple_or_a_name() {
+    // Written from the guide's field list, not a capture: a stream anomaly
+    // with only the common fields an IP-less packet has, and an `unknown`
+    // one, which carries a `code` in place of the event name.
+    let a = anomaly(
+        r#"{"timestamp":"2016-09-13T04:05:06Z","event_type":"anomaly","in_iface":"eth0","anomaly":{"type":"stream","event":"stream.pkt_invalid_timestamp"}}"#,
+    );
+    assert_eq!(
+        (a.src_addr, a.dst_addr, a.src_port, a.protocol),
+        (None, None, None, None)
+    );
+    assert_eq!(
+        (a.kind.as_str(), a.event.as_str()),
+        ("stream", "stream.pkt_invalid_timestamp")
+    );
+    assert_eq!(a.in_iface.as_deref(), Some("eth0"));
+    let a = anomaly(
+        r#"{"timestamp":"2016-09-13T04:05:06Z","event_type":"anomaly","anomaly":{"type":"unknown","code":4242}}"#,
+    );
+    assert_eq!(
+        (a.kind.as_str(), a.event.as_str(), a.code),
+        ("unknown", "", Some(4242))
+    );
+}
+
+#[test]
+fn bad_anomaly_lines_are_typed_errors() {
+    let good = DOCUMENTED_ANOMALIES[1];
+    let cases: Vec<(String, &str)> = vec![
+        (
+            good.replace("\"timestamp\"", "\"time\""),
+            r#"MissingField { event_type: "anomaly", field: "timestamp" }"#,
+        ),
+        (
+            good.replace("2016-01-11T", "2016-13-11T"),
+            r#"BadField { field: "timestamp""#,
+        ),
+        (
+            good.replace("\"anomaly\":{", "\"other\":{"),
+            r#"field: "anomaly" }"#,
+        ),
+        (
+            good.replace("\"type\":\"applayer\",", ""),
+            r#"field: "anomaly.type" }"#,
+        ),
+        (good.replace("\"type\":\"applayer\"", "\"type\":7"), "Json("),
+        (
+            good.replace(
+                "\"event\":\"APPLAYER_DETECT_PROTOCOL_ONLY_ONE_DIRECTION\",",
+                "",
+            ),
+            r#"field: "anomaly.event" }"#,
+        ),
+        (
+            good.replace(
+                "\"layer\":\"proto_detect\"",
+                "\"layer\":\"x\",\"code\":4294967296",
+            ),
+            r#"BadField { field: "anomaly.code""#,
+        ),
+        (
+            good.replace("\"layer\":\"proto_detect\"", "\"code\":-1"),
+            "Json(",
+        ),
+        (
+            good.replace(":49324", ":65536"),
+            r#"BadField { field: "src_port""#,
+        ),
+        (
+            good.replace("69.195.71.174", "69.195.71"),
+            r#"BadField { field: "dest_ip""#,
+        ),
+        (
+            good.replace("\"TCP\"", "\"QUIC\""),
+            r#"BadField { field: "proto""#,
+        ),
+        (
+            good.replace("\"anomaly\":{", "\"anomaly\":[{")
+                .replace("}}", "}]}"),
+            "Json(",
+        ),
+    ];
+    for (line, what) in &cases {
+        assert_ne!(line, good, "{what}: the case changes nothing");
+        let e = parse(line).expect_err(what);
+        assert!(format!("{e:?}").contains(what), "{what}: {e:?}");
+        assert!(!e.to_string().ends_with('.'), "{e}");
+    }
+    // Oversized: an event name as long as the line limit allows is read
+    // (the agent clips it to the wire limit); one byte more and the line is
+    // refused before it is parsed.
+    let base = DOCUMENTED_ANOMALIES[2];
+    let pad = "x".repeat(MAX_LINE_LEN - base.len());
+    let at_limit = base.replace("INVALID_RECORD_TYPE", &format!("INVALID_RECORD_TYPE{pad}"));
+    assert_eq!(at_limit.len(), MAX_LINE_LEN);
+    assert_eq!(anomaly(&at_limit).event.len(), 19 + pad.len());
+    let over = at_limit.replacen('x', "xx", 1);
+    assert_eq!(
+        parse(&over),
+        Err(EveError::LineTooLong {
+            len: MAX_LINE_LEN + 1,
+            limit: MAX_LINE_LEN
+        })
+    );
 }

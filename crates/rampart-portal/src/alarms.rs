@@ -340,8 +340,6 @@ pub async fn detect(p: &Portal) -> Result<usize> {
             }
             for (tenant, batches) in by_tenant {
                 if let Err(e) = detect_tenant(p, tenant, kind, &batches).await {
-                    // The cached state may be ahead of what was committed.
-                    p.alarms.detectors.lock().await.remove(&tenant);
                     match e {
                         ServiceError::Store(StoreError::Raced(what)) => {
                             tracing::info!(tenant = %tenant, what, "detection raced another processor; skipped");
@@ -393,7 +391,10 @@ async fn detect_tenant(
             },
         );
     }
-    let Some(det) = cache.get_mut(&tenant) else {
+    // Taken out of the cache while it works, and put back only once its
+    // results are committed: after any error the next round reloads the
+    // state that was saved with the alarms.
+    let Some(mut det) = cache.remove(&tenant) else {
         return Ok(());
     };
     let mut cands: Vec<(Candidate, Uuid)> = Vec::new();
@@ -401,7 +402,9 @@ async fn detect_tenant(
     for b in batches {
         detected.push((b.device_id, b.batch_id));
         let found = if kind == "flows" {
-            flow_candidates(p, tenant, b, &mut det.flows).await
+            let (back, found) = flow_candidates(p, tenant, b, det.flows).await?;
+            det.flows = back;
+            found
         } else {
             alert_candidates(p, tenant, b).await
         };
@@ -424,7 +427,17 @@ async fn detect_tenant(
         && det
             .saved
             .is_none_or(|(at, len)| len <= SMALL_STATE || at.elapsed() >= LARGE_STATE_SAVE_EVERY);
-    let state = save.then(|| det.flows.snapshot());
+    let state = if save {
+        let (back, st) = blocking(move || {
+            let st = det.flows.snapshot();
+            (det, st)
+        })
+        .await?;
+        det = back;
+        Some(st)
+    } else {
+        None
+    };
     let out = p
         .store
         .commit_alarms(
@@ -441,8 +454,16 @@ async fn detect_tenant(
     if let Some(st) = &state {
         det.saved = Some((std::time::Instant::now(), st.len()));
     }
+    cache.insert(tenant, det);
     p.metrics.alarms_raised.inc_by(created(&out));
     Ok(())
+}
+
+/// Runs CPU-heavy detector work off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServiceError::Invalid(format!("detector task failed: {e}")))
 }
 
 async fn open_batch(p: &Portal, tenant: TenantId, b: &BatchRow) -> Result<Vec<u8>> {
@@ -467,13 +488,35 @@ async fn open_batch(p: &Portal, tenant: TenantId, b: &BatchRow) -> Result<Vec<u8
 async fn alert_candidates(p: &Portal, tenant: TenantId, b: &BatchRow) -> Result<Vec<Candidate>> {
     let plain = open_batch(p, tenant, b).await?;
     let list = alerts::decode(&plain).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+    let device = Some(b.device_id.0);
     Ok(list
         .iter()
-        .map(|a| rampart_alarms::eve::from_alert(&eve_alert(a), Some(b.device_id.0)))
+        .map(|a| {
+            if a.event_type != "anomaly" {
+                return rampart_alarms::eve::from_alert(&eve_alert(a), device);
+            }
+            // The agent names an `unknown` anomaly (a code, no event name)
+            // in `signature`; one without its `anomaly` part is still an
+            // anomaly, of unknown type.
+            let (kind, event) = match &a.anomaly {
+                Some(x) if !x.event.is_empty() => (x.kind.as_str(), x.event.as_str()),
+                Some(x) => (x.kind.as_str(), a.signature.as_str()),
+                None => ("unknown", a.signature.as_str()),
+            };
+            rampart_alarms::source::ids_anomaly(
+                device,
+                kind,
+                event,
+                a.src_addr,
+                a.dst_addr,
+                i64::try_from(a.timestamp_ms).unwrap_or(i64::MAX),
+            )
+        })
         .collect())
 }
 
-/// The engine reads the typed EVE alert of `rampart_flow`.
+/// The engine reads the typed EVE alert of `rampart_flow` (alerts only:
+/// anomalies go to `ids_anomaly` in [`alert_candidates`]).
 fn eve_alert(a: &IdsAlert) -> rampart_flow::eve::Alert {
     rampart_flow::eve::Alert {
         timestamp_ms: a.timestamp_ms,
@@ -495,39 +538,50 @@ fn eve_alert(a: &IdsAlert) -> rampart_flow::eve::Alert {
     }
 }
 
+/// Runs one flows batch through the detectors. The outer error is the
+/// detectors' task failing (the state is then lost and reloaded); the
+/// inner one a batch that cannot be read, which is skipped.
 async fn flow_candidates(
     p: &Portal,
     tenant: TenantId,
     b: &BatchRow,
-    det: &mut FlowDetectors,
-) -> Result<Vec<Candidate>> {
-    let records = crate::flows::read_batch(p, tenant, b).await?;
+    mut det: FlowDetectors,
+) -> Result<(FlowDetectors, Result<Vec<Candidate>>)> {
+    let records = match crate::flows::read_batch(p, tenant, b).await {
+        Ok(r) => r,
+        Err(e) => return Ok((det, Err(e))),
+    };
+    p.metrics.alarm_flows_evaluated.inc_by(records.len() as u64);
     let geo = p.flows.geo.clone();
-    let unknown = *b"ZZ";
-    let mut out = Vec::new();
-    for r in &records {
-        let (sc, dc, sa, da) = match &geo {
-            Some(g) => {
-                let (s, d) = (g.lookup(r.src_addr), g.lookup(r.dst_addr));
-                (
-                    s.country.unwrap_or(unknown),
-                    d.country.unwrap_or(unknown),
-                    s.asn.unwrap_or(0),
-                    d.asn.unwrap_or(0),
-                )
-            }
-            None => (unknown, unknown, 0, 0),
-        };
-        out.extend(det.observe(&FlowObs {
-            flow: r,
-            device: b.device_id.0,
-            src_country: sc,
-            dst_country: dc,
-            src_asn: sa,
-            dst_asn: da,
-        }));
-    }
-    Ok(out)
+    let device = b.device_id.0;
+    blocking(move || {
+        let unknown = *b"ZZ";
+        let mut out = Vec::new();
+        for r in &records {
+            let (sc, dc, sa, da) = match &geo {
+                Some(g) => {
+                    let (s, d) = (g.lookup(r.src_addr), g.lookup(r.dst_addr));
+                    (
+                        s.country.unwrap_or(unknown),
+                        d.country.unwrap_or(unknown),
+                        s.asn.unwrap_or(0),
+                        d.asn.unwrap_or(0),
+                    )
+                }
+                None => (unknown, unknown, 0, 0),
+            };
+            out.extend(det.observe(&FlowObs {
+                flow: r,
+                device,
+                src_country: sc,
+                dst_country: dc,
+                src_asn: sa,
+                dst_asn: da,
+            }));
+        }
+        (det, Ok(out))
+    })
+    .await
 }
 
 /// Alarms agents that went silent, once per silence. Devices seen again

@@ -50,6 +50,7 @@ pub struct Metrics {
     pub alarms_raised: Counter,
     pub alarms_suppressed: Counter,
     pub alarm_batches_rejected: Counter,
+    pub alarm_flows_evaluated: Counter,
     pub alarm_detection_lag: Gauge,
     pub alarm_deliveries: Family<DeliveryLabels, Counter>,
 }
@@ -71,6 +72,7 @@ impl Metrics {
             alarms_raised: Counter::default(),
             alarms_suppressed: Counter::default(),
             alarm_batches_rejected: Counter::default(),
+            alarm_flows_evaluated: Counter::default(),
             alarm_detection_lag: Gauge::default(),
             alarm_deliveries: Family::default(),
             registry: Registry::default(),
@@ -139,6 +141,11 @@ impl Metrics {
             "alarm_batches_rejected",
             "Spooled batches the detectors could not open or decode (skipped)",
             m.alarm_batches_rejected.clone(),
+        );
+        registry.register(
+            "alarm_flows_evaluated",
+            "Flow records run through the flow detectors",
+            m.alarm_flows_evaluated.clone(),
         );
         registry.register(
             "alarm_detection_lag_seconds",

@@ -2159,3 +2159,42 @@ async fn noisy_kinds_are_mailed_as_one_digest_and_others_at_once() {
         r.expect(400, Some("invalid"), what);
     }
 }
+
+#[tokio::test]
+async fn an_ids_anomaly_becomes_an_anomaly_alarm() {
+    let h = Harness::new().await;
+    let a = h.tenant("acme").await;
+    // The applayer example of Suricata's user guide ("Eve JSON Format",
+    // event type anomaly), as the agent reads and ships it.
+    let line = r#"{"timestamp":"2016-01-11T05:10:54.612110-0800","flow_id":412547343494194,"pcap_cnt":1391293,"event_type":"anomaly","src_ip":"192.168.122.149","src_port":49324,"dest_ip":"69.195.71.174","dest_port":443,"proto":"TCP","app_proto":"tls","anomaly":{"type":"applayer","event":"APPLAYER_DETECT_PROTOCOL_ONLY_ONE_DIRECTION","layer":"proto_detect"}}"#;
+    let anomaly = match rampart_flow::eve::parse_line(line.as_bytes(), "0.0.0.0".parse().unwrap()) {
+        Ok(rampart_flow::eve::EveEvent::Anomaly(x)) => rampart_agent::tail::ids_anomaly(&x),
+        other => panic!("not an anomaly: {other:?}"),
+    };
+    let plain = rampart_proto::alerts::encode(&[anomaly, telegraf_alert()]);
+    let frame = seal_kind(
+        "ids_alerts",
+        Uuid::new_v4(),
+        &plain,
+        &a.device.upload_key,
+        a.device.tenant,
+        a.device.id,
+    );
+    h.upload(&a.device, frame).await.ok("upload");
+    rampart_portal::alarms::detect(&h.portal).await.unwrap();
+    let got = alarms_of(&h, &a, "?kind=ids_anomaly").await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        got[0]["title"],
+        "suricata applayer anomaly: APPLAYER_DETECT_PROTOCOL_ONLY_ONE_DIRECTION"
+    );
+    assert_eq!(
+        (got[0]["src"].as_str(), got[0]["dst"].as_str()),
+        (Some("192.168.122.149"), Some("69.195.71.174"))
+    );
+    assert_eq!(
+        alarms_of(&h, &a, "?kind=ids_alert").await.len(),
+        1,
+        "the alert beside it"
+    );
+}

@@ -42,6 +42,26 @@ pub struct IdsAlert {
     pub flow_id: Option<u64>,
     pub app_proto: Option<String>,
     pub in_iface: Option<String>,
+    /// What an `anomaly` event reported; `None` for alerts. Left out of the
+    /// JSON when `None`, so an alert encodes exactly as before anomalies
+    /// existed and portals that predate them still read alert batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<AnomalyInfo>,
+}
+
+/// The `anomaly` object of a Suricata EVE `anomaly` event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyInfo {
+    /// `anomaly.type`: `decode`, `stream`, `applayer` or `unknown`.
+    pub kind: String,
+    /// `anomaly.event`, such as `decoder.udp.pkt_too_small`; empty for an
+    /// `unknown` anomaly, which has a `code` instead.
+    pub event: String,
+    /// `anomaly.layer`, for `applayer` anomalies.
+    pub layer: Option<String>,
+    /// `anomaly.code`, for `unknown` anomalies.
+    pub code: Option<u32>,
 }
 
 /// Cuts `s` to at most [`MAX_TEXT`] bytes on a character boundary.
@@ -81,6 +101,9 @@ pub fn decode(plain: &[u8]) -> Result<Vec<IdsAlert>, ProtoError> {
             Some(&a.action),
             a.app_proto.as_ref(),
             a.in_iface.as_ref(),
+            a.anomaly.as_ref().map(|x| &x.kind),
+            a.anomaly.as_ref().map(|x| &x.event),
+            a.anomaly.as_ref().and_then(|x| x.layer.as_ref()),
         ];
         if texts.into_iter().flatten().any(|t| t.len() > MAX_TEXT) {
             return Err(bad(format!("a text field is over {MAX_TEXT} bytes")));
@@ -112,6 +135,28 @@ mod tests {
             flow_id: None,
             app_proto: None,
             in_iface: Some("eth0".into()),
+            anomaly: None,
+        }
+    }
+
+    fn anomaly() -> IdsAlert {
+        IdsAlert {
+            event_type: "anomaly".into(),
+            gid: 0,
+            signature_id: 0,
+            rev: 0,
+            signature: "APPLAYER_DETECT_PROTOCOL_ONLY_ONE_DIRECTION".into(),
+            category: "anomaly".into(),
+            severity: 0,
+            action: String::new(),
+            app_proto: Some("tls".into()),
+            anomaly: Some(AnomalyInfo {
+                kind: "applayer".into(),
+                event: "APPLAYER_DETECT_PROTOCOL_ONLY_ONE_DIRECTION".into(),
+                layer: Some("proto_detect".into()),
+                code: None,
+            }),
+            ..alert()
         }
     }
 
@@ -122,12 +167,55 @@ mod tests {
     }
 
     #[test]
+    fn anomaly_round_trip_and_alerts_unchanged() {
+        let v = vec![anomaly(), alert()];
+        assert_eq!(decode(&encode(&v)).unwrap(), v);
+        // An alert has no "anomaly" key: it encodes as before anomalies
+        // existed, and batches written before them still decode.
+        let json = String::from_utf8(encode(&[alert()])).unwrap();
+        assert!(!json.contains("anomaly"), "{json}");
+        assert!(decode(br#"[{"event_type":"alert","timestamp_ms":1,"src_addr":null,"dst_addr":null,"src_port":null,"dst_port":null,"protocol":null,"gid":1,"signature_id":2,"rev":3,"signature":"s","category":"c","severity":2,"action":"allowed","flow_id":null,"app_proto":null,"in_iface":null}]"#).is_ok());
+        let json = String::from_utf8(encode(&[anomaly()])).unwrap();
+        assert!(
+            json.ends_with(r#","anomaly":{"kind":"applayer","event":"APPLAYER_DETECT_PROTOCOL_ONLY_ONE_DIRECTION","layer":"proto_detect","code":null}}]"#),
+            "{json}"
+        );
+        let mut unknown = anomaly();
+        unknown.anomaly = Some(AnomalyInfo {
+            kind: "unknown".into(),
+            event: String::new(),
+            layer: None,
+            code: Some(u32::MAX),
+        });
+        assert_eq!(decode(&encode(&[unknown.clone()])).unwrap(), vec![unknown]);
+    }
+
+    #[test]
     fn bounds_and_garbage_are_refused() {
         let mut long = alert();
         long.signature = "x".repeat(MAX_TEXT + 1);
         assert!(decode(&encode(&[long])).is_err());
         assert!(decode(b"{").is_err());
         assert!(decode(br#"[{"event_type":"alert","extra":1}]"#).is_err());
+        for long in [
+            |i: &mut AnomalyInfo| i.kind = "k".repeat(MAX_TEXT + 1),
+            |i: &mut AnomalyInfo| i.event = "e".repeat(MAX_TEXT + 1),
+            |i: &mut AnomalyInfo| i.layer = Some("l".repeat(MAX_TEXT + 1)),
+        ] {
+            let mut a = anomaly();
+            if let Some(info) = a.anomaly.as_mut() {
+                long(info);
+            }
+            assert!(decode(&encode(&[a])).is_err());
+        }
+        let json = String::from_utf8(encode(&[anomaly()])).unwrap();
+        for (bad, why) in [
+            (r#""code":4294967296"#, "code over 32 bits"),
+            (r#""code":null,"extra":1"#, "unknown anomaly key"),
+        ] {
+            let a = json.replace(r#""code":null"#, bad);
+            assert!(decode(a.as_bytes()).is_err(), "{why}");
+        }
         let many: Vec<IdsAlert> = (0..=MAX_ALERTS).map(|_| alert()).collect();
         assert!(matches!(
             decode(&encode(&many)),
