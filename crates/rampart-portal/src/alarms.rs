@@ -253,6 +253,25 @@ pub fn rule_from_row(r: &AlarmRuleRow) -> std::result::Result<MuteRule, String> 
     })
 }
 
+/// Stores a mute or allow rule after the engine's own parse of it: a rule
+/// the detectors could not apply is refused here, not skipped later.
+pub async fn create_rule(p: &Portal, tenant: TenantId, row: &AlarmRuleRow) -> Result<()> {
+    if !matches!(row.action.as_str(), "mute" | "allow") {
+        return Err(ServiceError::Invalid("action must be mute or allow".into()));
+    }
+    if row.comment.len() > 1024 {
+        return Err(ServiceError::Invalid(
+            "comment must be at most 1024 characters".into(),
+        ));
+    }
+    rule_from_row(row)
+        .map_err(ServiceError::Invalid)?
+        .validate()
+        .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+    p.store.create_alarm_rule(tenant, row).await?;
+    Ok(())
+}
+
 /// Records candidates that come from no batch (operational sources): rules
 /// apply, then dedupe as for every other source.
 pub async fn raise(

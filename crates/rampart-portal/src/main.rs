@@ -202,6 +202,44 @@ enum AlarmsCmd {
         tenant: String,
         id: uuid::Uuid,
     },
+    Archive {
+        #[arg(long)]
+        tenant: String,
+        id: uuid::Uuid,
+    },
+    /// Assign to someone (omit --to to unassign).
+    Assign {
+        #[arg(long)]
+        tenant: String,
+        id: uuid::Uuid,
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Add a note to the alarm's history.
+    Note {
+        #[arg(long)]
+        tenant: String,
+        id: uuid::Uuid,
+        text: String,
+    },
+    /// Silence matching alarms (recorded, not notified) for a while.
+    Mute {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        network: Option<String>,
+        #[arg(long)]
+        port: Option<u16>,
+        /// Hours until the rule expires (default: never).
+        #[arg(long)]
+        hours: Option<u32>,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -453,20 +491,14 @@ async fn alarms_cmd(p: &Portal, cmd: AlarmsCmd, json: bool) -> anyhow::Result<()
             a.id, a.state, a.severity, a.kind, a.count, a.last_seen, a.title
         )
     };
-    let state_change = |tenant: String, id: uuid::Uuid, to: AlarmState| async move {
+    let change = |tenant: String, id: uuid::Uuid, u: AlarmUpdate| async move {
         let t = p.find_tenant(&tenant).await?;
         let a = p
             .store
-            .update_alarm(
-                t.id,
-                id,
-                "cli",
-                &AlarmUpdate::State(to),
-                rampart_portal::service::now(),
-            )
+            .update_alarm(t.id, id, "cli", &u, rampart_portal::service::now())
             .await
             .with_context(|| format!("alarm {id} of tenant {}", t.name))?;
-        // A running portal notifies the change from the history.
+        // A running portal notifies state changes from the history.
         anyhow::Ok(AlarmView::from(&a))
     };
     match cmd {
@@ -540,12 +572,57 @@ async fn alarms_cmd(p: &Portal, cmd: AlarmsCmd, json: bool) -> anyhow::Result<()
             );
         }
         AlarmsCmd::Ack { tenant, id } => {
-            let v = state_change(tenant, id, AlarmState::Acknowledged).await?;
+            let v = change(tenant, id, AlarmUpdate::State(AlarmState::Acknowledged)).await?;
             print(json, &v, || line(&v));
         }
         AlarmsCmd::Resolve { tenant, id } => {
-            let v = state_change(tenant, id, AlarmState::Resolved).await?;
+            let v = change(tenant, id, AlarmUpdate::State(AlarmState::Resolved)).await?;
             print(json, &v, || line(&v));
+        }
+        AlarmsCmd::Archive { tenant, id } => {
+            let v = change(tenant, id, AlarmUpdate::State(AlarmState::Archived)).await?;
+            print(json, &v, || line(&v));
+        }
+        AlarmsCmd::Assign { tenant, id, to } => {
+            if to.as_ref().is_some_and(|s| s.is_empty() || s.len() > 128) {
+                bail!("--to must be 1 to 128 characters");
+            }
+            let v = change(tenant, id, AlarmUpdate::Assign(to)).await?;
+            print(json, &v, || line(&v));
+        }
+        AlarmsCmd::Note { tenant, id, text } => {
+            if text.is_empty() || text.len() > 4096 {
+                bail!("the note must be 1 to 4096 characters");
+            }
+            let v = change(tenant, id, AlarmUpdate::Note(text)).await?;
+            print(json, &v, || line(&v));
+        }
+        AlarmsCmd::Mute {
+            tenant,
+            kind,
+            host,
+            network,
+            port,
+            hours,
+            comment,
+        } => {
+            let t = p.find_tenant(&tenant).await?;
+            let now = rampart_portal::service::now();
+            let row = rampart_store::AlarmRuleRow {
+                id: uuid::Uuid::new_v4(),
+                action: "mute".into(),
+                kind,
+                host,
+                network,
+                port,
+                expires_at: hours.map(|h| (now + i64::from(h) * 3600) * 1000),
+                comment,
+                created_at: now,
+            };
+            rampart_portal::alarms::create_rule(p, t.id, &row).await?;
+            print(json, &row, || {
+                format!("mute rule {} added to tenant {}", row.id, t.name)
+            });
         }
     }
     Ok(())

@@ -278,7 +278,24 @@ async fn eve_alerts_become_one_alarm_notified_with_retries_dead_letters_and_no_r
     let id = alarm["id"].as_str().unwrap();
     let acked = cli(&["alarms", "ack", "--tenant", "acme", id]);
     assert_eq!(acked["state"], "acknowledged");
+    cli(&["alarms", "note", "--tenant", "acme", id, "seen by the soc"]);
+    let rule = cli(&[
+        "alarms",
+        "mute",
+        "--tenant",
+        "acme",
+        "--kind",
+        "port_scan",
+        "--network",
+        "10.0.0.0/8",
+        "--hours",
+        "2",
+    ]);
+    let (_, rules) = portal.get(&t.domain, "/api/v1/alarm-rules", &t.token).await;
+    assert_eq!(rules[0]["id"], rule["id"], "{rules}");
+    assert_eq!(rules[0]["network"], "10.0.0.0/8");
     let shown = cli(&["alarms", "show", "--tenant", "acme", id]);
+    assert_eq!(shown["history"][2]["action"], "state", "{shown}");
     assert_eq!(
         shown["history"].as_array().unwrap().last().unwrap()["actor"],
         "cli"

@@ -637,13 +637,6 @@ async fn create_rule(
     a: TenantAdmin,
     Json(r): Json<Rule>,
 ) -> Result<(StatusCode, axum::Json<Rule>), ApiError> {
-    let invalid = |m: String| ApiError::bad_request("invalid", m);
-    if !matches!(r.action.as_str(), "mute" | "allow") {
-        return Err(invalid("action must be mute or allow".into()));
-    }
-    if r.comment.len() > 1024 {
-        return Err(invalid("comment must be at most 1024 characters".into()));
-    }
     let row = AlarmRuleRow {
         id: Uuid::new_v4(),
         action: r.action,
@@ -659,11 +652,7 @@ async fn create_rule(
         comment: r.comment,
         created_at: now(),
     };
-    // The engine's own parse is the validation: a rule the detectors could
-    // not apply is refused here, not skipped later.
-    let rule = alarms::rule_from_row(&row).map_err(invalid)?;
-    rule.validate().map_err(|e| invalid(e.to_string()))?;
-    p.store.create_alarm_rule(a.tenant.id, &row).await?;
+    alarms::create_rule(&p, a.tenant.id, &row).await?;
     Ok((StatusCode::CREATED, axum::Json(rule_view(&row))))
 }
 
