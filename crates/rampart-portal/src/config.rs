@@ -62,6 +62,10 @@ pub struct Config {
     pub smtp_url: Option<String>,
     /// Sender of alarm email.
     pub smtp_from: String,
+    /// Signing secret of the Stripe webhook endpoint (`whsec_...`), which
+    /// authenticates `POST /api/v1/billing/stripe`. Unset: the endpoint
+    /// answers 404. Prefer `RAMPART_STRIPE_WEBHOOK_SECRET` to a file or flag.
+    pub stripe_webhook_secret: Option<String>,
 }
 
 impl Default for Config {
@@ -88,6 +92,7 @@ impl Default for Config {
             alarm_webhook_ca_file: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
             smtp_url: None,
             smtp_from: "rampart@localhost".into(),
+            stripe_webhook_secret: None,
         }
     }
 }
@@ -155,6 +160,16 @@ impl Config {
         }
         if self.agent_offline_alarm_secs < 30 {
             return Err("agent_offline_alarm_secs must be at least 30".into());
+        }
+        if self
+            .stripe_webhook_secret
+            .as_ref()
+            .is_some_and(|s| s.trim().is_empty() || s.len() > 256)
+        {
+            return Err(
+                "stripe_webhook_secret must be 1 to 256 characters: copy it from the stripe dashboard"
+                    .into(),
+            );
         }
         crate::service::validate_domain(&self.admin_domain)
             .map_err(|e| format!("admin_domain: {e}"))?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rampart_agent::identity::StateDir;
+use rampart_portal::audit::Actor;
 use rampart_portal::service::Portal;
 use rampart_store::DeviceId;
 
@@ -18,13 +19,17 @@ pub async fn run(portal: Arc<Portal>) -> anyhow::Result<()> {
     let cfg = portal.config.clone();
     let tenant = match portal.store.tenant_by_name(TENANT).await? {
         Some(t) => t,
-        None => portal.create_tenant(TENANT, DOMAIN, None).await?,
+        None => {
+            portal
+                .create_tenant(&Actor::Cli, TENANT, DOMAIN, None)
+                .await?
+        }
     };
     let operator = portal
-        .mint_api_token(None, "demo operator", "operator", None)
+        .mint_api_token(&Actor::Cli, None, "demo operator", "operator", None)
         .await?;
     let tenant_token = portal
-        .mint_api_token(Some(tenant.id), "demo admin", "admin", None)
+        .mint_api_token(&Actor::Cli, Some(tenant.id), "demo admin", "admin", None)
         .await?;
 
     let listener = rampart_portal::bind(cfg.listen)
@@ -40,7 +45,7 @@ pub async fn run(portal: Arc<Portal>) -> anyhow::Result<()> {
     let loopback = SocketAddr::from(([127, 0, 0, 1], port));
     if !agent_dir.is_enrolled() {
         let (_, token) = portal
-            .create_enrollment_token(&tenant, 600, 1, vec!["demo".into()], false)
+            .create_enrollment_token(&Actor::Cli, &tenant, 600, 1, vec!["demo".into()], false)
             .await?;
         rampart_agent::run::enroll(&agent_dir, &token, Some(loopback), "demo-agent")
             .await
@@ -59,6 +64,7 @@ pub async fn run(portal: Arc<Portal>) -> anyhow::Result<()> {
     // Push one signed instruction and wait for the agent's ack.
     let ins = portal
         .queue_instruction(
+            &Actor::Cli,
             tenant.id,
             device,
             "ping",

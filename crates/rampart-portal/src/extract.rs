@@ -155,12 +155,12 @@ impl FromRequestParts<AppState> for TenantAdmin {
     }
 }
 
-/// A request on the admin domain carrying an operator token.
-pub struct Operator {
-    pub token: ApiToken,
-}
+/// A request on the admin domain, with no credentials checked: for the
+/// billing webhook, which its provider's signature authenticates. Every
+/// other admin route takes [`Operator`].
+pub struct AdminHost;
 
-impl FromRequestParts<AppState> for Operator {
+impl FromRequestParts<AppState> for AdminHost {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, portal: &AppState) -> Result<Self, ApiError> {
@@ -175,6 +175,20 @@ impl FromRequestParts<AppState> for Operator {
                 ),
             ));
         }
+        Ok(AdminHost)
+    }
+}
+
+/// A request on the admin domain carrying an operator token.
+pub struct Operator {
+    pub token: ApiToken,
+}
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, portal: &AppState) -> Result<Self, ApiError> {
+        AdminHost::from_request_parts(parts, portal).await?;
         let secret = bearer(parts).ok_or_else(|| {
             ApiError::unauthorized("send an operator token: authorization: bearer <token>")
         })?;

@@ -258,9 +258,11 @@ pub async fn data_controls(p: &Portal, tenant: TenantId) -> Result<DataControls>
 
 /// Validates and stores new controls with the next version, and queues them
 /// as a signed instruction to every active device. Returns the stored
-/// controls and how many devices they were queued for.
+/// controls and how many devices they were queued for. Recorded as
+/// `data_controls.set` (and the instruction as `instruction.queue`).
 pub async fn set_data_controls(
     p: &Portal,
+    actor: &crate::audit::Actor,
     tenant: TenantId,
     mut controls: DataControls,
 ) -> Result<(DataControls, usize)> {
@@ -283,6 +285,7 @@ pub async fn set_data_controls(
         .collect();
     let rows = p
         .queue_instructions(
+            actor,
             tenant,
             &devices,
             controls::INSTRUCTION_KIND,
@@ -290,6 +293,16 @@ pub async fn set_data_controls(
             Some(CONTROLS_TTL_SECS),
         )
         .await?;
+    let detail = serde_json::json!({"version": controls.version, "queued": rows.len()});
+    crate::audit::record(
+        p,
+        Some(tenant),
+        actor,
+        "data_controls.set",
+        "data_controls",
+        detail,
+    )
+    .await?;
     Ok((controls, rows.len()))
 }
 
@@ -300,6 +313,7 @@ pub async fn send_controls_to(p: &Portal, tenant: TenantId, device: DeviceId) ->
         return Ok(());
     };
     p.queue_instructions(
+        &crate::audit::Actor::Portal,
         tenant,
         &[device],
         controls::INSTRUCTION_KIND,

@@ -12,6 +12,8 @@
 //! - the library never uses the agent crate (only the demo command does).
 
 pub mod alarms;
+pub mod audit;
+pub mod billing;
 pub mod ca;
 pub mod config;
 pub mod crypto;
@@ -55,6 +57,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::device::router())
         .merge(routes::flows::router())
         .merge(routes::alarms::router())
+        .merge(routes::audit::router())
+        .merge(routes::billing::router())
 }
 
 /// The whole HTTP application. Serving (TLS, sockets) is separate: tests

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use rampart_portal::audit::Actor;
 use rampart_portal::config::Config;
 use rampart_portal::service::Portal;
 use rampart_store::TenantStatus;
@@ -84,6 +85,10 @@ struct ServeArgs {
     /// Sender address of alarm email.
     #[arg(long, env = "RAMPART_SMTP_FROM")]
     smtp_from: Option<String>,
+    /// Stripe webhook signing secret (whsec_...); prefer the env variable,
+    /// which `ps` does not show.
+    #[arg(long, env = "RAMPART_STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    stripe_webhook_secret: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -104,6 +109,9 @@ enum Cmd {
     /// A tenant's alarms: list, show, acknowledge, resolve.
     #[command(subcommand)]
     Alarms(AlarmsCmd),
+    /// The audit log: verify its hash chain, list entries.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -243,6 +251,27 @@ enum AlarmsCmd {
 }
 
 #[derive(Subcommand)]
+enum AuditCmd {
+    /// Recompute the hash chain; exits non-zero naming the first bad seq.
+    Verify {
+        /// A head printed by an earlier verify (SEQ:HASH), kept outside the
+        /// data dir: also catches a rewrite of the whole tail.
+        #[arg(long)]
+        expect: Option<String>,
+    },
+    /// Entries oldest first, every tenant's or one tenant's.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only entries after this seq.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand)]
 enum AdminTokenCmd {
     /// Create an operator token (printed once).
     Create {
@@ -315,6 +344,9 @@ fn load_config(cli: &Cli, serve: Option<&ServeArgs>) -> anyhow::Result<Config> {
         if let Some(v) = &s.smtp_from {
             c.smtp_from = v.clone();
         }
+        if let Some(v) = &s.stripe_webhook_secret {
+            c.stripe_webhook_secret = Some(v.clone());
+        }
     }
     c.validate().map_err(anyhow::Error::msg)?;
     Ok(c)
@@ -386,8 +418,11 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Tenant(t) => tenant_cmd(&portal, t, cli.json).await?,
         Cmd::Token(t) => token_cmd(&portal, t, cli.json).await?,
         Cmd::Alarms(a) => alarms_cmd(&portal, a, cli.json).await?,
+        Cmd::Audit(a) => audit_cmd(&portal, a, cli.json).await?,
         Cmd::AdminToken(AdminTokenCmd::Create { name }) => {
-            let t = portal.mint_api_token(None, &name, "operator", None).await?;
+            let t = portal
+                .mint_api_token(&Actor::Cli, None, &name, "operator", None)
+                .await?;
             print(
                 cli.json,
                 &serde_json::json!({"id": t.row.id, "token": t.secret}),
@@ -409,9 +444,9 @@ async fn tenant_cmd(p: &Portal, cmd: TenantCmd, json: bool) -> anyhow::Result<()
             key_file,
         } => {
             let files = cert_file.zip(key_file);
-            let t = p.create_tenant(&name, &domain, files).await?;
+            let t = p.create_tenant(&Actor::Cli, &name, &domain, files).await?;
             let tok = p
-                .mint_api_token(Some(t.id), "initial admin", "admin", None)
+                .mint_api_token(&Actor::Cli, Some(t.id), "initial admin", "admin", None)
                 .await?;
             let v = tenant_view(p, &t);
             print(
@@ -448,12 +483,14 @@ async fn tenant_cmd(p: &Portal, cmd: TenantCmd, json: bool) -> anyhow::Result<()
         }
         TenantCmd::Suspend { tenant } => {
             let t = p.find_tenant(&tenant).await?;
-            p.set_tenant_status(t.id, TenantStatus::Suspended).await?;
+            p.set_tenant_status(&Actor::Cli, t.id, TenantStatus::Suspended)
+                .await?;
             println!("tenant {} suspended", t.name);
         }
         TenantCmd::Resume { tenant } => {
             let t = p.find_tenant(&tenant).await?;
-            p.set_tenant_status(t.id, TenantStatus::Active).await?;
+            p.set_tenant_status(&Actor::Cli, t.id, TenantStatus::Active)
+                .await?;
             println!("tenant {} resumed", t.name);
         }
         TenantCmd::FlowPlan {
@@ -468,8 +505,7 @@ async fn tenant_cmd(p: &Portal, cmd: TenantCmd, json: bool) -> anyhow::Result<()
             rampart_portal::routes::admin::validate_flow_plan(&plan)
                 .map_err(|e| anyhow::anyhow!(e.message))?;
             let t = p.find_tenant(&tenant).await?;
-            p.store
-                .set_flow_retention(t.id, visible_days, stored_days)
+            p.set_flow_plan(&Actor::Cli, t.id, visible_days, stored_days)
                 .await?;
             print(json, &plan, || {
                 format!(
@@ -639,7 +675,14 @@ async fn token_cmd(p: &Portal, cmd: TokenCmd, json: bool) -> anyhow::Result<()> 
         } => {
             let t = p.find_tenant(&tenant).await?;
             let (row, token) = p
-                .create_enrollment_token(&t, ttl_secs, max_uses, labels, needs_approval)
+                .create_enrollment_token(
+                    &Actor::Cli,
+                    &t,
+                    ttl_secs,
+                    max_uses,
+                    labels,
+                    needs_approval,
+                )
                 .await?;
             print(
                 json,
@@ -674,14 +717,89 @@ async fn token_cmd(p: &Portal, cmd: TokenCmd, json: bool) -> anyhow::Result<()> 
         }
         TokenCmd::Revoke { tenant, id } => {
             let t = p.find_tenant(&tenant).await?;
-            if !p
-                .store
-                .revoke_enrollment_token(t.id, id, rampart_portal::service::now())
-                .await?
-            {
+            if !p.revoke_enrollment_token(&Actor::Cli, t.id, id).await? {
                 bail!("no enrollment token {id} in tenant {}", t.name);
             }
             println!("enrollment token {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+async fn audit_cmd(p: &Portal, cmd: AuditCmd, json: bool) -> anyhow::Result<()> {
+    use rampart_portal::audit::{self, hex};
+    match cmd {
+        AuditCmd::Verify { expect } => {
+            let expect = expect
+                .map(|e| {
+                    audit::parse_head(&e).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--expect must be SEQ:HASH as printed by `rampart audit verify`"
+                        )
+                    })
+                })
+                .transpose()?;
+            // A broken chain is an error: the exit status says so, and the
+            // message names the first seq that is wrong.
+            let v = audit::verify(p.store.as_ref(), expect.as_ref())
+                .await
+                .with_context(|| {
+                    format!("verifying the audit log in {}", p.config.data_dir.display())
+                })?;
+            let head = v
+                .head
+                .as_ref()
+                .map(|h| format!("{}:{}", h.seq, hex(&h.hash)));
+            print(
+                json,
+                &serde_json::json!({"ok": true, "entries": v.entries, "head": head}),
+                || {
+                    match &head {
+                    Some(h) => format!(
+                        "audit log intact: {} entries\nhead {h} (keep it elsewhere; pass it to --expect later)",
+                        v.entries
+                    ),
+                    None => "audit log intact: no entries yet".into(),
+                }
+                },
+            );
+        }
+        AuditCmd::List {
+            tenant,
+            after,
+            limit,
+        } => {
+            let limit = limit.clamp(1, 10_000);
+            let rows = match tenant {
+                Some(t) => {
+                    let t = p.find_tenant(&t).await?;
+                    p.store.list_audit(t.id, after, limit).await?
+                }
+                None => p.store.audit_chain(after, limit).await?,
+            };
+            let vs: Vec<_> = rows
+                .iter()
+                .map(rampart_portal::routes::audit::AuditView::operator)
+                .collect();
+            print(json, &vs, || {
+                vs.iter()
+                    .map(|v| {
+                        format!(
+                            "{:>6}  {}  {:<36}  {:<24} {:<24} {}  {}",
+                            v.seq,
+                            v.at,
+                            v.tenant_id
+                                .map(|t| t.to_string())
+                                .unwrap_or_else(|| "-".into()),
+                            v.actor,
+                            v.action,
+                            v.target,
+                            v.detail
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
         }
     }
     Ok(())

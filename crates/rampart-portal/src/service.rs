@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::alarms::Alarms;
+use crate::audit::{self, Actor};
 use crate::ca::LocalCa;
 use crate::config::Config;
 use crate::crypto::{self, KeyCache, MasterKey, TenantSecrets};
@@ -427,8 +428,11 @@ impl Portal {
         rampart_proto::pin::spki_pin(&leaf).map_err(|e| ServiceError::Tls(e.to_string()))
     }
 
+    /// Creates a tenant with its keys (recorded as `tenant.create` and
+    /// `key.create`).
     pub async fn create_tenant(
         &self,
+        actor: &Actor,
         name: &str,
         domain: &str,
         cert_files: Option<(String, String)>,
@@ -458,6 +462,16 @@ impl Portal {
         let issued = self.ca.issue(&[&domain])?;
         let keys =
             crypto::new_tenant_keys(self.master.as_ref(), id, issued.chain_pem, &issued.key_der);
+        let key_detail = serde_json::json!({
+            "keys": ["kek", "signing", "upload", "tls"],
+            "signing_pk": audit::hex(&keys.signing_pk),
+            "upload_pk": audit::hex(&keys.upload_pk),
+        });
+        let certificate = if cert_files.is_some() {
+            "operator_files"
+        } else {
+            "local_ca"
+        };
         let tenant = Tenant {
             id,
             name: name.to_string(),
@@ -473,6 +487,10 @@ impl Portal {
                 keys,
             })
             .await?;
+        let target = format!("tenant:{id}");
+        let detail = serde_json::json!({"name": tenant.name, "domain": tenant.domain, "certificate": certificate});
+        audit::record(self, Some(id), actor, "tenant.create", &target, detail).await?;
+        audit::record(self, Some(id), actor, "key.create", &target, key_detail).await?;
         self.refresh_certs().await?;
         tracing::info!(tenant = %tenant.name, domain = %tenant.domain, "tenant created");
         Ok(tenant)
@@ -486,9 +504,46 @@ impl Portal {
         t.ok_or_else(|| ServiceError::NotFound(format!("tenant {name_or_id}")))
     }
 
-    pub async fn set_tenant_status(&self, tenant: TenantId, status: TenantStatus) -> Result<()> {
+    pub async fn set_tenant_status(
+        &self,
+        actor: &Actor,
+        tenant: TenantId,
+        status: TenantStatus,
+    ) -> Result<()> {
         self.store.set_tenant_status(tenant, status).await?;
         tracing::info!(%tenant, status = status.as_str(), "tenant status changed");
+        let action = match status {
+            TenantStatus::Active => "tenant.resume",
+            TenantStatus::Suspended => "tenant.suspend",
+        };
+        let target = format!("tenant:{tenant}");
+        audit::record(
+            self,
+            Some(tenant),
+            actor,
+            action,
+            &target,
+            serde_json::json!({}),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Sets the tenant's flow retention (its plan's windows; the caller
+    /// validated them).
+    pub async fn set_flow_plan(
+        &self,
+        actor: &Actor,
+        tenant: TenantId,
+        visible_days: u32,
+        stored_days: u32,
+    ) -> Result<()> {
+        self.store
+            .set_flow_retention(tenant, visible_days, stored_days)
+            .await?;
+        let detail = serde_json::json!({"visible_days": visible_days, "stored_days": stored_days});
+        let target = format!("tenant:{tenant}");
+        audit::record(self, Some(tenant), actor, "flow_plan.set", &target, detail).await?;
         Ok(())
     }
 
@@ -496,6 +551,7 @@ impl Portal {
     /// is `None`. Only its SHA-256 is stored.
     pub async fn mint_api_token(
         &self,
+        actor: &Actor,
         tenant: Option<TenantId>,
         name: &str,
         role: &str,
@@ -520,6 +576,14 @@ impl Portal {
             revoked_at: None,
         };
         self.store.create_api_token(&row).await?;
+        let detail = serde_json::json!({
+            "name": row.name,
+            "role": row.role,
+            "scope": if tenant.is_some() { "tenant" } else { "operator" },
+            "expires_at": row.expires_at,
+        });
+        let target = format!("api_token:{}", row.id);
+        audit::record(self, tenant, actor, "api_token.create", &target, detail).await?;
         Ok(MintedToken { row, secret })
     }
 
@@ -546,6 +610,7 @@ impl Portal {
 
     pub async fn create_enrollment_token(
         &self,
+        actor: &Actor,
         tenant: &Tenant,
         ttl_secs: i64,
         max_uses: u32,
@@ -582,7 +647,86 @@ impl Portal {
             revoked_at: None,
         };
         self.store.create_enrollment_token(tenant.id, &row).await?;
+        let detail = serde_json::json!({
+            "expires_at": row.expires_at,
+            "max_uses": row.max_uses,
+            "labels": row.labels,
+            "needs_approval": row.needs_approval,
+        });
+        let target = format!("enrollment_token:{}", row.id);
+        audit::record(
+            self,
+            Some(tenant.id),
+            actor,
+            "enrollment_token.create",
+            &target,
+            detail,
+        )
+        .await?;
         Ok((row, token.encode()))
+    }
+
+    /// Revokes an enrollment token; false when the tenant has no such token.
+    pub async fn revoke_enrollment_token(
+        &self,
+        actor: &Actor,
+        tenant: TenantId,
+        id: Uuid,
+    ) -> Result<bool> {
+        if !self
+            .store
+            .revoke_enrollment_token(tenant, id, now())
+            .await?
+        {
+            return Ok(false);
+        }
+        let target = format!("enrollment_token:{id}");
+        audit::record(
+            self,
+            Some(tenant),
+            actor,
+            "enrollment_token.revoke",
+            &target,
+            serde_json::json!({}),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// Sets a device's status (the caller checked the transition) and ends
+    /// its held long poll; false when the tenant has no such device.
+    pub async fn set_device_status(
+        &self,
+        actor: &Actor,
+        tenant: TenantId,
+        device: DeviceId,
+        status: DeviceStatus,
+    ) -> Result<bool> {
+        if !self
+            .store
+            .set_device_status(tenant, device, status.as_str())
+            .await?
+        {
+            return Ok(false);
+        }
+        // A held long poll re-reads the device and ends at once on revocation.
+        self.waker.wake(device);
+        let action = match status {
+            DeviceStatus::Active => "device.approve",
+            DeviceStatus::Revoked => "device.revoke",
+            _ => "device.status",
+        };
+        let detail = serde_json::json!({"status": status.as_str()});
+        audit::record(
+            self,
+            Some(tenant),
+            actor,
+            action,
+            &format!("device:{device}"),
+            detail,
+        )
+        .await?;
+        Ok(true)
     }
 
     /// Redeems an enrollment token for a new device key.
@@ -619,6 +763,22 @@ impl Portal {
             .map_err(ServiceError::Enrollment)?;
         let secrets = self.secrets(tenant.id).await?;
         tracing::info!(tenant = %tenant.name, device = %dev.id, hostname = %dev.hostname, status = %dev.status, "device enrolled");
+        let detail = serde_json::json!({
+            "hostname": dev.hostname,
+            "status": dev.status,
+            "labels": dev.labels,
+            "enrollment_token": dev.enrollment_token_id,
+        });
+        let target = format!("device:{}", dev.id);
+        audit::record(
+            self,
+            Some(tenant.id),
+            &Actor::Device(dev.id),
+            "device.enroll",
+            &target,
+            detail,
+        )
+        .await?;
         crate::flows::send_controls_to(self, tenant.id, dev.id).await?;
         Ok(EnrollResponse {
             tenant_id: tenant.id.0,
@@ -633,6 +793,7 @@ impl Portal {
     /// Signs an instruction for one device, stores it and wakes its poll.
     pub async fn queue_instruction(
         &self,
+        actor: &Actor,
         tenant: TenantId,
         device: DeviceId,
         kind: &str,
@@ -649,7 +810,7 @@ impl Portal {
                 "device {device} is revoked: enroll it again to send it instructions"
             )));
         }
-        self.queue_instructions(tenant, &[device], kind, payload, ttl_secs)
+        self.queue_instructions(actor, tenant, &[device], kind, payload, ttl_secs)
             .await?
             .pop()
             .ok_or_else(|| ServiceError::NotFound(format!("device {device}")))
@@ -658,8 +819,13 @@ impl Portal {
     /// Signs one instruction per device and stores them all in two
     /// transactions (sequence numbers, then instructions), so reaching ten
     /// thousand devices costs two commits rather than twenty thousand.
+    ///
+    /// Recorded as one `instruction.queue` entry per call (kind and count,
+    /// the first devices; not the payload), so a broadcast to ten thousand
+    /// devices is one entry and one more commit.
     pub async fn queue_instructions(
         &self,
+        actor: &Actor,
         tenant: TenantId,
         devices: &[DeviceId],
         kind: &str,
@@ -720,6 +886,27 @@ impl Portal {
         .map_err(|e| ServiceError::Crypto(e.to_string()))??;
         self.store.insert_instructions(tenant, &rows).await?;
         self.metrics.instructions_queued.inc_by(rows.len() as u64);
+        if let Some(first) = rows.first() {
+            let target = match rows.len() {
+                1 => format!("device:{}", first.device_id),
+                n => format!("devices:{n}"),
+            };
+            let detail = serde_json::json!({
+                "kind": first.kind,
+                "count": rows.len(),
+                "devices": rows.iter().take(20).map(|r| serde_json::json!({"device": r.device_id, "seq": r.seq})).collect::<Vec<_>>(),
+                "expires_at": first.expires_at,
+            });
+            audit::record(
+                self,
+                Some(tenant),
+                actor,
+                "instruction.queue",
+                &target,
+                detail,
+            )
+            .await?;
+        }
         for r in &rows {
             self.waker.wake(r.device_id);
         }

@@ -15,6 +15,7 @@ mod common;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use rampart_portal::audit::Actor;
 use rampart_portal::config::Config;
 use rampart_portal::Portal;
 use rampart_proto::api::EnrollRequest;
@@ -33,11 +34,13 @@ use uuid::Uuid;
 const ADMIN: &str = "localhost";
 
 /// The only operations that may answer without credentials. Enrollment
-/// authenticates by the token secret in its body.
+/// authenticates by the token secret in its body, the Stripe webhook by
+/// its `Stripe-Signature`.
 const PUBLIC: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("POST", "/api/v1/enroll"),
+    ("POST", "/api/v1/billing/stripe"),
 ];
 
 const POLL_NOW: &str = "/api/v1/device/poll?after_seq=0&wait_secs=0";
@@ -453,7 +456,7 @@ impl Harness {
         .unwrap();
         let portal = Arc::new(portal);
         let operator = portal
-            .mint_api_token(None, "op", "admin", None)
+            .mint_api_token(&Actor::Cli, None, "op", "admin", None)
             .await
             .unwrap()
             .secret;
@@ -602,7 +605,14 @@ impl Harness {
     ) -> (Uuid, String) {
         let (row, token) = self
             .portal
-            .create_enrollment_token(&fx.tenant, 3600, max_uses, vec![], needs_approval)
+            .create_enrollment_token(
+                &Actor::Cli,
+                &fx.tenant,
+                3600,
+                max_uses,
+                vec![],
+                needs_approval,
+            )
             .await
             .unwrap();
         (row.id, secret_of(&token))
@@ -611,18 +621,18 @@ impl Harness {
     async fn tenant(&self, name: &str) -> Fx {
         let tenant = self
             .portal
-            .create_tenant(name, &format!("{name}.example.test"), None)
+            .create_tenant(&Actor::Cli, name, &format!("{name}.example.test"), None)
             .await
             .unwrap();
         let token = self
             .portal
-            .mint_api_token(Some(tenant.id), "t", "admin", None)
+            .mint_api_token(&Actor::Cli, Some(tenant.id), "t", "admin", None)
             .await
             .unwrap()
             .secret;
         let (row, enroll_token) = self
             .portal
-            .create_enrollment_token(&tenant, 3600, 5, vec![], false)
+            .create_enrollment_token(&Actor::Cli, &tenant, 3600, 5, vec![], false)
             .await
             .unwrap();
         let enroll_secret = secret_of(&enroll_token);
@@ -728,6 +738,7 @@ impl Harness {
                 s.alarm_history(t, fx.alarm_id).await.unwrap(),
                 s.list_alarm_rules(t).await.unwrap(),
                 s.list_webhooks(t).await.unwrap(),
+                s.list_audit(t, 0, 10_000).await.unwrap(),
             )
         )
     }
@@ -2197,4 +2208,206 @@ async fn an_ids_anomaly_becomes_an_anomaly_alarm() {
         1,
         "the alert beside it"
     );
+}
+
+// ------------------------------------------------------------------- audit
+
+/// Every page of an audit listing, following `next`.
+async fn audit_pages(h: &Harness, host: &str, path: &str, token: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let v = h
+            .call(
+                "GET",
+                host,
+                &format!("{path}{sep}after={after}&limit=3"),
+                Some(token),
+                None,
+            )
+            .await
+            .ok(path);
+        let entries = v["entries"].as_array().unwrap().clone();
+        assert!(entries.len() <= 3);
+        all.extend(entries);
+        match v["next"].as_u64() {
+            Some(n) => after = n,
+            None => break,
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn admin_actions_exports_and_key_operations_are_audited_per_tenant() {
+    let h = Harness::new().await;
+    let (a, b) = (h.tenant("acme").await, h.tenant("beta").await);
+    let op = Some(h.operator.as_str());
+    let (host, tok) = (a.host(), Some(a.token.as_str()));
+    for path in ["suspend", "resume"] {
+        let p = format!("/api/v1/admin/tenants/acme/{path}");
+        h.call("POST", ADMIN, &p, op, None).await.ok(path);
+    }
+    let plan = json!({"visible_days": 7, "stored_days": 9});
+    h.call(
+        "PUT",
+        ADMIN,
+        "/api/v1/admin/tenants/acme/flow-plan",
+        op,
+        Some(plan),
+    )
+    .await
+    .ok("flow plan");
+    let v = h
+        .call(
+            "POST",
+            ADMIN,
+            "/api/v1/admin/tenants/acme/tokens",
+            op,
+            Some(json!({"name": "ci"})),
+        )
+        .await
+        .ok("tenant token");
+    let ci = v["token"].as_str().unwrap().to_string();
+    let v = h
+        .call(
+            "POST",
+            host,
+            "/api/v1/enrollment-tokens",
+            Some(&ci),
+            Some(json!({})),
+        )
+        .await
+        .ok("enrollment token");
+    let revoke = format!(
+        "/api/v1/enrollment-tokens/{}/revoke",
+        v["id"].as_str().unwrap()
+    );
+    assert_eq!(h.call("POST", host, &revoke, tok, None).await.status, 204);
+    h.instruct(&a, a.device.id).await;
+    h.call(
+        "PUT",
+        host,
+        "/api/v1/data-controls",
+        tok,
+        Some(json!({"version": 0})),
+    )
+    .await
+    .ok("data controls");
+    let dev = format!("/api/v1/devices/{}/revoke", a.device.id);
+    h.call("POST", host, &dev, tok, None)
+        .await
+        .ok("revoke device");
+    for export in [
+        "/api/v1/flows/search?format=csv",
+        "/api/v1/alarms/timeline?format=csv",
+    ] {
+        let r = h.call("GET", host, export, tok, None).await;
+        assert_eq!(r.status, 200, "{export}: {}", r.text());
+    }
+    // A query is not an export.
+    h.call("GET", host, "/api/v1/flows/search", tok, None)
+        .await
+        .ok("json search");
+
+    let mine = audit_pages(&h, host, "/api/v1/audit", &a.token).await;
+    let line = |e: &Value| {
+        format!(
+            "{} {}",
+            e["actor"].as_str().unwrap(),
+            e["action"].as_str().unwrap()
+        )
+    };
+    let lines: Vec<String> = mine.iter().map(line).collect();
+    let want = [
+        "cli tenant.create",
+        "cli key.create",
+        "cli api_token.create",
+        "cli enrollment_token.create",
+        &format!("device:{} device.enroll", a.device.id),
+        "operator:op tenant.suspend",
+        "operator:op tenant.resume",
+        "operator:op flow_plan.set",
+        "operator:op api_token.create",
+        "tenant:ci enrollment_token.create",
+        "tenant:t enrollment_token.revoke",
+        "tenant:t instruction.queue",
+        "tenant:t instruction.queue",
+        "tenant:t data_controls.set",
+        "tenant:t device.revoke",
+        "tenant:t export.flows",
+        "tenant:t export.alarm_timeline",
+    ];
+    assert_eq!(lines, want, "{mine:#?}");
+    let seqs: Vec<u64> = mine.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "oldest first");
+    let text = serde_json::to_string(&mine).unwrap();
+    for id in [
+        b.tenant.id.to_string(),
+        b.device.id.to_string(),
+        b.tenant.domain.clone(),
+    ] {
+        assert!(!text.contains(&id), "A's audit log shows B's {id}");
+    }
+    // Never a secret, its hash, or who else is in the chain.
+    assert!(!text.contains(&ci) && !text.contains(&rampart_proto::sha256_hex(ci.as_bytes())));
+    assert!(mine
+        .iter()
+        .all(|e| e.get("prev_hash").is_none() && e.get("tenant_id").is_none()));
+    let key = &mine[1]["detail"];
+    assert_eq!(key["keys"], json!(["kek", "signing", "upload", "tls"]));
+
+    // B's listing is B's; the operator sees everything and links.
+    let theirs = audit_pages(&h, b.host(), "/api/v1/audit", &b.token).await;
+    assert_eq!(theirs.len(), 5, "{theirs:#?}");
+    let all = audit_pages(&h, ADMIN, "/api/v1/admin/audit", &h.operator).await;
+    assert_eq!(
+        all.len(),
+        1 + mine.len() + theirs.len(),
+        "the operator token, A, B"
+    );
+    assert_eq!(all[0]["action"], "api_token.create");
+    assert!(
+        all[0].get("tenant_id").is_none(),
+        "the operator token is portal-wide"
+    );
+    assert!(all.windows(2).all(|w| w[1]["prev_hash"] == w[0]["hash"]));
+    let only_b = audit_pages(&h, ADMIN, "/api/v1/admin/audit?tenant=beta", &h.operator).await;
+    assert_eq!(only_b.len(), theirs.len());
+    assert!(only_b
+        .iter()
+        .all(|e| e["tenant_id"] == b.tenant.id.to_string()));
+    let v = rampart_portal::audit::verify(h.portal.store.as_ref(), None)
+        .await
+        .unwrap();
+    assert_eq!(v.entries, all.len() as u64);
+
+    let v = h
+        .call(
+            "GET",
+            host,
+            "/api/v1/audit?after=18446744073709551615",
+            tok,
+            None,
+        )
+        .await
+        .ok("a cursor beyond every seq");
+    assert_eq!(v["entries"], json!([]));
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "after=-1",
+        "after=x",
+        "after=18446744073709551616",
+    ] {
+        let r = h
+            .call("GET", host, &format!("/api/v1/audit?{bad}"), tok, None)
+            .await;
+        r.expect(400, None, bad);
+    }
+    let r = h
+        .call("GET", ADMIN, "/api/v1/admin/audit?tenant=nope", op, None)
+        .await;
+    r.expect(404, Some("not_found"), "unknown tenant");
 }

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use rampart_portal::audit::Actor;
 use rampart_portal::config::Config;
 use rampart_portal::service::Portal;
 
@@ -28,16 +29,16 @@ async fn tenant_private_keys_never_reach_the_disk_in_the_clear() {
     .await
     .unwrap();
     let tenant = portal
-        .create_tenant("acme", "acme.rampart.test", None)
+        .create_tenant(&Actor::Cli, "acme", "acme.rampart.test", None)
         .await
         .unwrap();
     // Exercise the paths that write: a token, an enrollment token.
     portal
-        .mint_api_token(Some(tenant.id), "t", "admin", None)
+        .mint_api_token(&Actor::Cli, Some(tenant.id), "t", "admin", None)
         .await
         .unwrap();
     portal
-        .create_enrollment_token(&tenant, 600, 1, vec![], false)
+        .create_enrollment_token(&Actor::Cli, &tenant, 600, 1, vec![], false)
         .await
         .unwrap();
     let secrets = portal.secrets(tenant.id).await.unwrap();

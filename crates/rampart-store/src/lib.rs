@@ -10,10 +10,13 @@
 //! - the store knows nothing of HTTP, TLS or the protocol's crypto;
 //! - [`suite`] is the one behaviour test every backend passes.
 
+pub mod audit;
 pub mod blob;
 pub mod model;
 pub mod sqlite;
 mod sqlite_alarms;
+mod sqlite_audit;
+mod sqlite_billing;
 pub mod suite;
 
 use async_trait::async_trait;
@@ -347,4 +350,49 @@ pub trait Store: Send + Sync + 'static {
         status: Option<DeliveryStatus>,
         limit: u32,
     ) -> Result<Vec<DeliveryRow>>;
+
+    // --- audit log ---
+    /// Appends one entry for `tenant` (`None`: operator or portal-wide) and
+    /// moves the anchor, in one transaction that takes the write lock first,
+    /// so appends from every process are serialized into one linear chain.
+    /// The new seq and prev_hash come from the anchor, not from the newest
+    /// row: a removed newest row leaves a gap rather than being replaced.
+    /// Fails with [`StoreError::Corrupt`] when entries exist but the anchor
+    /// does not (the log was tampered with).
+    async fn append_audit(
+        &self,
+        tenant: Option<TenantId>,
+        entry: &NewAuditEntry,
+    ) -> Result<AuditEntry>;
+    /// The tenant's entries with seq above `after_seq`, oldest first.
+    async fn list_audit(
+        &self,
+        tenant: TenantId,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>>;
+    /// Every entry (all tenants and portal-wide) with seq above
+    /// `after_seq`, in seq order: the chain, for verification and the
+    /// operator's listing.
+    async fn audit_chain(&self, after_seq: u64, limit: u32) -> Result<Vec<AuditEntry>>;
+    /// The anchor: the seq and hash of the newest entry appended.
+    async fn audit_anchor(&self) -> Result<Option<AuditAnchor>>;
+
+    // --- billing ---
+    /// Applies a billing event once: records its id (a repeat answers
+    /// [`BillingOutcome::Duplicate`] and changes nothing), upserts the
+    /// tenant's billing row (`None` fields keep what is stored) and, when
+    /// its subscription change is not older than the stored one, sets plan,
+    /// status and the tenant's status, all in one transaction. A customer
+    /// id already billed to another tenant is a [`StoreError::Conflict`].
+    async fn apply_billing(
+        &self,
+        tenant: TenantId,
+        update: &BillingUpdate,
+    ) -> Result<BillingOutcome>;
+    async fn get_billing(&self, tenant: TenantId) -> Result<Option<BillingRow>>;
+    /// The tenant billed as this provider customer. Not tenant-scoped on
+    /// purpose, like [`Store::tenant_by_domain`]: a provider event names its
+    /// customer, and this is how it finds its tenant.
+    async fn billing_tenant(&self, customer_id: &str) -> Result<Option<TenantId>>;
 }

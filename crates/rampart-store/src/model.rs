@@ -518,3 +518,108 @@ pub struct DeliveryRow {
     pub created_at: i64,
     pub finished_at: Option<i64>,
 }
+
+/// One entry of the audit log, as stored. The whole portal has one chain:
+/// each entry's `prev_hash` is the `hash` of the entry before it (by `seq`),
+/// and `hash` is [`crate::audit::entry_hash`] of the other fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// 1, 2, 3, ... across the whole portal, without gaps.
+    pub seq: u64,
+    /// `None`: an operator or portal-wide entry.
+    pub tenant_id: Option<TenantId>,
+    /// Unix seconds.
+    pub at: i64,
+    /// `operator:<token name>`, `tenant:<token name>`, `cli`, `device:<id>`,
+    /// `portal` or `stripe`.
+    pub actor: String,
+    /// e.g. `tenant.create`, `api_token.create`, `export.flows`.
+    pub action: String,
+    /// What was acted on, e.g. `tenant:acme`, `device:<id>`.
+    pub target: String,
+    /// JSON text, exactly as stored and hashed (re-serializing a parsed
+    /// value could reorder keys and break the hash).
+    pub detail: String,
+    /// 32 bytes; the first entry's is all zeros. Kept as stored (not as an
+    /// array) so a damaged column is reported by verification, not lost.
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+/// An entry to append: the store assigns `seq` and the hashes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewAuditEntry {
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: serde_json::Value,
+}
+
+/// The newest entry's seq and hash, kept apart from the log (in
+/// `portal_meta`) and moved in the same transaction as each append: a log
+/// whose newest rows were removed no longer reaches its anchor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditAnchor {
+    pub seq: u64,
+    pub hash: Vec<u8>,
+}
+
+/// What the billing provider told us about a tenant. Only these fields are
+/// kept: of a card, its brand and last 4 digits, nothing else.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BillingRow {
+    pub tenant_id: TenantId,
+    pub customer_id: String,
+    pub email: Option<String>,
+    pub card_brand: Option<String>,
+    pub card_last4: Option<String>,
+    pub plan: Option<String>,
+    /// The provider's subscription status (`active`, `past_due`, ...).
+    pub status: Option<String>,
+    /// Creation time of the event that set `plan` and `status` (unix s).
+    pub status_at: Option<i64>,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+/// A subscription change carried by a billing event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionChange {
+    /// `None` keeps the stored plan.
+    pub plan: Option<String>,
+    pub status: String,
+    /// Set the tenant to this status in the same transaction (only if the
+    /// change is applied, i.e. not older than the stored one).
+    pub tenant_status: Option<TenantStatus>,
+}
+
+/// One billing event to apply. `None` fields keep what is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BillingUpdate {
+    /// The provider's event id: applied at most once.
+    pub event_id: String,
+    /// Creation time of the event (unix seconds).
+    pub event_at: i64,
+    pub customer_id: String,
+    pub email: Option<String>,
+    pub card_brand: Option<String>,
+    pub card_last4: Option<String>,
+    pub subscription: Option<SubscriptionChange>,
+    pub now: i64,
+}
+
+/// What applying a billing event did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BillingOutcome {
+    /// Stored; `tenant_status` says whether the tenant's status was set.
+    Applied {
+        row: BillingRow,
+        tenant_status: Option<TenantStatus>,
+    },
+    /// Stored, except its subscription change, which is older than the
+    /// one stored (events arrive out of order).
+    Stale { row: BillingRow },
+    /// This event id was applied before: nothing changed.
+    Duplicate,
+}

@@ -184,7 +184,7 @@ fn segment_from(row: &SqliteRow) -> Result<FlowSegment> {
 }
 
 /// Counts above i64::MAX cannot be stored in an INTEGER column.
-fn to_i64(v: u64, what: &str) -> Result<i64> {
+pub(crate) fn to_i64(v: u64, what: &str) -> Result<i64> {
     i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} {v} is out of range")))
 }
 
@@ -1131,5 +1131,46 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<DeliveryRow>> {
         self.alarms_list_deliveries(tenant, status, limit).await
+    }
+
+    async fn append_audit(
+        &self,
+        tenant: Option<TenantId>,
+        entry: &NewAuditEntry,
+    ) -> Result<AuditEntry> {
+        self.audit_append(tenant, entry).await
+    }
+
+    async fn list_audit(
+        &self,
+        tenant: TenantId,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>> {
+        self.audit_list(tenant, after_seq, limit).await
+    }
+
+    async fn audit_chain(&self, after_seq: u64, limit: u32) -> Result<Vec<AuditEntry>> {
+        self.audit_chain_after(after_seq, limit).await
+    }
+
+    async fn audit_anchor(&self) -> Result<Option<AuditAnchor>> {
+        self.audit_read_anchor().await
+    }
+
+    async fn apply_billing(
+        &self,
+        tenant: TenantId,
+        update: &BillingUpdate,
+    ) -> Result<BillingOutcome> {
+        self.billing_apply(tenant, update).await
+    }
+
+    async fn get_billing(&self, tenant: TenantId) -> Result<Option<BillingRow>> {
+        self.billing_get(tenant).await
+    }
+
+    async fn billing_tenant(&self, customer_id: &str) -> Result<Option<TenantId>> {
+        self.billing_tenant_of(customer_id).await
     }
 }

@@ -89,6 +89,8 @@ pub async fn run_all(s: &dyn Store) {
     alarm_changes(s).await;
     alarm_rules_and_webhooks(s).await;
     webhook_deliveries(s).await;
+    audit_log(s).await;
+    billing(s).await;
 }
 
 async fn meta(s: &dyn Store) {
@@ -1311,4 +1313,269 @@ async fn webhook_deliveries(s: &dyn Store) {
         vec![(ta, d2.clone())]
     );
     assert!(s.list_deliveries(tb, None, 10).await.unwrap().is_empty());
+}
+
+fn audit_entry(action: &str) -> NewAuditEntry {
+    NewAuditEntry {
+        at: 1_000,
+        actor: "cli".into(),
+        action: action.into(),
+        target: "tenant:audit".into(),
+        detail: serde_json::json!({"what": action, "n": [1, 2]}),
+    }
+}
+
+/// Walks the chain after `after`: contiguous seqs, each linked to the one
+/// before and hashed as `audit::entry_hash` says. Returns the entries.
+async fn walk_chain(s: &dyn Store, after: u64) -> Vec<AuditEntry> {
+    let mut all = Vec::new();
+    let mut cursor = after;
+    loop {
+        let page = s.audit_chain(cursor, 3).await.unwrap();
+        let Some(last) = page.last() else { break };
+        cursor = last.seq;
+        all.extend(page);
+    }
+    for w in all.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq + 1, "seqs are contiguous");
+        assert_eq!(
+            w[1].prev_hash, w[0].hash,
+            "seq {} links to its predecessor",
+            w[1].seq
+        );
+    }
+    for e in &all {
+        assert_eq!(
+            e.hash,
+            crate::audit::entry_hash(e).to_vec(),
+            "seq {}",
+            e.seq
+        );
+    }
+    all
+}
+
+async fn audit_log(s: &dyn Store) {
+    let (a, b) = (tenant("audit-a"), tenant("audit-b"));
+    s.create_tenant(&a).await.unwrap();
+    s.create_tenant(&b).await.unwrap();
+    let (a, b) = (a.tenant.id, b.tenant.id);
+    let start = s.audit_anchor().await.unwrap().map_or(0, |x| x.seq);
+
+    let e1 = s.append_audit(Some(a), &audit_entry("a1")).await.unwrap();
+    assert_eq!(e1.seq, start + 1);
+    if start == 0 {
+        assert_eq!(
+            e1.prev_hash,
+            crate::audit::GENESIS.to_vec(),
+            "the first entry"
+        );
+    }
+    assert_eq!(e1.tenant_id, Some(a));
+    // The detail is kept as the JSON text that was hashed.
+    assert_eq!(
+        e1.detail,
+        serde_json::json!({"what": "a1", "n": [1, 2]}).to_string()
+    );
+    let e2 = s.append_audit(None, &audit_entry("portal")).await.unwrap();
+    let e3 = s.append_audit(Some(b), &audit_entry("b1")).await.unwrap();
+    let e4 = s.append_audit(Some(a), &audit_entry("a2")).await.unwrap();
+    assert_eq!(e2.prev_hash, e1.hash);
+    assert_eq!(e4.prev_hash, e3.hash, "one chain across tenants");
+    assert_eq!(
+        s.audit_anchor().await.unwrap(),
+        Some(AuditAnchor {
+            seq: e4.seq,
+            hash: e4.hash.clone()
+        })
+    );
+
+    // Per tenant: only its own entries, paged by seq.
+    assert_eq!(
+        s.list_audit(a, 0, 100).await.unwrap(),
+        vec![e1.clone(), e4.clone()]
+    );
+    assert_eq!(s.list_audit(b, 0, 100).await.unwrap(), vec![e3.clone()]);
+    assert_eq!(s.list_audit(a, 0, 1).await.unwrap(), vec![e1.clone()]);
+    assert_eq!(
+        s.list_audit(a, e1.seq, 100).await.unwrap(),
+        vec![e4.clone()]
+    );
+    assert!(s.list_audit(a, e4.seq, 100).await.unwrap().is_empty());
+    assert!(s
+        .list_audit(TenantId(Uuid::new_v4()), 0, 100)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // The whole chain, for the operator and the verifier.
+    assert_eq!(
+        s.audit_chain(start, 100).await.unwrap(),
+        vec![e1.clone(), e2.clone(), e3.clone(), e4.clone()]
+    );
+    assert_eq!(
+        s.audit_chain(e2.seq, 100).await.unwrap(),
+        vec![e3.clone(), e4.clone()]
+    );
+    assert_eq!(
+        s.audit_chain(start, 2).await.unwrap(),
+        vec![e1.clone(), e2.clone()]
+    );
+
+    // Concurrent appends still make one linear chain.
+    let c: Vec<NewAuditEntry> = (1..=8).map(|i| audit_entry(&format!("c{i}"))).collect();
+    let ap = |i: usize| s.append_audit(Some(a), &c[i]);
+    let r = tokio::join!(ap(0), ap(1), ap(2), ap(3), ap(4), ap(5), ap(6), ap(7));
+    for e in [r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7] {
+        e.unwrap();
+    }
+    let chain = walk_chain(s, start).await;
+    assert_eq!(chain.len(), 12);
+    let last = chain.last().unwrap();
+    assert_eq!(
+        s.audit_anchor().await.unwrap(),
+        Some(AuditAnchor {
+            seq: last.seq,
+            hash: last.hash.clone()
+        })
+    );
+    assert_eq!(s.list_audit(a, 0, 100).await.unwrap().len(), 10);
+}
+
+fn billing_update(event: &str, at: i64, customer: &str) -> BillingUpdate {
+    BillingUpdate {
+        event_id: event.into(),
+        event_at: at,
+        customer_id: customer.into(),
+        email: None,
+        card_brand: None,
+        card_last4: None,
+        subscription: None,
+        now: 5_000,
+    }
+}
+
+fn subscription(plan: Option<&str>, status: &str, to: TenantStatus) -> Option<SubscriptionChange> {
+    Some(SubscriptionChange {
+        plan: plan.map(String::from),
+        status: status.into(),
+        tenant_status: Some(to),
+    })
+}
+
+async fn billing(s: &dyn Store) {
+    let (a, b) = (tenant("billing-a"), tenant("billing-b"));
+    s.create_tenant(&a).await.unwrap();
+    s.create_tenant(&b).await.unwrap();
+    let (a, b) = (a.tenant.id, b.tenant.id);
+    assert_eq!(s.get_billing(a).await.unwrap(), None);
+    assert_eq!(s.billing_tenant("cus_a").await.unwrap(), None);
+
+    let first = BillingUpdate {
+        email: Some("owner@a.example".into()),
+        ..billing_update("evt_1", 1_000, "cus_a")
+    };
+    let BillingOutcome::Applied { row, tenant_status } = s.apply_billing(a, &first).await.unwrap()
+    else {
+        panic!("the first event applies")
+    };
+    assert_eq!(tenant_status, None);
+    assert_eq!(row.email.as_deref(), Some("owner@a.example"));
+    assert_eq!(s.get_billing(a).await.unwrap(), Some(row.clone()));
+    assert_eq!(s.billing_tenant("cus_a").await.unwrap(), Some(a));
+    // The same event again changes nothing, even with other content.
+    let replay = BillingUpdate {
+        email: Some("attacker@evil.example".into()),
+        ..first.clone()
+    };
+    assert_eq!(
+        s.apply_billing(a, &replay).await.unwrap(),
+        BillingOutcome::Duplicate
+    );
+    assert_eq!(s.get_billing(a).await.unwrap(), Some(row));
+
+    // A cancellation suspends the tenant in the same transaction.
+    let cancel = BillingUpdate {
+        subscription: subscription(Some("pro"), "canceled", TenantStatus::Suspended),
+        ..billing_update("evt_2", 2_000, "cus_a")
+    };
+    let out = s.apply_billing(a, &cancel).await.unwrap();
+    let BillingOutcome::Applied { row, tenant_status } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(tenant_status, Some(TenantStatus::Suspended));
+    assert_eq!(
+        (row.plan.as_deref(), row.status.as_deref(), row.status_at),
+        (Some("pro"), Some("canceled"), Some(2_000))
+    );
+    assert_eq!(row.email.as_deref(), Some("owner@a.example"), "kept");
+    let status = |t| async move { s.get_tenant(t).await.unwrap().unwrap().status };
+    assert_eq!(status(a).await, TenantStatus::Suspended);
+    assert_eq!(status(b).await, TenantStatus::Active, "only this tenant");
+
+    // An older subscription event delivered late does not undo it.
+    let late = BillingUpdate {
+        subscription: subscription(Some("basic"), "active", TenantStatus::Active),
+        ..billing_update("evt_3", 1_500, "cus_a")
+    };
+    let out = s.apply_billing(a, &late).await.unwrap();
+    assert!(
+        matches!(&out, BillingOutcome::Stale { row } if row.status.as_deref() == Some("canceled") && row.plan.as_deref() == Some("pro")),
+        "{out:?}"
+    );
+    assert_eq!(status(a).await, TenantStatus::Suspended);
+
+    // A newer one does; a plan left out keeps the stored one.
+    let renew = BillingUpdate {
+        subscription: subscription(None, "active", TenantStatus::Active),
+        ..billing_update("evt_4", 2_500, "cus_a")
+    };
+    let BillingOutcome::Applied { row, .. } = s.apply_billing(a, &renew).await.unwrap() else {
+        panic!("a newer event applies")
+    };
+    assert_eq!(
+        (row.plan.as_deref(), row.status.as_deref()),
+        (Some("pro"), Some("active"))
+    );
+    assert_eq!(status(a).await, TenantStatus::Active);
+
+    // Card brand and last 4 travel together.
+    let card = BillingUpdate {
+        card_brand: Some("visa".into()),
+        card_last4: Some("4242".into()),
+        ..billing_update("evt_5", 2_600, "cus_a")
+    };
+    let BillingOutcome::Applied { row, .. } = s.apply_billing(a, &card).await.unwrap() else {
+        panic!("card event applies")
+    };
+    assert_eq!(
+        (row.card_brand.as_deref(), row.card_last4.as_deref()),
+        (Some("visa"), Some("4242"))
+    );
+
+    // A customer billed to A cannot be claimed by B; the refused event is
+    // not used up by the refusal.
+    let steal = billing_update("evt_6", 3_000, "cus_a");
+    assert!(matches!(
+        s.apply_billing(b, &steal).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let own = billing_update("evt_6", 3_000, "cus_b");
+    assert!(matches!(
+        s.apply_billing(b, &own).await.unwrap(),
+        BillingOutcome::Applied { .. }
+    ));
+    assert_eq!(s.billing_tenant("cus_b").await.unwrap(), Some(b));
+    assert_eq!(
+        s.get_billing(a).await.unwrap().unwrap().customer_id,
+        "cus_a"
+    );
+    assert_eq!(s.get_billing(b).await.unwrap().unwrap().email, None);
+    assert!(s
+        .apply_billing(
+            TenantId(Uuid::new_v4()),
+            &billing_update("evt_7", 1, "cus_x")
+        )
+        .await
+        .is_err());
 }

@@ -103,7 +103,7 @@ async fn list_tenants(
               (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_tenant(
     State(p): State<AppState>,
-    _op: Operator,
+    op: Operator,
     Json(req): Json<CreateTenant>,
 ) -> Result<(StatusCode, axum::Json<CreatedTenant>), ApiError> {
     let files = match (req.cert_file, req.key_file) {
@@ -116,9 +116,12 @@ async fn create_tenant(
             ))
         }
     };
-    let t = p.create_tenant(&req.name, &req.domain, files).await?;
+    let actor = op.actor();
+    let t = p
+        .create_tenant(&actor, &req.name, &req.domain, files)
+        .await?;
     let tok = p
-        .mint_api_token(Some(t.id), "initial admin", "admin", None)
+        .mint_api_token(&actor, Some(t.id), "initial admin", "admin", None)
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -145,11 +148,12 @@ async fn get_tenant(
 
 async fn set_status(
     p: &AppState,
+    op: &Operator,
     tenant: &str,
     status: TenantStatus,
 ) -> Result<axum::Json<TenantView>, ApiError> {
     let mut t = p.find_tenant(tenant).await?;
-    p.set_tenant_status(t.id, status).await?;
+    p.set_tenant_status(&op.actor(), t.id, status).await?;
     t.status = status;
     Ok(axum::Json(tenant_view(p, &t)))
 }
@@ -161,10 +165,10 @@ async fn set_status(
     responses((status = 200, body = TenantView), (status = 404, body = ErrorBody)))]
 async fn suspend_tenant(
     State(p): State<AppState>,
-    _op: Operator,
+    op: Operator,
     Path(tenant): Path<String>,
 ) -> Result<axum::Json<TenantView>, ApiError> {
-    set_status(&p, &tenant, TenantStatus::Suspended).await
+    set_status(&p, &op, &tenant, TenantStatus::Suspended).await
 }
 
 /// Resume a suspended tenant.
@@ -174,10 +178,10 @@ async fn suspend_tenant(
     responses((status = 200, body = TenantView), (status = 404, body = ErrorBody)))]
 async fn resume_tenant(
     State(p): State<AppState>,
-    _op: Operator,
+    op: Operator,
     Path(tenant): Path<String>,
 ) -> Result<axum::Json<TenantView>, ApiError> {
-    set_status(&p, &tenant, TenantStatus::Active).await
+    set_status(&p, &op, &tenant, TenantStatus::Active).await
 }
 
 #[derive(Deserialize, Serialize, ToSchema)]
@@ -213,14 +217,13 @@ pub fn validate_flow_plan(plan: &FlowPlan) -> Result<(), ApiError> {
     responses((status = 200, body = FlowPlan), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn set_flow_plan(
     State(p): State<AppState>,
-    _op: Operator,
+    op: Operator,
     Path(tenant): Path<String>,
     Json(plan): Json<FlowPlan>,
 ) -> Result<axum::Json<FlowPlan>, ApiError> {
     validate_flow_plan(&plan)?;
     let t = p.find_tenant(&tenant).await?;
-    p.store
-        .set_flow_retention(t.id, plan.visible_days, plan.stored_days)
+    p.set_flow_plan(&op.actor(), t.id, plan.visible_days, plan.stored_days)
         .await?;
     Ok(axum::Json(plan))
 }
@@ -233,7 +236,7 @@ async fn set_flow_plan(
     responses((status = 201, body = CreatedToken), (status = 404, body = ErrorBody)))]
 async fn create_tenant_token(
     State(p): State<AppState>,
-    _op: Operator,
+    op: Operator,
     Path(tenant): Path<String>,
     Json(req): Json<CreateToken>,
 ) -> Result<(StatusCode, axum::Json<CreatedToken>), ApiError> {
@@ -254,7 +257,7 @@ async fn create_tenant_token(
     }
     let t = p.find_tenant(&tenant).await?;
     let tok = p
-        .mint_api_token(Some(t.id), &req.name, "admin", req.ttl_secs)
+        .mint_api_token(&op.actor(), Some(t.id), &req.name, "admin", req.ttl_secs)
         .await?;
     Ok((
         StatusCode::CREATED,

@@ -19,7 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::rfc3339;
+use super::{ms_rfc3339, parse_time, rfc3339};
 use crate::alarms;
 use crate::error::ApiError;
 use crate::extract::{AppState, Json, Path, Query, TenantAdmin};
@@ -49,30 +49,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 const MAX_LIMIT: u32 = 1000;
 /// A timeline export covers at most this many alarms.
 const MAX_TIMELINE_ALARMS: u32 = 5000;
-
-fn ms_rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
-fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
-    if let Ok(ms) = v.parse::<i64>() {
-        return Ok(ms);
-    }
-    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-        .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_query",
-                format!("{name} must be RFC 3339 (2026-11-23T10:00:00Z) or epoch milliseconds"),
-            )
-        })
-}
 
 /// One alarm as the API shows it.
 #[derive(Serialize, ToSchema)]
@@ -553,6 +529,7 @@ async fn alarm_timeline(
             detail: e.detail,
         })
         .collect();
+    crate::audit::export(&p, &a, "alarm_timeline", csv, rows.len()).await?;
     if !csv {
         return Ok(axum::Json(rows).into_response());
     }

@@ -22,6 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::{ms_rfc3339, parse_time};
 use crate::error::ApiError;
 use crate::extract::{AppState, Json, Query, TenantAdmin};
 use crate::flows::Flows;
@@ -73,30 +74,6 @@ struct Resolved {
     end_ms: i64,
     visible_from: i64,
     filter: Option<RowFilter>,
-}
-
-fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
-    if let Ok(ms) = v.parse::<i64>() {
-        return Ok(ms);
-    }
-    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-        .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_query",
-                format!("{name} must be RFC 3339 (2026-11-23T10:00:00Z) or epoch milliseconds"),
-            )
-        })
-}
-
-fn ms_rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 /// Parses the window and filter and clamps the window to what the plan lets
@@ -298,6 +275,7 @@ async fn top(
         })
         .collect();
     if csv {
+        crate::audit::export(&p, &a, "flows_top", true, entries.len()).await?;
         let mut body = String::from("key,bytes,packets,flows\n");
         for e in &entries {
             body.push_str(&format!(
@@ -593,6 +571,24 @@ async fn search(
     let flows: Vec<FlowView> = ans.data.rows.iter().map(flow_view).collect();
     let next = ans.data.next.as_ref().map(|c| c.to_string());
     if csv {
+        // An export: which window and filter, and how much left the portal.
+        let detail = serde_json::json!({
+            "format": "csv",
+            "rows": flows.len(),
+            "from_ms": r.start_ms,
+            "to_ms": r.end_ms,
+            "filter": w.filter.as_deref().map(|f| f.chars().take(512).collect::<String>()),
+            "next_page": next.is_some(),
+        });
+        crate::audit::record(
+            &p,
+            Some(a.tenant.id),
+            &a.actor(),
+            "export.flows",
+            "flows",
+            detail,
+        )
+        .await?;
         let mut body = String::from(CSV_HEADER);
         for v in &flows {
             body.push_str(&csv_row(v));
@@ -688,6 +684,7 @@ async fn put_data_controls(
     a: TenantAdmin,
     Json(c): Json<DataControls>,
 ) -> Result<axum::Json<ControlsUpdate>, ApiError> {
-    let (controls, queued) = crate::flows::set_data_controls(&p, a.tenant.id, c).await?;
+    let (controls, queued) =
+        crate::flows::set_data_controls(&p, &a.actor(), a.tenant.id, c).await?;
     Ok(axum::Json(ControlsUpdate { controls, queued }))
 }

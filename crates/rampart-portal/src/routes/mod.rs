@@ -3,6 +3,8 @@
 
 pub mod admin;
 pub mod alarms;
+pub mod audit;
+pub mod billing;
 pub mod device;
 pub mod flows;
 pub mod tenant;
@@ -11,11 +13,38 @@ use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use crate::error::ApiError;
 use crate::extract::AppState;
 
 /// Unix seconds as RFC 3339, for API views.
 pub fn rfc3339(ts: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(ts)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// A query time: epoch milliseconds, or RFC 3339.
+pub fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(ms);
+    }
+    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("{name} must be RFC 3339 (2026-11-23T10:00:00Z) or epoch milliseconds"),
+            )
+        })
+}
+
+/// Epoch milliseconds as RFC 3339, for API views.
+pub fn ms_rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| {
             t.format(&time::format_description::well_known::Rfc3339)
@@ -63,6 +92,7 @@ impl Modify for Security {
         (name = "flows", description = "A tenant's flows: top-N, time series, search, totals"),
         (name = "alarms", description = "A tenant's alarms, their rules, detector settings and webhooks"),
         (name = "device", description = "Agent API, on the tenant's domain, signed by the device key"),
+        (name = "billing", description = "Billing provider webhooks, on the admin domain, authenticated by their signature"),
         (name = "meta", description = "Health and API description"),
     )
 )]

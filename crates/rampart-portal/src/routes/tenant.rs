@@ -141,6 +141,7 @@ async fn create_enrollment_token(
 ) -> Result<(StatusCode, axum::Json<CreatedEnrollmentToken>), ApiError> {
     let (row, token) = p
         .create_enrollment_token(
+            &a.actor(),
             &a.tenant,
             req.ttl_secs,
             req.max_uses,
@@ -182,8 +183,7 @@ async fn revoke_enrollment_token(
     a: TenantAdmin,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    if p.store
-        .revoke_enrollment_token(a.tenant.id, id, now())
+    if p.revoke_enrollment_token(&a.actor(), a.tenant.id, id)
         .await?
     {
         Ok(StatusCode::NO_CONTENT)
@@ -275,11 +275,12 @@ async fn set_device_status(
             to.as_str()
         )));
     }
-    p.store
-        .set_device_status(a.tenant.id, d.id, to.as_str())
-        .await?;
-    // A held long poll re-reads the device and ends at once on revocation.
-    p.waker.wake(d.id);
+    if !p
+        .set_device_status(&a.actor(), a.tenant.id, d.id, to)
+        .await?
+    {
+        return Err(ApiError::not_found(format!("device {id}")));
+    }
     tracing::info!(tenant = %a.tenant.name, device = %d.id, status = to.as_str(), "device status changed");
     d.status = to.as_str().to_string();
     Ok(axum::Json(device_view(p, &d, now())))
@@ -371,6 +372,7 @@ async fn create_instruction(
 ) -> Result<(StatusCode, axum::Json<InstructionView>), ApiError> {
     let row = p
         .queue_instruction(
+            &a.actor(),
             a.tenant.id,
             DeviceId(id),
             &req.kind,
@@ -462,7 +464,14 @@ async fn broadcast_instruction(
         _ => active.iter().map(|d| d.id).collect(),
     };
     let rows = p
-        .queue_instructions(a.tenant.id, &targets, &req.kind, req.payload, req.ttl_secs)
+        .queue_instructions(
+            &a.actor(),
+            a.tenant.id,
+            &targets,
+            &req.kind,
+            req.payload,
+            req.ttl_secs,
+        )
         .await?;
     Ok((
         StatusCode::CREATED,
