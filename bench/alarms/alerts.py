@@ -2,8 +2,9 @@
 """bench/alarms helper: a webhook receiver and a paced EVE alert writer.
 
   alerts.py receive PORT OUT        record "recv_ns sid" per alarm.created POST
-  alerts.py write EVE N RATE OUT    append N alerts (distinct sids) at RATE/s,
-                                    record "write_ns sid" for each
+  alerts.py write EVE N RATE OUT FIRST
+                                    append N alerts (sids FIRST, FIRST+1, ...)
+                                    at RATE/s, record "write_ns sid" for each
   alerts.py latency WRITES RECVS    print p50/p99/max of recv - write, in ms
 
 Standard library only. Loopback only: the receiver binds 127.0.0.1.
@@ -43,8 +44,8 @@ def receive(port, out):
     ThreadingHTTPServer(("127.0.0.1", int(port)), H).serve_forever()
 
 
-def write(eve, n, rate, out):
-    n, rate = int(n), float(rate)
+def write(eve, n, rate, out, first):
+    n, rate, first = int(n), float(rate), int(first)
     log = open(out, "a", buffering=1)
     with open(eve, "a", buffering=1) as f:
         start = time.monotonic()
@@ -53,12 +54,12 @@ def write(eve, n, rate, out):
             d = due - time.monotonic()
             if d > 0:
                 time.sleep(d)
-            sid = SID_BASE + i
+            sid = SID_BASE + first + i
             ts = time.strftime("%Y-%m-%dT%H:%M:%S.000000+0000", time.gmtime())
             ev = {
                 "timestamp": ts,
                 "event_type": "alert",
-                "src_ip": f"198.18.{(i >> 8) & 255}.{i & 255}",
+                "src_ip": f"198.18.{((first + i) >> 8) & 255}.{(first + i) & 255}",
                 "src_port": 40000 + i % 20000,
                 "dest_ip": "10.20.30.40",
                 "dest_port": 443,

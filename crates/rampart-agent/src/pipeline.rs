@@ -528,7 +528,9 @@ impl Pipeline {
             let aged = self
                 .batch_started
                 .is_some_and(|t| t.elapsed() >= self.max_age);
-            if aged || self.batch.len() >= self.max_records {
+            // Alerts wait for nothing: they go out with the flows read so
+            // far, at most one batch per tail poll.
+            if aged || self.batch.len() >= self.max_records || !self.alerts.is_empty() {
                 self.flush();
             }
             if last_publish.elapsed() >= Duration::from_secs(1) {
@@ -541,12 +543,7 @@ impl Pipeline {
     }
 
     fn take(&mut self, chunk: Chunk) {
-        if !chunk.alerts.is_empty() {
-            // Alerts are urgent and few: they ship at the next flush
-            // whatever the flow count, and never wait for the batch to fill.
-            self.batch_started.get_or_insert_with(Instant::now);
-            self.alerts.extend(chunk.alerts);
-        }
+        self.alerts.extend(chunk.alerts);
         for mut r in chunk.records {
             let origin = match chunk.file {
                 Some(i) => Origin::File(i),
@@ -572,7 +569,7 @@ impl Pipeline {
                 }
             }
             if self.batch.is_empty() {
-                self.batch_started.get_or_insert_with(Instant::now);
+                self.batch_started = Some(Instant::now());
                 self.batch.reserve(self.max_records);
             }
             self.batch.push(r);

@@ -485,27 +485,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| ServiceError::Invalid(format!("detector task failed: {e}")))
 }
 
-async fn open_batch(p: &Portal, tenant: TenantId, b: &BatchRow) -> Result<Vec<u8>> {
-    let frame = p
-        .blobs
-        .get(&b.blob_key)
-        .await?
-        .ok_or_else(|| ServiceError::NotFound(format!("spooled batch {}", b.blob_key)))?;
-    let secrets = p.secrets(tenant).await?;
-    let (t, d) = (tenant.0, b.device_id.0);
-    tokio::task::spawn_blocking(move || {
-        let f = rampart_proto::batch::parse(&frame)
-            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
-        f.open(&secrets.upload, t, d)
-            .map(|z| z.to_vec())
-            .map_err(|e| ServiceError::Invalid(e.to_string()))
-    })
-    .await
-    .map_err(|e| ServiceError::Invalid(format!("open task failed: {e}")))?
-}
-
 async fn alert_candidates(p: &Portal, tenant: TenantId, b: &BatchRow) -> Result<Vec<Candidate>> {
-    let plain = open_batch(p, tenant, b).await?;
+    let plain = p.open_spooled(tenant, b).await?;
     let list = alerts::decode(&plain).map_err(|e| ServiceError::Invalid(e.to_string()))?;
     let device = Some(b.device_id.0);
     Ok(list

@@ -17,7 +17,6 @@ use rampart_flow::codec;
 use rampart_flow::FlowRecord;
 use rampart_flowstore::geo::GeoDb;
 use rampart_flowstore::{Country, DataKey, FlowRow, FlowStore};
-use rampart_proto::batch;
 use rampart_proto::controls::{self, DataControls};
 use rampart_store::{BatchRow, DeviceId, TenantId};
 use tokio::sync::Notify;
@@ -169,18 +168,8 @@ pub(crate) async fn read_batch(
     tenant: TenantId,
     b: &BatchRow,
 ) -> Result<Vec<FlowRecord>> {
-    let frame = p
-        .blobs
-        .get(&b.blob_key)
-        .await?
-        .ok_or_else(|| ServiceError::NotFound(format!("spooled batch {}", b.blob_key)))?;
-    let secrets = p.secrets(tenant).await?;
-    let (tenant_id, device_id) = (tenant.0, b.device_id.0);
+    let plain = p.open_spooled(tenant, b).await?;
     tokio::task::spawn_blocking(move || {
-        let f = batch::parse(&frame).map_err(|e| ServiceError::Invalid(e.to_string()))?;
-        let plain = f
-            .open(&secrets.upload, tenant_id, device_id)
-            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let mut out = Vec::new();
         codec::decode(&plain, MAX_RECORDS_PER_BATCH, &mut out)
             .map_err(|e| ServiceError::Invalid(format!("flows batch: {e}")))?;

@@ -412,6 +412,25 @@ impl Portal {
         Ok(s)
     }
 
+    /// Reads a spooled batch and opens it with the tenant's upload key,
+    /// for the processors that consume the spool (flows, detection).
+    pub async fn open_spooled(&self, tenant: TenantId, b: &BatchRow) -> Result<Vec<u8>> {
+        let frame = self
+            .blobs
+            .get(&b.blob_key)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("spooled batch {}", b.blob_key)))?;
+        let secrets = self.secrets(tenant).await?;
+        let (t, d) = (tenant.0, b.device_id.0);
+        tokio::task::spawn_blocking(move || {
+            batch::parse(&frame)
+                .and_then(|f| f.open(&secrets.upload, t, d))
+                .map_err(|e| ServiceError::Invalid(e.to_string()))
+        })
+        .await
+        .map_err(|e| ServiceError::Invalid(format!("open task failed: {e}")))?
+    }
+
     /// Hex SHA-256 of the SPKI of the certificate the tenant's domain serves.
     pub async fn tenant_pin(&self, tenant: &Tenant) -> Result<String> {
         let chain = match &tenant.cert_file {
