@@ -188,6 +188,54 @@ pub(crate) fn to_i64(v: u64, what: &str) -> Result<i64> {
     i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} {v} is out of range")))
 }
 
+/// Which consumer of the spool a batch is marked done for.
+#[derive(Clone, Copy)]
+pub(crate) enum BatchMark {
+    /// Its rows are in a committed flow segment.
+    Processed,
+    /// The detectors have seen it.
+    Detected,
+}
+
+/// Marks batches done for one consumer, inside the caller's transaction;
+/// [`StoreError::Raced`] when one is unknown or already marked, so two
+/// processors on the same work cannot both commit it.
+pub(crate) async fn mark_batches(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tenant: &str,
+    mark: BatchMark,
+    batches: &[(DeviceId, Uuid)],
+    now: i64,
+) -> Result<()> {
+    let (sql, what) = match mark {
+        BatchMark::Processed => (
+            "UPDATE batches SET processed_at = ?
+             WHERE tenant_id = ? AND device_id = ? AND batch_id = ? AND processed_at IS NULL",
+            "processed",
+        ),
+        BatchMark::Detected => (
+            "UPDATE batches SET detected_at = ?
+             WHERE tenant_id = ? AND device_id = ? AND batch_id = ? AND detected_at IS NULL",
+            "detected",
+        ),
+    };
+    for (device, batch) in batches {
+        let r = sqlx::query(sql)
+            .bind(now)
+            .bind(tenant)
+            .bind(device.0.to_string())
+            .bind(batch.to_string())
+            .execute(&mut **tx)
+            .await?;
+        if r.rows_affected() != 1 {
+            return Err(StoreError::Raced(format!(
+                "batch {batch} of device {device} (unknown or already {what})"
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -846,23 +894,7 @@ impl Store for SqliteStore {
         // IMMEDIATE takes the write lock first, so the checks below and the
         // writes cannot interleave with another committer.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for (device, batch) in c.processed {
-            let r = sqlx::query(
-                "UPDATE batches SET processed_at = ?
-                 WHERE tenant_id = ? AND device_id = ? AND batch_id = ? AND processed_at IS NULL",
-            )
-            .bind(c.now)
-            .bind(&t)
-            .bind(device.0.to_string())
-            .bind(batch.to_string())
-            .execute(&mut *tx)
-            .await?;
-            if r.rows_affected() != 1 {
-                return Err(StoreError::Raced(format!(
-                    "batch {batch} of device {device} (unknown or already processed)"
-                )));
-            }
-        }
+        mark_batches(&mut tx, &t, BatchMark::Processed, c.processed, c.now).await?;
         for id in c.delete {
             let r = sqlx::query("DELETE FROM flow_segments WHERE tenant_id = ? AND id = ?")
                 .bind(&t)

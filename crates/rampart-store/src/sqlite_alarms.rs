@@ -5,7 +5,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
-use crate::sqlite::{json_col, opt_uuid_col, uuid_col, SqliteStore};
+use crate::sqlite::{json_col, opt_uuid_col, uuid_col, BatchMark, SqliteStore};
 use crate::*;
 
 fn state_col(row: &SqliteRow) -> Result<AlarmState> {
@@ -175,23 +175,7 @@ impl SqliteStore {
     ) -> Result<Vec<AlarmOutcome>> {
         let t = tenant.0.to_string();
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        for (device, batch) in c.detected {
-            let r = sqlx::query(
-                "UPDATE batches SET detected_at = ?
-                 WHERE tenant_id = ? AND device_id = ? AND batch_id = ? AND detected_at IS NULL",
-            )
-            .bind(c.now)
-            .bind(&t)
-            .bind(device.0.to_string())
-            .bind(batch.to_string())
-            .execute(&mut *tx)
-            .await?;
-            if r.rows_affected() != 1 {
-                return Err(StoreError::Raced(format!(
-                    "batch {batch} of device {device} (unknown or already detected)"
-                )));
-            }
-        }
+        crate::sqlite::mark_batches(&mut tx, &t, BatchMark::Detected, c.detected, c.now).await?;
         let mut out = Vec::with_capacity(c.occurrences.len());
         let mut bumped: Vec<(Uuid, u64)> = Vec::new();
         for o in c.occurrences {
