@@ -22,6 +22,7 @@ pub mod error;
 pub mod extract;
 pub mod flows;
 pub mod metrics;
+pub mod notify;
 pub mod routes;
 pub mod service;
 pub mod tls;

@@ -672,7 +672,7 @@ impl Harness {
             )
             .await
             .unwrap();
-        let (hook, _) = rampart_portal::alarms::create_webhook(
+        let (hook, _) = rampart_portal::notify::create_webhook(
             &self.portal,
             tenant.id,
             "https://hooks.example.net/fixture".into(),
@@ -2050,7 +2050,7 @@ async fn noisy_kinds_are_mailed_as_one_digest_and_others_at_once() {
     let a = h.tenant("acme").await;
     // The fixture's alarm was created before the route: the notifier's
     // cursor starts past it.
-    rampart_portal::alarms::notify(&h.portal).await.unwrap();
+    rampart_portal::notify::notify(&h.portal).await.unwrap();
     let route = json!({
         "recipients": ["soc@acme.example", "oncall@acme.example"],
         "min_severity": "low",
@@ -2080,8 +2080,8 @@ async fn noisy_kinds_are_mailed_as_one_digest_and_others_at_once() {
         .await
         .unwrap();
 
-    rampart_portal::alarms::notify(&h.portal).await.unwrap();
-    rampart_portal::alarms::deliver(&h.portal).await.unwrap();
+    rampart_portal::notify::notify(&h.portal).await.unwrap();
+    rampart_portal::notify::deliver(&h.portal).await.unwrap();
     {
         let got = mails.lock().unwrap();
         assert_eq!(
@@ -2103,19 +2103,19 @@ async fn noisy_kinds_are_mailed_as_one_digest_and_others_at_once() {
     }
     // The period passes: one digest with the three.
     assert_eq!(
-        rampart_portal::alarms::digest(&h.portal, now + 120)
+        rampart_portal::notify::digest(&h.portal, now + 120)
             .await
             .unwrap(),
         1
     );
     assert_eq!(
-        rampart_portal::alarms::digest(&h.portal, now + 125)
+        rampart_portal::notify::digest(&h.portal, now + 125)
             .await
             .unwrap(),
         0,
         "once per period"
     );
-    rampart_portal::alarms::deliver(&h.portal).await.unwrap();
+    rampart_portal::notify::deliver(&h.portal).await.unwrap();
     let got = mails.lock().unwrap().clone();
     assert_eq!(got.len(), 2, "{got:?}");
     assert!(

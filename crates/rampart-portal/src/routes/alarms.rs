@@ -20,10 +20,10 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{ms_rfc3339, parse_time, rfc3339};
-use crate::alarms;
 use crate::error::ApiError;
 use crate::extract::{AppState, Json, Path, Query, TenantAdmin};
 use crate::service::now;
+use crate::{alarms, notify};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -675,25 +675,25 @@ async fn put_settings(
 /// Who gets alarm email: recipients, minimum severity, kinds, and the
 /// noisy kinds sent as one digest per period.
 #[utoipa::path(get, path = "/api/v1/alarm-email", tag = "alarms", security(("tenant" = [])),
-    responses((status = 200, body = alarms::EmailRoute), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = notify::EmailRoute), (status = 401, body = ErrorBody)))]
 async fn get_email_route(
     State(p): State<AppState>,
     a: TenantAdmin,
-) -> Result<axum::Json<alarms::EmailRoute>, ApiError> {
-    let r = alarms::email_route(&p, a.tenant.id).await?;
+) -> Result<axum::Json<notify::EmailRoute>, ApiError> {
+    let r = notify::email_route(&p, a.tenant.id).await?;
     Ok(axum::Json(r.unwrap_or_default()))
 }
 
 /// Replace the email route (empty recipients: no mail).
 #[utoipa::path(put, path = "/api/v1/alarm-email", tag = "alarms", security(("tenant" = [])),
-    request_body = alarms::EmailRoute,
-    responses((status = 200, body = alarms::EmailRoute), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    request_body = notify::EmailRoute,
+    responses((status = 200, body = notify::EmailRoute), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn put_email_route(
     State(p): State<AppState>,
     a: TenantAdmin,
-    Json(r): Json<alarms::EmailRoute>,
-) -> Result<axum::Json<alarms::EmailRoute>, ApiError> {
-    alarms::set_email_route(&p, a.tenant.id, &r).await?;
+    Json(r): Json<notify::EmailRoute>,
+) -> Result<axum::Json<notify::EmailRoute>, ApiError> {
+    notify::set_email_route(&p, a.tenant.id, &r).await?;
     Ok(axum::Json(r))
 }
 
@@ -768,7 +768,7 @@ async fn create_webhook(
     if req.kinds.len() > 32 {
         return Err(ApiError::bad_request("invalid", "kinds: at most 32"));
     }
-    let (row, secret) = alarms::create_webhook(&p, a.tenant.id, req.url, min, req.kinds).await?;
+    let (row, secret) = notify::create_webhook(&p, a.tenant.id, req.url, min, req.kinds).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(CreatedWebhook {
