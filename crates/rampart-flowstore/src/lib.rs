@@ -791,29 +791,8 @@ impl FlowStore {
                 .await?,
             );
         }
-        for w in &written {
-            self.blobs.put(&w.seg.blob_key, &w.data).await?;
-        }
         let sources: Vec<&FlowSegment> = raw.iter().chain(&m1).collect();
-        let segs: Vec<FlowSegment> = written.into_iter().map(|w| w.seg).collect();
-        let delete: Vec<Uuid> = sources.iter().map(|s| s.id).collect();
-        self.meta
-            .commit_flow_segments(
-                tenant,
-                &SegmentCommit {
-                    insert: &segs,
-                    delete: &delete,
-                    now,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        stats.segments_in += sources.len();
-        stats.segments_out += segs.len();
-        stats.bytes_in += sources.iter().map(|s| s.bytes).sum::<u64>();
-        stats.bytes_out += segs.iter().map(|s| s.bytes).sum::<u64>();
-        self.drop_blobs(tenant, &sources).await;
-        Ok(())
+        self.swap(tenant, written, &sources, now, stats).await
     }
 
     /// Deletes the blobs of segments no index row names any more; a failure
@@ -937,6 +916,19 @@ impl FlowStore {
         })
         .await?;
         written.append(&mut rollups);
+        self.swap(tenant, written, &sources, now, stats).await
+    }
+
+    /// Writes the new files, replaces `sources` by them in the index in one
+    /// commit, counts both sides and deletes the old blobs.
+    async fn swap(
+        &self,
+        tenant: TenantId,
+        written: Vec<Written>,
+        sources: &[&FlowSegment],
+        now: i64,
+        stats: &mut CompactStats,
+    ) -> Result<()> {
         for w in &written {
             self.blobs.put(&w.seg.blob_key, &w.data).await?;
         }
@@ -957,7 +949,7 @@ impl FlowStore {
         stats.segments_out += segs.len();
         stats.bytes_in += sources.iter().map(|s| s.bytes).sum::<u64>();
         stats.bytes_out += segs.iter().map(|s| s.bytes).sum::<u64>();
-        self.drop_blobs(tenant, &sources).await;
+        self.drop_blobs(tenant, sources).await;
         Ok(())
     }
 
