@@ -33,6 +33,14 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The portal stopped serving this agent's tenant for now (suspended
+    /// or cancelled): nothing is wrong with the request, and the tenant may
+    /// come back, so data is kept and sending pauses.
+    pub fn is_tenant_paused(&self) -> bool {
+        matches!(self, ClientError::Refused { status: 403, code, .. }
+            if code == "tenant_suspended" || code == "tenant_cancelled")
+    }
+
     /// Worth retrying as is: transport failures, 5xx, 429 and 408.
     pub fn is_retryable(&self) -> bool {
         match self {

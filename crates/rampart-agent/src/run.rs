@@ -32,6 +32,11 @@ use crate::masking::Controls;
 use crate::outbox::{Outbox, PushOutcome};
 use crate::pipeline::{FlowCollectors, FlowOptions, FlowStats, FlowStatus, Shipper};
 use crate::AgentError;
+
+/// How often uploads are tried while the portal pauses this tenant
+/// (suspended or cancelled): often enough that a reactivation is noticed
+/// soon, rarely enough to cost the portal nothing.
+const TENANT_PAUSED_RETRY: Duration = Duration::from_secs(15);
 use rampart_proto::controls::{DataControls, INSTRUCTION_KIND as SET_DATA_CONTROLS};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -548,6 +553,12 @@ async fn upload_loop(s: Arc<Shared>) {
             Err(e) if e.is_retryable() => {
                 s.note_error("upload", &e);
                 tokio::time::sleep(backoff.next_delay()).await;
+                false
+            }
+            // Kept in the outbox: a reactivated tenant gets everything.
+            Err(e) if e.is_tenant_paused() => {
+                s.note_error("upload paused", &e);
+                tokio::time::sleep(TENANT_PAUSED_RETRY).await;
                 false
             }
             Err(e) => {

@@ -577,7 +577,7 @@ async fn flow_candidates(
 pub async fn watch_agents(p: &Portal) -> Result<()> {
     let now_ms = now_ms();
     for t in p.store.list_tenants().await? {
-        if t.status != TenantStatus::Active {
+        if t.status != TenantStatus::Active || !t.is_live() {
             continue;
         }
         let devices = p.store.list_devices(t.id).await?;

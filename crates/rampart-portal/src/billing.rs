@@ -433,6 +433,18 @@ pub async fn handle(
         audit::record(p, Some(tenant.id), &Actor::Stripe, action, &target, detail).await?;
         tracing::info!(tenant = %tenant.name, status = s.as_str(), "tenant status changed by billing");
     }
+    // A subscription to a plan this portal defines moves the tenant onto
+    // it, keeping the operator's overrides; other names are only recorded.
+    if let (Some((Some(plan), _)), "applied") = (&x.subscription, label) {
+        let current = p.store.tenant_plan(tenant.id).await?;
+        if current.plan != *plan && p.store.get_plan(plan).await?.is_some() {
+            let next = rampart_store::TenantPlan {
+                plan: plan.clone(),
+                ..current
+            };
+            p.set_tenant_plan(&Actor::Stripe, tenant.id, next).await?;
+        }
+    }
     Ok(Handled {
         event_id,
         duplicate: false,
@@ -520,6 +532,7 @@ mod tests {
     #[test]
     fn billing_resumes_only_what_it_suspended() {
         let t = |status| Tenant {
+            lifecycle: rampart_store::Lifecycle::Live,
             id: rampart_store::TenantId(uuid::Uuid::nil()),
             name: "acme".into(),
             domain: "acme.example".into(),

@@ -35,11 +35,19 @@ pub struct Config {
     /// MaxMind-format databases (GeoLite2/GeoIP2 Country or City, ASN) used
     /// to add country and ASN to flows at ingest. Empty: no enrichment.
     pub geoip_files: Vec<PathBuf>,
-    /// Days of flows a new tenant's queries can see (its plan may change it).
-    pub flow_visible_days: u32,
-    /// Days of flows kept on disk; at least `flow_visible_days`, so a plan
-    /// change or a late query near the edge still finds its data.
-    pub flow_stored_days: u32,
+    /// The plan new tenants are put on (`rampart plan list`; the
+    /// `standard` plan, 30 days visible and 32 stored, exists from the start).
+    pub default_plan: String,
+    /// A cancelled tenant's keys and data are destroyed this many seconds
+    /// after the cancellation; it can be reactivated until then.
+    pub tenant_delete_after_secs: u64,
+    /// How often the lifecycle job runs: retention per plan, the spool
+    /// cleaner and the deletion of cancelled tenants.
+    pub lifecycle_interval_secs: u64,
+    /// A batch's sealed frame stays in the spool this long after its flows
+    /// and alarms were taken from it (for reprocessing after a bug fix);
+    /// then only its record stays.
+    pub spool_keep_secs: u64,
     /// Memory for decrypted flow segments and rollups kept for repeated
     /// queries, in MiB.
     pub flow_cache_mib: u64,
@@ -82,8 +90,10 @@ impl Default for Config {
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             log_format: "text".into(),
             geoip_files: Vec::new(),
-            flow_visible_days: 30,
-            flow_stored_days: 32,
+            default_plan: rampart_store::DEFAULT_PLAN.into(),
+            tenant_delete_after_secs: 7 * 86_400,
+            lifecycle_interval_secs: 60,
+            spool_keep_secs: 86_400,
             flow_cache_mib: 256,
             agent_offline_alarm_secs: 600,
             alarm_webhooks_allow_private: false,
@@ -146,12 +156,14 @@ impl Config {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err("log_format must be text or json".into());
         }
-        if self.flow_visible_days == 0 || self.flow_stored_days < self.flow_visible_days {
-            return Err(
-                "flow_visible_days must be at least 1 and flow_stored_days at least flow_visible_days"
-                    .into(),
-            );
+        if self.lifecycle_interval_secs == 0 || self.lifecycle_interval_secs > 86_400 {
+            return Err("lifecycle_interval_secs must be between 1 and 86400".into());
         }
+        if self.tenant_delete_after_secs > 366 * 86_400 {
+            return Err("tenant_delete_after_secs must be at most a year (31622400)".into());
+        }
+        crate::service::validate_name(&self.default_plan)
+            .map_err(|e| format!("default_plan: {e}"))?;
         if self.alarm_webhook_attempts == 0 || self.alarm_webhook_attempts > 100 {
             return Err("alarm_webhook_attempts must be between 1 and 100".into());
         }

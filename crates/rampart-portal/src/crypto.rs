@@ -233,6 +233,12 @@ impl KeyCache {
             m.insert(tenant, s);
         }
     }
+    /// Forgets a tenant's unwrapped keys (its keys were destroyed).
+    pub fn remove(&self, tenant: TenantId) {
+        if let Ok(mut m) = self.inner.lock() {
+            m.remove(&tenant);
+        }
+    }
 }
 
 #[cfg(test)]

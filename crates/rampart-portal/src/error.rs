@@ -115,9 +115,11 @@ impl From<crate::service::ServiceError> for ApiError {
                     rampart_store::TokenRejection::Expired => "token_expired",
                     rampart_store::TokenRejection::UsedUp => "token_used_up",
                     rampart_store::TokenRejection::Revoked => "token_revoked",
+                    rampart_store::TokenRejection::DeviceLimit(_) => "device_limit",
                 };
                 ApiError::forbidden(code, e.to_string())
             }
+            S::NotInPlan(_) => ApiError::forbidden("feature_not_in_plan", e.to_string()),
             S::Crypto(_) | S::Tls(_) => ApiError::internal(e),
         }
     }

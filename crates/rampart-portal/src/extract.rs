@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 use rampart_proto::api::DeviceStatus;
 use rampart_proto::reqsig::DeviceAuth;
-use rampart_store::{ApiToken, Device, DeviceId, Tenant, TenantStatus};
+use rampart_store::{ApiToken, Device, DeviceId, Lifecycle, Tenant, TenantStatus};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -78,7 +78,7 @@ fn addressed_host(parts: &Parts) -> Result<String, ApiError> {
 }
 
 /// `Host` without its port, lowercased; IPv6 literals keep their brackets.
-fn strip_port(host: &str) -> String {
+pub fn strip_port(host: &str) -> String {
     let h = host.trim().to_ascii_lowercase();
     if h.starts_with('[') {
         return match h.find(']') {
@@ -120,6 +120,15 @@ impl FromRequestParts<AppState> for TenantHost {
                 ))
             }
         };
+        if let Lifecycle::Cancelled { delete_after, .. } = tenant.lifecycle {
+            return Err(ApiError::forbidden(
+                "tenant_cancelled",
+                format!(
+                    "this tenant is cancelled and its data will be deleted at {}: contact your provider to reactivate it",
+                    crate::routes::rfc3339(delete_after)
+                ),
+            ));
+        }
         if tenant.status == TenantStatus::Suspended {
             return Err(ApiError::forbidden(
                 "tenant_suspended",

@@ -200,16 +200,18 @@ pub async fn jobs(p: Arc<Portal>) {
         if last_housekeeping.elapsed() >= Duration::from_secs(60) {
             last_housekeeping = tokio::time::Instant::now();
             if let Err(e) = housekeeping(&p, crate::service::now_ms()).await {
-                tracing::warn!(error = %e, "flow compaction or retention failed; will retry");
+                tracing::warn!(error = %e, "flow compaction failed; will retry");
             }
         }
     }
 }
 
-/// Compacts closed hours and removes what is past each tenant's stored
-/// window.
+/// Compacts closed hours (retention is the lifecycle job's).
 pub async fn housekeeping(p: &Portal, now_ms: i64) -> Result<()> {
     for t in p.store.list_tenants().await? {
+        if matches!(t.lifecycle, rampart_store::Lifecycle::Deleted { .. }) {
+            continue;
+        }
         let secrets = p.secrets(t.id).await?;
         let key = Flows::data_key(&secrets.data_key);
         p.flows
@@ -217,14 +219,6 @@ pub async fn housekeeping(p: &Portal, now_ms: i64) -> Result<()> {
             .compact(t.id, &key, now_ms)
             .await
             .map_err(|e| ServiceError::Invalid(format!("compacting flows: {e}")))?;
-        let plan = p.store.flow_retention(t.id).await?;
-        let removed = p
-            .flows
-            .store
-            .enforce_retention(t.id, now_ms, plan.stored_days)
-            .await
-            .map_err(|e| ServiceError::Invalid(format!("flow retention: {e}")))?;
-        tracing::debug!(tenant = %t.id, ?removed, "flow retention applied");
     }
     Ok(())
 }

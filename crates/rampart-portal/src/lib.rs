@@ -21,6 +21,7 @@ pub mod email;
 pub mod error;
 pub mod extract;
 pub mod flows;
+pub mod lifecycle;
 pub mod metrics;
 pub mod notify;
 pub mod routes;
@@ -60,6 +61,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::alarms::router())
         .merge(routes::audit::router())
         .merge(routes::billing::router())
+        .merge(routes::plans::router())
 }
 
 /// The whole HTTP application. Serving (TLS, sockets) is separate: tests
@@ -95,12 +97,42 @@ pub fn app(portal: AppState) -> axum::Router {
             )
         })
         .layer(DefaultBodyLimit::max(rampart_proto::api::MAX_JSON_BODY))
+        .layer(middleware::from_fn_with_state(
+            portal.clone(),
+            plan_features,
+        ))
         .layer(middleware::from_fn_with_state(portal.clone(), observe))
         .with_state(portal)
 }
 
 /// Gives each request an id (in the error body, the log and the
 /// `x-request-id` header) and counts it by route and status.
+/// Refuses the routes of a feature the addressed tenant's plan leaves out,
+/// in one place rather than in every handler of the feature. Requests that
+/// address no tenant go on, and their handler's extractor answers them.
+async fn plan_features(State(p): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(feature) = lifecycle::feature_of_path(req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(extract::strip_port);
+    let tenant = match host {
+        Some(h) => p.store.tenant_by_domain(&h).await,
+        None => Ok(None),
+    };
+    match tenant {
+        Ok(Some(t)) => match p.require_feature(t.id, feature).await {
+            Ok(()) => next.run(req).await,
+            Err(e) => ApiError::from(e).into_response(),
+        },
+        Ok(None) => next.run(req).await,
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
 async fn observe(State(p): State<AppState>, req: Request, next: Next) -> Response {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let method = req.method().to_string();
@@ -176,6 +208,7 @@ pub async fn run(
     tokio::spawn(background(portal.clone()));
     tokio::spawn(flows::jobs(portal.clone()));
     tokio::spawn(alarms::jobs(portal.clone()));
+    tokio::spawn(lifecycle::jobs(portal.clone()));
     let tls = tls::server_config(portal.certs.clone());
     tracing::info!(addr = %listener.local_addr()?, admin_domain = %portal.config.admin_domain, "portal listening (https)");
     tls::serve(listener, tls, app(portal), shutdown).await;

@@ -100,6 +100,9 @@ enum Cmd {
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(TenantCmd),
+    /// Plans: days visible and stored, device limit, features.
+    #[command(subcommand)]
+    Plan(PlanCmd),
     /// Manage enrollment tokens.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -141,6 +144,30 @@ enum TenantCmd {
     Resume {
         tenant: String,
     },
+    /// Put a tenant on a plan, with optional overrides of its values.
+    Plan {
+        tenant: String,
+        #[arg(long)]
+        plan: String,
+        #[arg(long)]
+        visible_days: Option<u32>,
+        #[arg(long)]
+        stored_days: Option<u32>,
+        #[arg(long)]
+        max_devices: Option<u32>,
+        /// Comma-separated features (flows, alarms, checks, config, vpn).
+        #[arg(long, value_delimiter = ',')]
+        features: Option<Vec<String>>,
+    },
+    /// Cancel a tenant: access stops now, keys and data are destroyed after
+    /// `tenant_delete_after_secs` unless it is reactivated.
+    Cancel {
+        tenant: String,
+    },
+    /// Undo a cancellation inside its window.
+    Reactivate {
+        tenant: String,
+    },
     /// Set how many days of flows the tenant sees and how many are stored.
     FlowPlan {
         tenant: String,
@@ -148,6 +175,33 @@ enum TenantCmd {
         visible_days: u32,
         #[arg(long)]
         stored_days: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlanCmd {
+    List,
+    /// Create or replace a plan.
+    Set {
+        name: String,
+        #[arg(long)]
+        visible_days: u32,
+        #[arg(long)]
+        stored_days: u32,
+        /// No limit when absent.
+        #[arg(long)]
+        max_devices: Option<u32>,
+        /// Comma-separated features (flows, alarms, checks, config, vpn).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "flows,alarms,checks,config,vpn"
+        )]
+        features: Vec<String>,
+    },
+    /// Delete a plan no tenant is on.
+    Delete {
+        name: String,
     },
 }
 
@@ -416,6 +470,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Demo(_) => demo::run(portal).await?,
         Cmd::Tenant(t) => tenant_cmd(&portal, t, cli.json).await?,
+        Cmd::Plan(c) => plan_cmd(&portal, c, cli.json).await?,
         Cmd::Token(t) => token_cmd(&portal, t, cli.json).await?,
         Cmd::Alarms(a) => alarms_cmd(&portal, a, cli.json).await?,
         Cmd::Audit(a) => audit_cmd(&portal, a, cli.json).await?,
@@ -493,6 +548,52 @@ async fn tenant_cmd(p: &Portal, cmd: TenantCmd, json: bool) -> anyhow::Result<()
                 .await?;
             println!("tenant {} resumed", t.name);
         }
+        TenantCmd::Plan {
+            tenant,
+            plan,
+            visible_days,
+            stored_days,
+            max_devices,
+            features,
+        } => {
+            let t = p.find_tenant(&tenant).await?;
+            let tp = rampart_store::TenantPlan {
+                plan,
+                visible_days,
+                stored_days,
+                max_devices,
+                features,
+            };
+            let eff = p.set_tenant_plan(&Actor::Cli, t.id, tp).await?;
+            print(json, &eff, || {
+                format!(
+                    "tenant {} on plan {}: visible {} days, stored {} days, devices {}, features {}",
+                    t.name,
+                    eff.plan,
+                    eff.visible_days,
+                    eff.stored_days,
+                    eff.max_devices.map_or("unlimited".into(), |n| n.to_string()),
+                    eff.features.join(",")
+                )
+            });
+        }
+        TenantCmd::Cancel { tenant } => {
+            let t = p.find_tenant(&tenant).await?;
+            let t = p.cancel_tenant(&Actor::Cli, t.id).await?;
+            let v = tenant_view(p, &t);
+            print(json, &v, || {
+                format!(
+                    "tenant {} cancelled; its keys and data will be destroyed at {} unless it is reactivated",
+                    t.name,
+                    v.delete_after.clone().unwrap_or_default()
+                )
+            });
+        }
+        TenantCmd::Reactivate { tenant } => {
+            let t = p.find_tenant(&tenant).await?;
+            let t = p.reactivate_tenant(&Actor::Cli, t.id).await?;
+            println!("tenant {} reactivated", t.name);
+        }
         TenantCmd::FlowPlan {
             tenant,
             visible_days,
@@ -513,6 +614,50 @@ async fn tenant_cmd(p: &Portal, cmd: TenantCmd, json: bool) -> anyhow::Result<()
                     t.name
                 )
             });
+        }
+    }
+    Ok(())
+}
+
+async fn plan_cmd(p: &Portal, cmd: PlanCmd, json: bool) -> anyhow::Result<()> {
+    let line = |pl: &rampart_store::Plan| {
+        format!(
+            "{:<16} visible {:>5} d  stored {:>5} d  devices {:<10} {}",
+            pl.name,
+            pl.visible_days,
+            pl.stored_days,
+            pl.max_devices.map_or("unlimited".into(), |n| n.to_string()),
+            pl.features.join(",")
+        )
+    };
+    match cmd {
+        PlanCmd::List => {
+            let plans = p.store.list_plans().await?;
+            print(json, &plans, || {
+                plans.iter().map(line).collect::<Vec<_>>().join("\n")
+            });
+        }
+        PlanCmd::Set {
+            name,
+            visible_days,
+            stored_days,
+            max_devices,
+            features,
+        } => {
+            let plan = rampart_store::Plan {
+                name,
+                visible_days,
+                stored_days,
+                max_devices,
+                features,
+                updated_at: 0,
+            };
+            let plan = p.set_plan(&Actor::Cli, plan).await?;
+            print(json, &plan, || line(&plan));
+        }
+        PlanCmd::Delete { name } => {
+            p.delete_plan(&Actor::Cli, &name).await?;
+            println!("plan {name} deleted");
         }
     }
     Ok(())

@@ -53,6 +53,16 @@ pub struct Metrics {
     pub alarm_flows_evaluated: Counter,
     pub alarm_detection_lag: Gauge,
     pub alarm_deliveries: Family<DeliveryLabels, Counter>,
+    /// Unix seconds of the lifecycle job's last complete pass.
+    pub lifecycle_last_run: Gauge,
+    /// What retention, the spool cleaner and tenant deletion removed, by kind.
+    pub lifecycle_removed: Family<KindLabels, Counter>,
+    pub tenants_deleted: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
 }
 
 impl Metrics {
@@ -75,6 +85,9 @@ impl Metrics {
             alarm_flows_evaluated: Counter::default(),
             alarm_detection_lag: Gauge::default(),
             alarm_deliveries: Family::default(),
+            lifecycle_last_run: Gauge::default(),
+            lifecycle_removed: Family::default(),
+            tenants_deleted: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -157,6 +170,21 @@ impl Metrics {
             "Alarm notification attempts by channel and outcome (delivered, retry, dead)",
             m.alarm_deliveries.clone(),
         );
+        registry.register(
+            "lifecycle_last_run_timestamp_seconds",
+            "When the lifecycle job (retention, spool cleaner, tenant deletion) last completed a pass",
+            m.lifecycle_last_run.clone(),
+        );
+        registry.register(
+            "lifecycle_removed",
+            "Rows and blobs removed by retention, the spool cleaner and tenant deletion, by kind",
+            m.lifecycle_removed.clone(),
+        );
+        registry.register(
+            "tenants_deleted",
+            "Cancelled tenants whose keys and data were destroyed",
+            m.tenants_deleted.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -169,6 +197,14 @@ impl Metrics {
             .inc();
         if stored {
             self.ingest_bytes.inc_by(bytes as u64);
+        }
+    }
+
+    pub fn removed(&self, kind: &str, n: u64) {
+        if n > 0 {
+            self.lifecycle_removed
+                .get_or_create(&KindLabels { kind: kind.into() })
+                .inc_by(n);
         }
     }
 

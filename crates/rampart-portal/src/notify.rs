@@ -323,6 +323,9 @@ async fn meta_cursor(p: &Portal, key: &str) -> Result<i64> {
 pub async fn digest(p: &Portal, now: i64) -> Result<usize> {
     let mut sent = 0;
     for t in p.store.list_tenants().await? {
+        if !t.is_live() {
+            continue;
+        }
         let Some(route) = email_route(p, t.id).await? else {
             continue;
         };

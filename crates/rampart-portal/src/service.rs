@@ -44,23 +44,24 @@ pub enum ServiceError {
     Tls(String),
     #[error("{}", enrollment_message(*.0))]
     Enrollment(TokenRejection),
+    /// The tenant's plan does not include a feature.
+    #[error("this tenant's plan does not include {0}: ask your provider to add it")]
+    NotInPlan(String),
 }
 
-fn enrollment_message(r: TokenRejection) -> &'static str {
-    match r {
-        TokenRejection::Unknown => {
-            "enrollment token is unknown to this tenant: ask the tenant admin for a new one"
+fn enrollment_message(r: TokenRejection) -> String {
+    let why = match r {
+        TokenRejection::Unknown => "is unknown to this tenant",
+        TokenRejection::Expired => "has expired",
+        TokenRejection::UsedUp => "has been used up",
+        TokenRejection::Revoked => "was revoked",
+        TokenRejection::DeviceLimit(n) => {
+            return format!(
+                "this tenant's plan allows {n} devices and has them all: revoke one or ask your provider for a larger plan"
+            )
         }
-        TokenRejection::Expired => {
-            "enrollment token has expired: ask the tenant admin for a new one"
-        }
-        TokenRejection::UsedUp => {
-            "enrollment token has been used up: ask the tenant admin for a new one"
-        }
-        TokenRejection::Revoked => {
-            "enrollment token was revoked: ask the tenant admin for a new one"
-        }
-    }
+    };
+    format!("enrollment token {why}: ask the tenant admin for a new one")
 }
 
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
@@ -81,12 +82,14 @@ pub fn validate_name(name: &str) -> Result<()> {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
-        && !name.ends_with('-');
+        && !name.ends_with('-')
+        // Deleted tenants are renamed `deleted-<id>`.
+        && !name.starts_with("deleted-");
     if ok {
         Ok(())
     } else {
         Err(ServiceError::Invalid(format!(
-            "invalid tenant name {name:?}: use 1 to 63 of a-z, 0-9 and -, not starting or ending with -"
+            "invalid tenant name {name:?}: use 1 to 63 of a-z, 0-9 and -, not starting or ending with - nor with deleted-"
         )))
     }
 }
@@ -365,6 +368,9 @@ impl Portal {
     pub async fn refresh_certs(&self) -> Result<()> {
         let mut map = HashMap::new();
         for t in self.store.list_tenants().await? {
+            if matches!(t.lifecycle, Lifecycle::Deleted { .. }) {
+                continue;
+            }
             if let Some(ck) = self.certs.get(&t.domain) {
                 map.insert(t.domain, ck);
                 continue;
@@ -499,6 +505,7 @@ impl Portal {
             created_at: now(),
             cert_file: cert_files.as_ref().map(|c| c.0.clone()),
             key_file: cert_files.map(|c| c.1),
+            lifecycle: Lifecycle::Live,
         };
         self.store
             .create_tenant(&NewTenant {
@@ -510,6 +517,13 @@ impl Portal {
         let detail = serde_json::json!({"name": tenant.name, "domain": tenant.domain, "certificate": certificate});
         audit::record(self, Some(id), actor, "tenant.create", &target, detail).await?;
         audit::record(self, Some(id), actor, "key.create", &target, key_detail).await?;
+        if self.config.default_plan != rampart_store::DEFAULT_PLAN {
+            let plan = TenantPlan {
+                plan: self.config.default_plan.clone(),
+                ..TenantPlan::default()
+            };
+            self.set_tenant_plan(actor, id, plan).await?;
+        }
         self.refresh_certs().await?;
         tracing::info!(tenant = %tenant.name, domain = %tenant.domain, "tenant created");
         Ok(tenant)
@@ -948,6 +962,9 @@ impl Portal {
             .open(&secrets.upload, tenant.0, device.0)
             .map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let h = &frame.header;
+        if let Some(feature) = crate::lifecycle::feature_of_batch(&h.kind) {
+            self.require_feature(tenant, feature).await?;
+        }
         // A batch id this device already delivered is acknowledged without
         // touching what was stored: a retry must never rewrite data.
         if self

@@ -2411,3 +2411,414 @@ async fn admin_actions_exports_and_key_operations_are_audited_per_tenant() {
         .await;
     r.expect(404, Some("not_found"), "unknown tenant");
 }
+
+// ---------------------------------------------------------------- plans and lifecycle
+
+/// Puts `fx`'s tenant on a new plan through the admin API.
+async fn put_on_plan(h: &Harness, fx: &Fx, name: &str, plan: Value) {
+    let op = Some(h.operator.as_str());
+    h.call(
+        "PUT",
+        ADMIN,
+        &format!("/api/v1/admin/plans/{name}"),
+        op,
+        Some(plan),
+    )
+    .await
+    .ok("put plan");
+    let path = format!("/api/v1/admin/tenants/{}/plan", fx.tenant.name);
+    h.call("PUT", ADMIN, &path, op, Some(json!({"plan": name})))
+        .await
+        .ok("put tenant plan");
+}
+
+#[tokio::test]
+async fn cancelled_tenants_are_refused_everywhere_until_reactivated_then_deleted_with_a_record() {
+    let h = Harness::new().await;
+    let a = h.tenant("acme").await;
+    let b = h.tenant("bravo").await;
+    let op = Some(h.operator.as_str());
+    let v = h
+        .call(
+            "POST",
+            ADMIN,
+            &format!("/api/v1/admin/tenants/{}/cancel", a.tenant.name),
+            op,
+            None,
+        )
+        .await
+        .ok("cancel");
+    assert_eq!(v["lifecycle"], "cancelled");
+    assert!(v["delete_after"].is_string(), "{v}");
+    h.call(
+        "POST",
+        ADMIN,
+        &format!("/api/v1/admin/tenants/{}/cancel", a.tenant.id),
+        op,
+        None,
+    )
+    .await
+    .expect(409, Some("conflict"), "cancelling twice");
+
+    // Every tenant, alarm and device route, and enrollment, is refused.
+    let ops = operations(&doc());
+    for o in ops
+        .iter()
+        .filter(|o| matches!(o.tag.as_str(), "tenant" | "alarms" | "device" | "flows"))
+    {
+        h.as_owner(o, &a).await.expect(
+            403,
+            Some("tenant_cancelled"),
+            &format!("{} {} on a cancelled tenant", o.method, o.path),
+        );
+    }
+    h.enroll(
+        a.host(),
+        enroll_body(&a.enroll_secret, &SigningKey::generate()),
+    )
+    .await
+    .expect(403, Some("tenant_cancelled"), "enrollment");
+    // Another tenant is not touched.
+    h.call("GET", b.host(), "/api/v1/tenant", Some(&b.token), None)
+        .await
+        .ok("other tenant");
+
+    let reactivate = format!("/api/v1/admin/tenants/{}/reactivate", a.tenant.name);
+    let v = h
+        .call("POST", ADMIN, &reactivate, op, None)
+        .await
+        .ok("reactivate");
+    assert_eq!(v["lifecycle"], "live");
+    h.call("GET", a.host(), "/api/v1/tenant", Some(&a.token), None)
+        .await
+        .ok("tenant api after reactivation");
+    h.signed(&a.device, "GET", a.host(), POLL_NOW, None)
+        .await
+        .ok("poll after reactivation");
+    h.call("POST", ADMIN, &reactivate, op, None).await.expect(
+        409,
+        Some("conflict"),
+        "reactivating a live tenant",
+    );
+
+    // Cancelled again; the window passes; the lifecycle job deletes it.
+    let spooled = h
+        .upload(
+            &a.device,
+            seal(&a.device.upload_key, a.tenant.id.0, a.device.id),
+        )
+        .await;
+    assert_eq!(spooled.status, 200, "{}", spooled.text());
+    h.call(
+        "POST",
+        ADMIN,
+        &format!("/api/v1/admin/tenants/{}/cancel", a.tenant.name),
+        op,
+        None,
+    )
+    .await
+    .ok("cancel again");
+    let blob_keys = h.portal.store.tenant_blob_keys(a.tenant.id).await.unwrap();
+    assert_eq!(blob_keys.len(), 1);
+    let later = now() + h.portal.config.tenant_delete_after_secs as i64 + 1;
+    let report = rampart_portal::lifecycle::run_once(&h.portal, later)
+        .await
+        .unwrap();
+    assert_eq!(report.tenants_deleted, 1);
+    let blob = h.dir.path().join("blobs").join(&blob_keys[0]);
+    assert!(!blob.exists(), "spooled frame deleted");
+    assert!(
+        h.portal.store.tenant_keys(a.tenant.id).await.is_err(),
+        "keys destroyed"
+    );
+    let v = h
+        .call(
+            "GET",
+            ADMIN,
+            &format!("/api/v1/admin/tenants/{}", a.tenant.id),
+            op,
+            None,
+        )
+        .await
+        .ok("deleted tenant");
+    assert_eq!(v["lifecycle"], "deleted");
+    h.call("GET", a.host(), "/api/v1/tenant", Some(&a.token), None)
+        .await
+        .expect(404, Some("unknown_domain"), "a deleted tenant's domain");
+    h.call(
+        "POST",
+        ADMIN,
+        &format!("/api/v1/admin/tenants/{}/reactivate", a.tenant.id),
+        op,
+        None,
+    )
+    .await
+    .expect(409, Some("conflict"), "reactivating a deleted tenant");
+    // The deletion is in the audit log, saying what went.
+    let entries = audit_pages(&h, ADMIN, "/api/v1/admin/audit", &h.operator).await;
+    let del = entries
+        .iter()
+        .find(|e| e["action"] == "tenant.delete")
+        .expect("tenant.delete audited");
+    assert_eq!(del["target"], format!("tenant:{}", a.tenant.id));
+    assert_eq!(del["detail"]["name"], "acme");
+    assert_eq!(del["detail"]["removed"]["devices"], 1);
+    assert_eq!(del["detail"]["removed"]["batches"], 1);
+    assert_eq!(del["detail"]["removed"]["blobs"], 1);
+    assert_eq!(del["detail"]["removed"]["tenant_keys"], 1);
+    // The name is free again, and the other tenant still works.
+    h.portal
+        .create_tenant(&Actor::Cli, "acme", "acme2.example.test", None)
+        .await
+        .unwrap();
+    h.call("GET", b.host(), "/api/v1/alarms", Some(&b.token), None)
+        .await
+        .ok("other tenant after the deletion");
+}
+
+#[tokio::test]
+async fn a_plans_device_limit_refuses_enrollment_with_a_clear_message() {
+    let h = Harness::new().await;
+    let a = h.tenant("acme").await;
+    put_on_plan(
+        &h,
+        &a,
+        "one-box",
+        json!({"visible_days": 7, "stored_days": 9, "max_devices": 1, "features": ["flows"]}),
+    )
+    .await;
+    let v = h
+        .call("GET", a.host(), "/api/v1/plan", Some(&a.token), None)
+        .await
+        .ok("own plan");
+    assert_eq!(
+        (
+            v["plan"].as_str(),
+            v["max_devices"].as_u64(),
+            v["devices"].as_u64()
+        ),
+        (Some("one-box"), Some(1), Some(1))
+    );
+    let r = h
+        .enroll(
+            a.host(),
+            enroll_body(&a.enroll_secret, &SigningKey::generate()),
+        )
+        .await;
+    r.expect(
+        403,
+        Some("device_limit"),
+        "second device on a one-device plan",
+    );
+    assert!(r.text().contains("allows 1 devices"), "{}", r.text());
+    // An override lifts the limit for this tenant only.
+    let path = format!("/api/v1/admin/tenants/{}/plan", a.tenant.name);
+    let v = h
+        .call(
+            "PUT",
+            ADMIN,
+            &path,
+            Some(&h.operator),
+            Some(json!({"plan": "one-box", "max_devices": 2})),
+        )
+        .await
+        .ok("override");
+    assert_eq!(v["max_devices"], 2);
+    assert_eq!(v["visible_days"], 7, "the rest is the plan's");
+    h.enroll_ok(a.host(), &a.enroll_secret).await;
+    // Bad plans are refused with the reason.
+    for (body, why) in [
+        (
+            json!({"visible_days": 10, "stored_days": 5, "features": []}),
+            "stored_days must be at least",
+        ),
+        (
+            json!({"visible_days": 0, "stored_days": 5, "features": []}),
+            "visible_days must be",
+        ),
+        (
+            json!({"visible_days": 1, "stored_days": 5, "features": ["telepathy"]}),
+            "unknown feature",
+        ),
+    ] {
+        let r = h
+            .call(
+                "PUT",
+                ADMIN,
+                "/api/v1/admin/plans/bad",
+                Some(&h.operator),
+                Some(body),
+            )
+            .await;
+        r.expect(400, Some("invalid"), why);
+        assert!(r.text().contains(why), "{}", r.text());
+    }
+    h.call(
+        "PUT",
+        ADMIN,
+        &path,
+        Some(&h.operator),
+        Some(json!({"plan": "no-such-plan"})),
+    )
+    .await
+    .expect(404, None, "unknown plan");
+    h.call(
+        "DELETE",
+        ADMIN,
+        "/api/v1/admin/plans/one-box",
+        Some(&h.operator),
+        None,
+    )
+    .await
+    .expect(409, Some("conflict"), "deleting a plan in use");
+}
+
+#[tokio::test]
+async fn features_outside_the_plan_are_refused_on_their_routes_and_uploads() {
+    let h = Harness::new().await;
+    let a = h.tenant("acme").await;
+    put_on_plan(
+        &h,
+        &a,
+        "flows-only",
+        json!({"visible_days": 30, "stored_days": 32, "features": ["flows"]}),
+    )
+    .await;
+    h.call("GET", a.host(), "/api/v1/alarms", Some(&a.token), None)
+        .await
+        .expect(
+            403,
+            Some("feature_not_in_plan"),
+            "alarms on a flows-only plan",
+        );
+    h.call("GET", a.host(), "/api/v1/webhooks", Some(&a.token), None)
+        .await
+        .expect(
+            403,
+            Some("feature_not_in_plan"),
+            "webhooks on a flows-only plan",
+        );
+    h.call(
+        "GET",
+        a.host(),
+        "/api/v1/flows/totals",
+        Some(&a.token),
+        None,
+    )
+    .await
+    .ok("flows are in the plan");
+    let plain = rampart_proto::alerts::encode(&[telegraf_alert()]);
+    let frame = seal_kind(
+        "ids_alerts",
+        Uuid::new_v4(),
+        &plain,
+        &a.device.upload_key,
+        a.tenant.id.0,
+        a.device.id,
+    );
+    h.upload(&a.device, frame).await.expect(
+        403,
+        Some("feature_not_in_plan"),
+        "an ids_alerts batch on a flows-only plan",
+    );
+}
+
+#[tokio::test]
+async fn retention_removes_what_is_past_the_plans_stored_days_and_says_so_in_metrics() {
+    let h = Harness::new().await;
+    let a = h.tenant("acme").await;
+    let b = h.tenant("bravo").await;
+    put_on_plan(
+        &h,
+        &a,
+        "week",
+        json!({"visible_days": 5, "stored_days": 7, "features": ["flows", "alarms"]}),
+    )
+    .await;
+    for fx in [&a, &b] {
+        let r = h
+            .upload(
+                &fx.device,
+                seal(&fx.device.upload_key, fx.tenant.id.0, fx.device.id),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        h.portal
+            .store
+            .add_device_event(
+                fx.tenant.id,
+                &rampart_store::DeviceEvent {
+                    device_id: rampart_store::DeviceId(fx.device.id),
+                    at: now(),
+                    kind: "refusal".into(),
+                    detail: json!({}),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    // Six days on: inside both windows, nothing goes.
+    let r = rampart_portal::lifecycle::run_once(&h.portal, now() + 6 * 86_400)
+        .await
+        .unwrap();
+    assert_eq!((r.rows, r.spool_frames), (0, 0), "{r:?}");
+    // Eight days on: past acme's 7 days, inside bravo's default 32.
+    let r = rampart_portal::lifecycle::run_once(&h.portal, now() + 8 * 86_400)
+        .await
+        .unwrap();
+    assert_eq!(r.spool_frames, 1, "{r:?}");
+    // The fixture's alarm, its history, the event and the batch record.
+    assert!(r.rows >= 4, "{r:?}");
+    let events = h
+        .portal
+        .store
+        .list_device_events(a.tenant.id, rampart_store::DeviceId(a.device.id))
+        .await
+        .unwrap();
+    assert!(events.is_empty(), "acme's events are past its window");
+    let alarms = h
+        .call("GET", a.host(), "/api/v1/alarms", Some(&a.token), None)
+        .await
+        .ok("alarms");
+    assert_eq!(
+        alarms["alarms"].as_array().map(Vec::len),
+        Some(0),
+        "{alarms}"
+    );
+    let batches = h
+        .call("GET", a.host(), "/api/v1/batches", Some(&a.token), None)
+        .await
+        .ok("batches");
+    assert_eq!(batches.as_array().map(Vec::len), Some(0), "{batches}");
+    let events = h
+        .portal
+        .store
+        .list_device_events(b.tenant.id, rampart_store::DeviceId(b.device.id))
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1, "bravo keeps its event");
+    let alarms = h
+        .call("GET", b.host(), "/api/v1/alarms", Some(&b.token), None)
+        .await
+        .ok("alarms");
+    assert_eq!(
+        alarms["alarms"].as_array().map(Vec::len),
+        Some(1),
+        "{alarms}"
+    );
+    let metrics = h.portal.metrics.encode();
+    let last = metrics
+        .lines()
+        .find(|l| l.starts_with("rampart_lifecycle_last_run_timestamp_seconds "))
+        .expect("last-run metric");
+    let at: i64 = last.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(at > now() + 7 * 86_400, "{last}");
+    assert!(
+        metrics.contains("rampart_lifecycle_removed_total{kind=\"spool_frames\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rampart_lifecycle_removed_total{kind=\"alarms\"} 1"),
+        "{metrics}"
+    );
+}

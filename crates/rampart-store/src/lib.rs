@@ -17,6 +17,7 @@ pub mod sqlite;
 mod sqlite_alarms;
 mod sqlite_audit;
 mod sqlite_billing;
+mod sqlite_lifecycle;
 pub mod suite;
 
 use async_trait::async_trait;
@@ -254,17 +255,19 @@ pub trait Store: Send + Sync + 'static {
     /// Removes index rows (retention, after their blobs); returns how many
     /// existed. Missing ids are not an error, so retention is idempotent.
     async fn delete_flow_segments(&self, tenant: TenantId, ids: &[Uuid]) -> Result<u64>;
-    /// Sets the tenant's flow retention (the portal checks that
-    /// `visible_days <= stored_days`; the store keeps what it is given).
+    /// Sets the tenant's flow windows as overrides of its plan (the portal
+    /// checks that `visible_days <= stored_days`; the store keeps what it is
+    /// given).
     async fn set_flow_retention(
         &self,
         tenant: TenantId,
         visible_days: u32,
         stored_days: u32,
     ) -> Result<()>;
-    /// The tenant's flow retention, or the defaults (30 days visible, 32
-    /// stored) when none was set.
-    async fn flow_retention(&self, tenant: TenantId) -> Result<FlowRetention>;
+    /// The tenant's flow windows: its effective plan's.
+    async fn flow_retention(&self, tenant: TenantId) -> Result<FlowRetention> {
+        Ok(self.effective_plan(tenant).await?.flow_retention())
+    }
 
     // --- tenant settings ---
     /// Replaces the tenant's setting `key` (a small JSON document).
@@ -395,4 +398,71 @@ pub trait Store: Send + Sync + 'static {
     /// purpose, like [`Store::tenant_by_domain`]: a provider event names its
     /// customer, and this is how it finds its tenant.
     async fn billing_tenant(&self, customer_id: &str) -> Result<Option<TenantId>>;
+
+    // --- plans ---
+    /// Inserts or replaces a plan.
+    async fn upsert_plan(&self, plan: &Plan) -> Result<()>;
+    async fn list_plans(&self) -> Result<Vec<Plan>>;
+    async fn get_plan(&self, name: &str) -> Result<Option<Plan>>;
+    /// False when no such plan exists; [`StoreError::Conflict`] when a
+    /// tenant is on it or it is [`DEFAULT_PLAN`].
+    async fn delete_plan(&self, name: &str) -> Result<bool>;
+    /// Puts the tenant on a plan with overrides; [`StoreError::NotFound`]
+    /// for an unknown tenant or plan.
+    async fn set_tenant_plan(&self, tenant: TenantId, plan: &TenantPlan) -> Result<()>;
+    /// The tenant's plan and overrides ([`DEFAULT_PLAN`] without any when
+    /// none was set).
+    async fn tenant_plan(&self, tenant: TenantId) -> Result<TenantPlan>;
+    /// The plan with the tenant's overrides applied.
+    async fn effective_plan(&self, tenant: TenantId) -> Result<EffectivePlan>;
+
+    // --- lifecycle and retention ---
+    /// Cancels a live tenant; [`StoreError::NotFound`] for an unknown one,
+    /// [`StoreError::Conflict`] when it is already cancelled or deleted.
+    async fn cancel_tenant(&self, tenant: TenantId, now: i64, delete_after: i64) -> Result<()>;
+    /// Makes a cancelled tenant live again; false when it is not cancelled
+    /// (live, deleted or unknown).
+    async fn reactivate_tenant(&self, tenant: TenantId) -> Result<bool>;
+    /// Cancelled tenants whose `delete_after` has come, across ALL tenants:
+    /// the deletion job's queue.
+    async fn tenants_due_for_deletion(&self, now: i64) -> Result<Vec<Tenant>>;
+    /// Every blob key the tenant's rows name (spooled batches, flow
+    /// segments), for deletion before [`Store::purge_tenant`].
+    async fn tenant_blob_keys(&self, tenant: TenantId) -> Result<Vec<String>>;
+    /// Deletes every row of the tenant from every table that has a
+    /// `tenant_id` (its keys included) except the audit log, and marks the
+    /// tenant deleted under a tombstone name and domain, in one
+    /// transaction. Returns the rows removed per table.
+    async fn purge_tenant(
+        &self,
+        tenant: TenantId,
+        now: i64,
+    ) -> Result<std::collections::BTreeMap<String, u64>>;
+    /// Deletes, of one tenant, what is older than `before` (unix seconds):
+    /// alarms unchanged since (with their history and deliveries), device
+    /// events, finished or expired instructions, and batch records whose
+    /// spooled frame is already deleted.
+    async fn delete_tenant_data_before(
+        &self,
+        tenant: TenantId,
+        before: i64,
+    ) -> Result<RetentionReport>;
+    /// Blob keys of batches received before `before` whose spooled frame
+    /// still exists and whose work is done by one of `rules`, at most
+    /// `limit`: of one tenant (retention) or, with `None`, across ALL
+    /// tenants (the spool cleaner's queue).
+    async fn spent_spool(
+        &self,
+        tenant: Option<TenantId>,
+        rules: &[SpoolRule<'_>],
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<(TenantId, DeviceId, Uuid, String)>>;
+    /// Records that these batches' spooled frames were deleted.
+    async fn mark_spool_deleted(
+        &self,
+        tenant: TenantId,
+        batches: &[(DeviceId, Uuid)],
+        now: i64,
+    ) -> Result<()>;
 }

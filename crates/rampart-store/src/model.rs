@@ -54,6 +54,29 @@ pub struct Tenant {
     pub created_at: i64,
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
+    /// Cancellation and deletion, apart from `status` (suspension), so a
+    /// tenant reactivated inside its window comes back as it was.
+    pub lifecycle: Lifecycle,
+}
+
+impl Tenant {
+    /// Served: neither cancelled nor deleted (it may still be suspended).
+    pub fn is_live(&self) -> bool {
+        self.lifecycle == Lifecycle::Live
+    }
+}
+
+/// Where a tenant is in its life.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum Lifecycle {
+    #[default]
+    Live,
+    /// Access stopped at `at` (unix seconds); its keys and data are
+    /// destroyed at `delete_after` unless it is reactivated before.
+    Cancelled { at: i64, delete_after: i64 },
+    /// Keys and data destroyed at `at`; the row stays for the audit log.
+    Deleted { at: i64 },
 }
 
 /// A tenant's keys as stored: public halves in the clear, private halves wrapped.
@@ -102,6 +125,9 @@ pub enum TokenRejection {
     Expired,
     UsedUp,
     Revoked,
+    /// The tenant's plan allows this many devices (pending and active),
+    /// and it has them all.
+    DeviceLimit(u32),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,6 +291,84 @@ impl Default for FlowRetention {
             stored_days: 32,
         }
     }
+}
+
+/// A plan: how long a tenant's data is visible and kept, how many devices
+/// it may enroll and which features it may use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub name: String,
+    pub visible_days: u32,
+    pub stored_days: u32,
+    /// `None`: no limit.
+    pub max_devices: Option<u32>,
+    pub features: Vec<String>,
+    pub updated_at: i64,
+}
+
+/// A tenant's plan and what it overrides of it (`None`: the plan's value).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantPlan {
+    pub plan: String,
+    pub visible_days: Option<u32>,
+    pub stored_days: Option<u32>,
+    pub max_devices: Option<u32>,
+    pub features: Option<Vec<String>>,
+}
+
+/// The name of the plan every tenant without one is on; it cannot be deleted.
+pub const DEFAULT_PLAN: &str = "standard";
+
+/// A tenant's plan with its overrides applied: what is enforced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EffectivePlan {
+    pub plan: String,
+    pub visible_days: u32,
+    pub stored_days: u32,
+    pub max_devices: Option<u32>,
+    pub features: Vec<String>,
+}
+
+impl EffectivePlan {
+    pub fn resolve(plan: &Plan, t: &TenantPlan) -> EffectivePlan {
+        EffectivePlan {
+            plan: plan.name.clone(),
+            visible_days: t.visible_days.unwrap_or(plan.visible_days),
+            stored_days: t.stored_days.unwrap_or(plan.stored_days),
+            max_devices: t.max_devices.or(plan.max_devices),
+            features: t.features.clone().unwrap_or_else(|| plan.features.clone()),
+        }
+    }
+    pub fn has_feature(&self, f: &str) -> bool {
+        self.features.iter().any(|x| x == f)
+    }
+    pub fn flow_retention(&self) -> FlowRetention {
+        FlowRetention {
+            visible_days: self.visible_days,
+            stored_days: self.stored_days,
+        }
+    }
+}
+
+/// What one retention pass removed for a tenant, by kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionReport {
+    pub alarms: u64,
+    pub alarm_history: u64,
+    pub alarm_deliveries: u64,
+    pub device_events: u64,
+    pub instructions: u64,
+    pub batches: u64,
+}
+
+/// Spool frames whose work is done: a batch of `kind` (`None`: any) may
+/// lose its spooled frame once processed (when `processed`) and detected
+/// (when `detected`).
+#[derive(Clone, Copy, Debug)]
+pub struct SpoolRule<'a> {
+    pub kind: Option<&'a str>,
+    pub processed: bool,
+    pub detected: bool,
 }
 
 /// Where an alarm stands. `Active → Acknowledged → Resolved`, and any of

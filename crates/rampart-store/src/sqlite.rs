@@ -91,9 +91,19 @@ fn labels_col(row: &SqliteRow, col: &str) -> Result<Vec<String>> {
         .map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
 }
 
-fn tenant_from(row: &SqliteRow) -> Result<Tenant> {
+pub(crate) fn tenant_from(row: &SqliteRow) -> Result<Tenant> {
     let status: String = row.try_get("status")?;
+    let cancelled: Option<i64> = row.try_get("cancelled_at")?;
+    let delete_after: Option<i64> = row.try_get("delete_after")?;
+    let deleted: Option<i64> = row.try_get("deleted_at")?;
+    let lifecycle = match (deleted, cancelled, delete_after) {
+        (Some(at), _, _) => Lifecycle::Deleted { at },
+        (None, Some(at), Some(delete_after)) => Lifecycle::Cancelled { at, delete_after },
+        (None, None, None) => Lifecycle::Live,
+        _ => return Err(StoreError::Corrupt("tenant cancellation times".into())),
+    };
     Ok(Tenant {
+        lifecycle,
         id: TenantId(uuid_col(row, "id")?),
         name: row.try_get("name")?,
         domain: row.try_get("domain")?,
@@ -490,6 +500,19 @@ impl Store for SqliteStore {
         }
         if tok.uses >= tok.max_uses {
             return Ok(Err(TokenRejection::UsedUp));
+        }
+        // Counted inside the write transaction, so two redemptions at once
+        // cannot both take the last place.
+        if let Some(max) = crate::sqlite_lifecycle::max_devices(&mut tx, tenant).await? {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM devices WHERE tenant_id = ? AND status <> 'revoked'",
+            )
+            .bind(tenant.0.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+            if n >= i64::from(max) {
+                return Ok(Err(TokenRejection::DeviceLimit(max)));
+            }
         }
         sqlx::query("UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = ?")
             .bind(tok.id.to_string())
@@ -983,13 +1006,16 @@ impl Store for SqliteStore {
         stored_days: u32,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO flow_retention (tenant_id, visible_days, stored_days) VALUES (?, ?, ?)
+            "INSERT INTO tenant_plans (tenant_id, plan, visible_days, stored_days, updated_at)
+             VALUES (?, ?, ?, ?, ?)
              ON CONFLICT (tenant_id) DO UPDATE SET visible_days = excluded.visible_days,
-             stored_days = excluded.stored_days",
+             stored_days = excluded.stored_days, updated_at = excluded.updated_at",
         )
         .bind(tenant.0.to_string())
+        .bind(DEFAULT_PLAN)
         .bind(i64::from(visible_days))
         .bind(i64::from(stored_days))
+        .bind(crate::sqlite_lifecycle::unix_now())
         .execute(&self.pool)
         .await
         .map_err(|e| match &e {
@@ -999,25 +1025,6 @@ impl Store for SqliteStore {
             _ => e.into(),
         })?;
         Ok(())
-    }
-
-    async fn flow_retention(&self, tenant: TenantId) -> Result<FlowRetention> {
-        let row =
-            sqlx::query("SELECT visible_days, stored_days FROM flow_retention WHERE tenant_id = ?")
-                .bind(tenant.0.to_string())
-                .fetch_optional(&self.pool)
-                .await?;
-        let Some(row) = row else {
-            return Ok(FlowRetention::default());
-        };
-        let days = |col: &str| -> Result<u32> {
-            let v: i64 = row.try_get(col)?;
-            u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("flow retention {col} {v}")))
-        };
-        Ok(FlowRetention {
-            visible_days: days("visible_days")?,
-            stored_days: days("stored_days")?,
-        })
     }
 
     async fn set_tenant_setting(
@@ -1204,5 +1211,70 @@ impl Store for SqliteStore {
 
     async fn billing_tenant(&self, customer_id: &str) -> Result<Option<TenantId>> {
         self.billing_tenant_of(customer_id).await
+    }
+
+    async fn upsert_plan(&self, plan: &Plan) -> Result<()> {
+        self.plan_upsert(plan).await
+    }
+    async fn list_plans(&self) -> Result<Vec<Plan>> {
+        self.plans_list().await
+    }
+    async fn get_plan(&self, name: &str) -> Result<Option<Plan>> {
+        self.plan_get(name).await
+    }
+    async fn delete_plan(&self, name: &str) -> Result<bool> {
+        self.plan_delete(name).await
+    }
+    async fn set_tenant_plan(&self, tenant: TenantId, plan: &TenantPlan) -> Result<()> {
+        self.tenant_plan_set(tenant, plan).await
+    }
+    async fn tenant_plan(&self, tenant: TenantId) -> Result<TenantPlan> {
+        self.tenant_plan_get(tenant).await
+    }
+    async fn effective_plan(&self, tenant: TenantId) -> Result<EffectivePlan> {
+        self.plan_effective(tenant).await
+    }
+    async fn cancel_tenant(&self, tenant: TenantId, now: i64, delete_after: i64) -> Result<()> {
+        self.tenant_cancel(tenant, now, delete_after).await
+    }
+    async fn reactivate_tenant(&self, tenant: TenantId) -> Result<bool> {
+        self.tenant_reactivate(tenant).await
+    }
+    async fn tenants_due_for_deletion(&self, now: i64) -> Result<Vec<Tenant>> {
+        self.tenants_due(now).await
+    }
+    async fn tenant_blob_keys(&self, tenant: TenantId) -> Result<Vec<String>> {
+        self.blob_keys_of(tenant).await
+    }
+    async fn purge_tenant(
+        &self,
+        tenant: TenantId,
+        now: i64,
+    ) -> Result<std::collections::BTreeMap<String, u64>> {
+        self.tenant_purge(tenant, now).await
+    }
+    async fn delete_tenant_data_before(
+        &self,
+        tenant: TenantId,
+        before: i64,
+    ) -> Result<RetentionReport> {
+        self.data_before(tenant, before).await
+    }
+    async fn spent_spool(
+        &self,
+        tenant: Option<TenantId>,
+        rules: &[SpoolRule<'_>],
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<(TenantId, DeviceId, Uuid, String)>> {
+        self.spool_spent(tenant, rules, before, limit).await
+    }
+    async fn mark_spool_deleted(
+        &self,
+        tenant: TenantId,
+        batches: &[(DeviceId, Uuid)],
+        now: i64,
+    ) -> Result<()> {
+        self.spool_mark_deleted(tenant, batches, now).await
     }
 }

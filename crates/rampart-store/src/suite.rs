@@ -15,6 +15,7 @@ fn tenant(name: &str) -> NewTenant {
             created_at: 1_000,
             cert_file: None,
             key_file: None,
+            lifecycle: Lifecycle::Live,
         },
         keys: TenantKeys {
             kek_wrapped: vec![1; 40],
@@ -91,6 +92,10 @@ pub async fn run_all(s: &dyn Store) {
     webhook_deliveries(s).await;
     audit_log(s).await;
     billing(s).await;
+    plans(s).await;
+    device_limit(s).await;
+    retention(s).await;
+    cancellation_and_purge(s).await;
 }
 
 async fn meta(s: &dyn Store) {
@@ -1578,4 +1583,340 @@ async fn billing(s: &dyn Store) {
         )
         .await
         .is_err());
+}
+
+fn plan(name: &str, max_devices: Option<u32>) -> Plan {
+    Plan {
+        name: name.into(),
+        visible_days: 7,
+        stored_days: 9,
+        max_devices,
+        features: vec!["flows".into()],
+        updated_at: 5,
+    }
+}
+
+async fn plans(s: &dyn Store) {
+    let (ta, _) = tenant_with_device(s, "plan-a").await;
+    let (tb, _) = tenant_with_device(s, "plan-b").await;
+    // Every tenant starts on the default plan the migration created.
+    let std = s
+        .get_plan(DEFAULT_PLAN)
+        .await
+        .unwrap()
+        .expect("default plan");
+    assert_eq!(
+        (std.visible_days, std.stored_days, std.max_devices),
+        (30, 32, None)
+    );
+    assert_eq!(s.tenant_plan(ta).await.unwrap().plan, DEFAULT_PLAN);
+    assert_eq!(s.effective_plan(ta).await.unwrap().features, std.features);
+
+    let small = plan("small", Some(2));
+    s.upsert_plan(&small).await.unwrap();
+    assert_eq!(s.get_plan("small").await.unwrap(), Some(small.clone()));
+    let mut bigger = small.clone();
+    bigger.visible_days = 10;
+    bigger.stored_days = 12;
+    s.upsert_plan(&bigger).await.unwrap();
+    assert_eq!(s.get_plan("small").await.unwrap(), Some(bigger.clone()));
+    let names: Vec<String> = s
+        .list_plans()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert!(names.contains(&"small".to_string()) && names.contains(&DEFAULT_PLAN.to_string()));
+
+    let on_small = TenantPlan {
+        plan: "small".into(),
+        max_devices: Some(5),
+        ..TenantPlan::default()
+    };
+    s.set_tenant_plan(ta, &on_small).await.unwrap();
+    assert_eq!(s.tenant_plan(ta).await.unwrap(), on_small);
+    let eff = s.effective_plan(ta).await.unwrap();
+    assert_eq!(
+        eff,
+        EffectivePlan {
+            plan: "small".into(),
+            visible_days: 10,
+            stored_days: 12,
+            max_devices: Some(5),
+            features: vec!["flows".into()],
+        },
+        "the override wins, the rest is the plan's"
+    );
+    assert_eq!(s.flow_retention(ta).await.unwrap().stored_days, 12);
+    // The flow windows are overrides that keep the plan.
+    s.set_flow_retention(ta, 3, 4).await.unwrap();
+    let eff = s.effective_plan(ta).await.unwrap();
+    assert_eq!(
+        (eff.plan.as_str(), eff.visible_days, eff.stored_days),
+        ("small", 3, 4)
+    );
+    assert_eq!(
+        s.effective_plan(tb).await.unwrap().plan,
+        DEFAULT_PLAN,
+        "per tenant"
+    );
+
+    assert!(matches!(
+        s.set_tenant_plan(
+            tb,
+            &TenantPlan {
+                plan: "nope".into(),
+                ..TenantPlan::default()
+            }
+        )
+        .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(
+        matches!(s.delete_plan("small").await, Err(StoreError::Conflict(_))),
+        "in use"
+    );
+    assert!(matches!(
+        s.delete_plan(DEFAULT_PLAN).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.upsert_plan(&plan("unused", None)).await.unwrap();
+    assert!(s.delete_plan("unused").await.unwrap());
+    assert!(!s.delete_plan("unused").await.unwrap());
+}
+
+async fn device_limit(s: &dyn Store) {
+    let (t, _) = tenant_with_device(s, "limit-a").await;
+    s.upsert_plan(&plan("two-devices", Some(2))).await.unwrap();
+    s.set_tenant_plan(
+        t,
+        &TenantPlan {
+            plan: "two-devices".into(),
+            ..TenantPlan::default()
+        },
+    )
+    .await
+    .unwrap();
+    s.create_enrollment_token(t, &enrollment(t, "h-limit", 10, true))
+        .await
+        .unwrap();
+    // One device exists; a pending one takes the second place.
+    let second = s
+        .redeem_enrollment(t, "h-limit", &new_device(1_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.status, "pending");
+    assert_eq!(
+        s.redeem_enrollment(t, "h-limit", &new_device(1_000))
+            .await
+            .unwrap(),
+        Err(TokenRejection::DeviceLimit(2))
+    );
+    let uses = s.list_enrollment_tokens(t).await.unwrap()[0].uses;
+    assert_eq!(uses, 1, "a refused redemption does not use the token");
+    // A revoked device frees its place.
+    assert!(s.set_device_status(t, second.id, "revoked").await.unwrap());
+    assert!(s
+        .redeem_enrollment(t, "h-limit", &new_device(1_000))
+        .await
+        .unwrap()
+        .is_ok());
+}
+
+async fn retention(s: &dyn Store) {
+    let (ta, da) = tenant_with_device(s, "keep-a").await;
+    let (tb, db) = tenant_with_device(s, "keep-b").await;
+    let old = batch(da, "flows", 100);
+    let new = batch(da, "flows", 10_000);
+    let other = batch(db, "flows", 100);
+    for (t, b) in [(ta, &old), (ta, &new), (tb, &other)] {
+        assert!(s.record_batch(t, b).await.unwrap());
+    }
+    let event = |device_id, at| DeviceEvent {
+        device_id,
+        at,
+        kind: "refusal".into(),
+        detail: serde_json::json!({}),
+    };
+    s.add_device_event(ta, &event(da, 100)).await.unwrap();
+    s.add_device_event(ta, &event(da, 10_000)).await.unwrap();
+    s.add_device_event(tb, &event(db, 100)).await.unwrap();
+    for (t, key, at) in [(ta, "old", 100), (ta, "new", 10_000), (tb, "old", 100)] {
+        s.commit_alarms(
+            t,
+            &AlarmCommit {
+                occurrences: &[occurrence(key, at * 1000)],
+                detector_state: None,
+                detected: &[],
+                max_evidence: 10,
+                now: at,
+            },
+        )
+        .await
+        .unwrap();
+    }
+
+    // The spool: only frames whose work is done, and only older ones.
+    let rule = [SpoolRule {
+        kind: Some("flows"),
+        processed: true,
+        detected: false,
+    }];
+    assert!(
+        s.spent_spool(Some(ta), &rule, 5_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "unprocessed"
+    );
+    s.commit_flow_segments(
+        ta,
+        &SegmentCommit {
+            processed: &[(da, old.batch_id), (da, new.batch_id)],
+            now: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let spent = s.spent_spool(Some(ta), &rule, 5_000, 10).await.unwrap();
+    assert_eq!(spent, vec![(ta, da, old.batch_id, old.blob_key.clone())]);
+    let any = [SpoolRule {
+        kind: None,
+        processed: false,
+        detected: false,
+    }];
+    let across = s.spent_spool(None, &any, 5_000, 1_000).await.unwrap();
+    let mut mine: Vec<TenantId> = across
+        .into_iter()
+        .map(|r| r.0)
+        .filter(|t| *t == ta || *t == tb)
+        .collect();
+    mine.sort();
+    let mut both = vec![ta, tb];
+    both.sort();
+    assert_eq!(mine, both, "across tenants");
+    s.mark_spool_deleted(ta, &[(da, old.batch_id)], 6_000)
+        .await
+        .unwrap();
+    assert!(s
+        .spent_spool(Some(ta), &any, 5_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let report = s.delete_tenant_data_before(ta, 5_000).await.unwrap();
+    assert_eq!(
+        (report.alarms, report.device_events, report.batches),
+        (1, 1, 1),
+        "{report:?}"
+    );
+    assert!(report.alarm_history >= 1);
+    assert!(s.get_batch(ta, da, old.batch_id).await.unwrap().is_none());
+    assert!(s.get_batch(ta, da, new.batch_id).await.unwrap().is_some());
+    assert_eq!(s.list_device_events(ta, da).await.unwrap().len(), 1);
+    assert_eq!(
+        s.list_alarms(ta, &AlarmFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // The other tenant keeps everything.
+    assert_eq!(s.list_device_events(tb, db).await.unwrap().len(), 1);
+    assert_eq!(
+        s.list_alarms(tb, &AlarmFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(s.get_batch(tb, db, other.batch_id).await.unwrap().is_some());
+}
+
+async fn cancellation_and_purge(s: &dyn Store) {
+    let (ta, da) = tenant_with_device(s, "gone-a").await;
+    let (tb, db) = tenant_with_device(s, "gone-b").await;
+    let b = batch(da, "flows", 100);
+    assert!(s.record_batch(ta, &b).await.unwrap());
+    assert!(s.record_batch(tb, &batch(db, "flows", 100)).await.unwrap());
+    s.set_tenant_setting(ta, "k", &serde_json::json!(1))
+        .await
+        .unwrap();
+    s.set_tenant_setting(tb, "k", &serde_json::json!(1))
+        .await
+        .unwrap();
+    s.append_audit(Some(ta), &audit_entry("tenant.cancel"))
+        .await
+        .unwrap();
+
+    s.cancel_tenant(ta, 1_000, 2_000).await.unwrap();
+    let t = s.get_tenant(ta).await.unwrap().unwrap();
+    assert_eq!(
+        t.lifecycle,
+        Lifecycle::Cancelled {
+            at: 1_000,
+            delete_after: 2_000
+        }
+    );
+    assert!(!t.is_live());
+    assert!(matches!(
+        s.cancel_tenant(ta, 1_000, 2_000).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.cancel_tenant(TenantId(Uuid::new_v4()), 1, 2).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let due = |v: Vec<Tenant>| v.into_iter().filter(|t| t.id == ta || t.id == tb).count();
+    assert_eq!(due(s.tenants_due_for_deletion(1_999).await.unwrap()), 0);
+    assert_eq!(due(s.tenants_due_for_deletion(2_000).await.unwrap()), 1);
+    // Reactivation inside the window, then cancelled again.
+    assert!(s.reactivate_tenant(ta).await.unwrap());
+    assert!(!s.reactivate_tenant(ta).await.unwrap(), "already live");
+    assert!(s.get_tenant(ta).await.unwrap().unwrap().is_live());
+    s.cancel_tenant(ta, 3_000, 4_000).await.unwrap();
+
+    let keys = s.tenant_blob_keys(ta).await.unwrap();
+    assert_eq!(keys, vec![b.blob_key.clone()]);
+    let removed = s.purge_tenant(ta, 4_000).await.unwrap();
+    assert_eq!(removed.get("devices"), Some(&1));
+    assert_eq!(removed.get("batches"), Some(&1));
+    assert_eq!(removed.get("tenant_keys"), Some(&1));
+    assert_eq!(removed.get("tenant_settings"), Some(&1));
+    assert!(!removed.contains_key("audit_log"));
+    let t = s.get_tenant(ta).await.unwrap().unwrap();
+    assert_eq!(t.lifecycle, Lifecycle::Deleted { at: 4_000 });
+    assert!(
+        s.tenant_by_name("gone-a").await.unwrap().is_none(),
+        "name released"
+    );
+    assert!(s
+        .tenant_by_domain("gone-a.example.net")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s.tenant_keys(ta).await.is_err(), "keys destroyed");
+    assert!(s.list_devices(ta).await.unwrap().is_empty());
+    assert!(!s.reactivate_tenant(ta).await.unwrap(), "deleted is final");
+    assert!(matches!(
+        s.purge_tenant(ta, 5_000).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        s.list_audit(ta, 0, 10).await.unwrap().len(),
+        1,
+        "the audit log stays"
+    );
+    // The name can be taken again.
+    s.create_tenant(&tenant("gone-a")).await.unwrap();
+    // The other tenant is untouched.
+    assert_eq!(s.list_devices(tb).await.unwrap().len(), 1);
+    assert!(s.tenant_keys(tb).await.is_ok());
+    assert_eq!(
+        s.tenant_setting(tb, "k").await.unwrap(),
+        Some(serde_json::json!(1))
+    );
 }

@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use rampart_store::{Tenant, TenantStatus};
+use rampart_store::{Lifecycle, Tenant, TenantStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -34,10 +34,27 @@ pub struct TenantView {
     pub created_at: String,
     /// Base URL of the tenant's API.
     pub url: String,
+    /// `live`, `cancelled` (access stopped; data deleted at `delete_after`
+    /// unless reactivated) or `deleted` (keys and data destroyed).
+    pub lifecycle: String,
+    pub cancelled_at: Option<String>,
+    pub delete_after: Option<String>,
+    pub deleted_at: Option<String>,
 }
 
 pub fn tenant_view(p: &crate::service::Portal, t: &Tenant) -> TenantView {
+    let (lifecycle, cancelled_at, delete_after, deleted_at) = match t.lifecycle {
+        Lifecycle::Live => ("live", None, None, None),
+        Lifecycle::Cancelled { at, delete_after } => {
+            ("cancelled", Some(at), Some(delete_after), None)
+        }
+        Lifecycle::Deleted { at } => ("deleted", None, None, Some(at)),
+    };
     TenantView {
+        lifecycle: lifecycle.into(),
+        cancelled_at: cancelled_at.map(rfc3339),
+        delete_after: delete_after.map(rfc3339),
+        deleted_at: deleted_at.map(rfc3339),
         id: t.id.0,
         name: t.name.clone(),
         domain: t.domain.clone(),

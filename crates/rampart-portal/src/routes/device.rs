@@ -117,12 +117,24 @@ async fn poll(
         // is not lost.
         notified.as_mut().enable();
         if !first {
-            // Woken: the device may have been revoked meanwhile.
+            // Woken: the device may have been revoked, or its tenant
+            // cancelled, meanwhile.
             let dev = p.store.get_device(tenant, device).await?;
             if dev.is_none_or(|d| d.status != "active") {
                 return Err(ApiError::forbidden(
                     "device_revoked",
                     "device is revoked: enroll it again with a new token",
+                ));
+            }
+            if !p
+                .store
+                .get_tenant(tenant)
+                .await?
+                .is_some_and(|t| t.is_live())
+            {
+                return Err(ApiError::forbidden(
+                    "tenant_cancelled",
+                    "this tenant is cancelled: contact your provider to reactivate it",
                 ));
             }
         }
