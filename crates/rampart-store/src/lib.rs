@@ -17,6 +17,7 @@ pub mod sqlite;
 mod sqlite_alarms;
 mod sqlite_audit;
 mod sqlite_billing;
+mod sqlite_snapshot;
 pub mod suite;
 
 use async_trait::async_trait;

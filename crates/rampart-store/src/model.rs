@@ -54,6 +54,8 @@ pub struct Tenant {
     pub created_at: i64,
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
+    /// The region whose deployment holds the tenant (config `region`).
+    pub region: String,
 }
 
 /// A tenant's keys as stored: public halves in the clear, private halves wrapped.

@@ -63,6 +63,7 @@ impl Env {
                     created_at: 1,
                     cert_file: None,
                     key_file: None,
+                    region: "default".into(),
                 },
                 keys: TenantKeys {
                     kek_wrapped: vec![1; 40],

@@ -34,6 +34,8 @@ pub struct TenantView {
     pub created_at: String,
     /// Base URL of the tenant's API.
     pub url: String,
+    /// The region whose deployment holds the tenant and its data.
+    pub region: String,
 }
 
 pub fn tenant_view(p: &crate::service::Portal, t: &Tenant) -> TenantView {
@@ -44,6 +46,7 @@ pub fn tenant_view(p: &crate::service::Portal, t: &Tenant) -> TenantView {
         status: t.status.as_str().into(),
         created_at: rfc3339(t.created_at),
         url: p.config.tenant_url(&t.domain),
+        region: t.region.clone(),
     }
 }
 
@@ -58,6 +61,9 @@ pub struct CreateTenant {
     /// local CA issues one when absent.
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
+    /// The tenant's region; this deployment's when absent. Another
+    /// region's is refused (421 `wrong_region`) with that deployment's URL.
+    pub region: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -100,7 +106,8 @@ async fn list_tenants(
     security(("operator" = [])),
     request_body = CreateTenant,
     responses((status = 201, body = CreatedTenant), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
+              (status = 401, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 421, body = ErrorBody, description = "The region is another deployment's: the message gives its URL")))]
 async fn create_tenant(
     State(p): State<AppState>,
     op: Operator,
@@ -118,7 +125,7 @@ async fn create_tenant(
     };
     let actor = op.actor();
     let t = p
-        .create_tenant(&actor, &req.name, &req.domain, files)
+        .create_tenant_in(&actor, &req.name, &req.domain, req.region.as_deref(), files)
         .await?;
     let tok = p
         .mint_api_token(&actor, Some(t.id), "initial admin", "admin", None)
