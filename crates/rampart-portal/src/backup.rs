@@ -51,8 +51,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use chacha20poly1305::aead::stream::{DecryptorBE32, EncryptorBE32};
 use chacha20poly1305::aead::generic_array::GenericArray;
+use chacha20poly1305::aead::stream::{DecryptorBE32, EncryptorBE32};
 use chacha20poly1305::aead::{KeyInit, Payload};
 use chacha20poly1305::XChaCha20Poly1305;
 use rampart_store::blob::{validate_key, LocalBlobStore};
@@ -109,7 +109,9 @@ pub enum BackupError {
     Service(#[from] ServiceError),
     #[error("the backup key does not unwrap with this master key: restore with the master key of the portal that made the backup (or the header {HEADER_FILE} was altered)")]
     WrongKey,
-    #[error("backup file {file} is damaged or was tampered with ({why}): restore from another backup")]
+    #[error(
+        "backup file {file} is damaged or was tampered with ({why}): restore from another backup"
+    )]
     Tampered { file: String, why: String },
     #[error("not a complete backup at {}: {why}", .dir.display())]
     NotABackup { dir: PathBuf, why: String },
@@ -270,13 +272,19 @@ fn seal_stream(
         };
         if m == 0 {
             let ct = enc
-                .encrypt_last(Payload { msg: &cur[..n], aad })
+                .encrypt_last(Payload {
+                    msg: &cur[..n],
+                    aad,
+                })
                 .map_err(seal_err)?;
             w.put(&ct)?;
             break;
         }
         let ct = enc
-            .encrypt_next(Payload { msg: &cur[..n], aad })
+            .encrypt_next(Payload {
+                msg: &cur[..n],
+                aad,
+            })
             .map_err(seal_err)?;
         w.put(&ct)?;
         std::mem::swap(&mut cur, &mut next);
@@ -299,7 +307,8 @@ fn open_stream(
         return Err("no sealed-file header".into());
     }
     let cipher = XChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(key));
-    let mut dec = DecryptorBE32::from_aead(cipher, GenericArray::from_slice(&head[SEAL_MAGIC.len()..]));
+    let mut dec =
+        DecryptorBE32::from_aead(cipher, GenericArray::from_slice(&head[SEAL_MAGIC.len()..]));
     let unit = CHUNK + TAG;
     let mut cur = vec![0u8; unit];
     let mut next = vec![0u8; unit];
@@ -318,15 +327,21 @@ fn open_stream(
         };
         if m == 0 {
             let pt = Zeroizing::new(
-                dec.decrypt_last(Payload { msg: &cur[..n], aad })
-                    .map_err(|_| "the last chunk does not authenticate (truncated?)")?,
+                dec.decrypt_last(Payload {
+                    msg: &cur[..n],
+                    aad,
+                })
+                .map_err(|_| "the last chunk does not authenticate (truncated?)")?,
             );
             emit(&pt)?;
             break;
         }
         let pt = Zeroizing::new(
-            dec.decrypt_next(Payload { msg: &cur[..n], aad })
-                .map_err(|_| "a chunk does not authenticate")?,
+            dec.decrypt_next(Payload {
+                msg: &cur[..n],
+                aad,
+            })
+            .map_err(|_| "a chunk does not authenticate")?,
         );
         emit(&pt)?;
         std::mem::swap(&mut cur, &mut next);
@@ -525,7 +540,8 @@ async fn create_leased(
         let htext = serde_json::to_vec_pretty(&header)
             .map_err(|e| BackupError::Usage(format!("cannot encode the header: {e}")))?;
         write_new(&hpath, |f| {
-            f.write_all(&htext).map_err(io_err("cannot write", &hpath))?;
+            f.write_all(&htext)
+                .map_err(io_err("cannot write", &hpath))?;
             Ok((0, String::new(), 0, String::new()))
         })?;
         fsync_dir(&out)?;
@@ -621,11 +637,19 @@ pub fn verify(master: &dyn MasterKey, from: &Path) -> Result<(Zeroizing<[u8; 32]
         why,
     };
     if sha_hex(Sha256::new_with_prefix(&sealed)) != header.manifest_sealed_sha256 {
-        return Err(tampered(MANIFEST_FILE, "its SHA-256 differs from the header's".into()));
+        return Err(tampered(
+            MANIFEST_FILE,
+            "its SHA-256 differs from the header's".into(),
+        ));
     }
     let mut text = Zeroizing::new(Vec::new());
-    open_stream(&key, &aad(id, MANIFEST_FILE), &mut sealed.as_slice(), &mut *text)
-        .map_err(|why| tampered(MANIFEST_FILE, why))?;
+    open_stream(
+        &key,
+        &aad(id, MANIFEST_FILE),
+        &mut sealed.as_slice(),
+        &mut *text,
+    )
+    .map_err(|why| tampered(MANIFEST_FILE, why))?;
     let manifest: Manifest = serde_json::from_slice(&text)
         .map_err(|e| tampered(MANIFEST_FILE, format!("not a manifest: {e}")))?;
     if manifest.backup_id != id || manifest.format_version != FORMAT_VERSION {
@@ -649,7 +673,10 @@ pub fn verify(master: &dyn MasterKey, from: &Path) -> Result<(Zeroizing<[u8; 32]
             FileKind::Blob
         };
         if f.name != format!("{FILES_DIR}/{i:06}") || f.kind != want_kind {
-            return Err(tampered(MANIFEST_FILE, format!("entry {i} is out of place")));
+            return Err(tampered(
+                MANIFEST_FILE,
+                format!("entry {i} is out of place"),
+            ));
         }
         if f.kind == FileKind::Blob {
             validate_key(&f.target)
@@ -681,7 +708,10 @@ pub fn verify(master: &dyn MasterKey, from: &Path) -> Result<(Zeroizing<[u8; 32]
             ));
         }
         if sha != f.sealed_sha256 {
-            return Err(tampered(&f.name, "its SHA-256 differs from the manifest's".into()));
+            return Err(tampered(
+                &f.name,
+                "its SHA-256 differs from the manifest's".into(),
+            ));
         }
     }
     Ok((key, manifest))
@@ -697,8 +727,9 @@ fn restore_file(key: &[u8; 32], id: Uuid, from: &Path, f: &FileEntry, dest: &Pat
     let tmp = dir.join(format!(".restore-{}", Uuid::new_v4().simple()));
     let guard = TempFile(tmp.clone());
     let src_path = from.join(&f.name);
-    let mut src =
-        std::io::BufReader::new(std::fs::File::open(&src_path).map_err(io_err("cannot read", &src_path))?);
+    let mut src = std::io::BufReader::new(
+        std::fs::File::open(&src_path).map_err(io_err("cannot read", &src_path))?,
+    );
     write_new(&tmp, |out| {
         let mut w = std::io::BufWriter::new(out);
         let (len, sha) = open_stream(key, &aad(id, &f.name), &mut src, &mut w).map_err(|why| {

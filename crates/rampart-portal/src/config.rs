@@ -201,7 +201,8 @@ impl Config {
                     "regions must not name this deployment's own region {r}: list only the others"
                 ));
             }
-            if !url.starts_with("https://") || url.len() > 512 || url.contains(char::is_whitespace) {
+            if !url.starts_with("https://") || url.len() > 512 || url.contains(char::is_whitespace)
+            {
                 return Err(format!(
                     "regions.{r} must be the https:// url of that region's admin api"
                 ));
@@ -254,10 +255,9 @@ mod tests {
 
     #[test]
     fn regions_are_checked() {
-        let c: Config = toml::from_str(
-            "region = \"us\"\n[regions]\neu = \"https://admin.eu.example.net\"\n",
-        )
-        .unwrap();
+        let c: Config =
+            toml::from_str("region = \"us\"\n[regions]\neu = \"https://admin.eu.example.net\"\n")
+                .unwrap();
         assert!(c.validate().is_ok());
         assert_eq!(c.regions["eu"], "https://admin.eu.example.net");
         for bad in [

@@ -429,6 +429,14 @@ async fn main() -> anyhow::Result<()> {
     if let Cmd::Restore { from, vault } = &cli.cmd {
         return restore_cmd(&config, from, vault.as_deref(), cli.json).await;
     }
+    if matches!(cli.cmd, Cmd::Backup { .. }) && !config.db_path().exists() {
+        // Opening the portal would create an empty store (and a new
+        // master key) to back up.
+        bail!(
+            "no database at {}: give the --data-dir of the portal to back up",
+            config.db_path().display()
+        );
+    }
     let portal =
         Arc::new(Portal::open(config.clone()).await.with_context(|| {
             format!("opening the portal data dir {}", config.data_dir.display())
@@ -457,7 +465,13 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Backup { out } => {
             let s = rampart_portal::backup::create(&portal, &out)
                 .await
-                .with_context(|| format!("backing up {} to {}", config.data_dir.display(), out.display()))?;
+                .with_context(|| {
+                    format!(
+                        "backing up {} to {}",
+                        config.data_dir.display(),
+                        out.display()
+                    )
+                })?;
             print(cli.json, &s, || {
                 format!(
                     "backup {} written to {}: database (migration {}) and {} blobs, {} bytes\n\

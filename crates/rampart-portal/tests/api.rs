@@ -2432,7 +2432,13 @@ async fn a_tenant_of_another_region_is_refused_with_that_deployments_address() {
     };
 
     let r = h
-        .call("POST", ADMIN, "/api/v1/admin/tenants", op, Some(create("euco", Some("eu"))))
+        .call(
+            "POST",
+            ADMIN,
+            "/api/v1/admin/tenants",
+            op,
+            Some(create("euco", Some("eu"))),
+        )
         .await;
     assert_eq!(r.status, StatusCode::MISDIRECTED_REQUEST, "{}", r.text());
     assert_eq!(r.error_code("another region"), "wrong_region");
@@ -2445,12 +2451,24 @@ async fn a_tenant_of_another_region_is_refused_with_that_deployments_address() {
         r.text()
     );
     let r = h
-        .call("POST", ADMIN, "/api/v1/admin/tenants", op, Some(create("apco", Some("ap"))))
+        .call(
+            "POST",
+            ADMIN,
+            "/api/v1/admin/tenants",
+            op,
+            Some(create("apco", Some("ap"))),
+        )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
     assert!(r.text().contains("unknown region ap"), "{}", r.text());
     let r = h
-        .call("POST", ADMIN, "/api/v1/admin/tenants", op, Some(create("bad", Some("E U"))))
+        .call(
+            "POST",
+            ADMIN,
+            "/api/v1/admin/tenants",
+            op,
+            Some(create("bad", Some("E U"))),
+        )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
 
@@ -2458,14 +2476,26 @@ async fn a_tenant_of_another_region_is_refused_with_that_deployments_address() {
     // keys, no audit entry.
     let store = h.portal.store.clone();
     assert!(store.tenant_by_name("euco").await.unwrap().is_none());
-    assert!(store.tenant_by_domain("euco.example.test").await.unwrap().is_none());
+    assert!(store
+        .tenant_by_domain("euco.example.test")
+        .await
+        .unwrap()
+        .is_none());
     let chain = store.audit_chain(0, 1000).await.unwrap();
-    assert!(chain.iter().all(|e| !e.target.contains("euco") && !e.detail.contains("euco")));
+    assert!(chain
+        .iter()
+        .all(|e| !e.target.contains("euco") && !e.detail.contains("euco")));
 
     // This region's own, named or not, is created here and says so.
     for (name, region) in [("usco", Some("us")), ("plain", None)] {
         let v = h
-            .call("POST", ADMIN, "/api/v1/admin/tenants", op, Some(create(name, region)))
+            .call(
+                "POST",
+                ADMIN,
+                "/api/v1/admin/tenants",
+                op,
+                Some(create(name, region)),
+            )
             .await
             .ok("create a tenant of this region");
         assert_eq!(v["tenant"]["region"], "us", "{v}");

@@ -82,7 +82,9 @@ fn start_exporter(to: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHan
 
 /// The tenant's "flows" batches: id -> items.
 async fn flow_batches(p: &PortalProc, t: &Tenant) -> HashMap<String, u64> {
-    let (s, v) = p.get(&t.domain, "/api/v1/batches?limit=10000", &t.token).await;
+    let (s, v) = p
+        .get(&t.domain, "/api/v1/batches?limit=10000", &t.token)
+        .await;
     assert_eq!(s, 200, "batches: {v}");
     v.as_array()
         .unwrap()
@@ -137,7 +139,8 @@ async fn audit_actions(data_dir: &Path, master_key: &Path) -> Vec<String> {
         .arg(master_key)
         .args(["audit", "list", "--limit", "10000"]));
     assert!(ok, "audit list: {err}");
-    serde_json::from_str::<Value>(&out).unwrap()
+    serde_json::from_str::<Value>(&out)
+        .unwrap()
         .as_array()
         .unwrap()
         .iter()
@@ -165,14 +168,13 @@ async fn backup_during_ingest_restores_every_batch_acked_before_it() {
     .await;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let exporter = start_exporter(
-        SocketAddr::from(([127, 0, 0, 1], agent_port)),
-        stop.clone(),
-    );
+    let exporter = start_exporter(SocketAddr::from(([127, 0, 0, 1], agent_port)), stop.clone());
     // Ingest is under way: several flow batches acknowledged already.
-    eventually("flow batches to arrive", Duration::from_secs(60), || async {
-        (flow_batches(&portal, &t).await.len() >= 3).then_some(())
-    })
+    eventually(
+        "flow batches to arrive",
+        Duration::from_secs(60),
+        || async { (flow_batches(&portal, &t).await.len() >= 3).then_some(()) },
+    )
     .await;
 
     // Every batch listed here was acknowledged (the portal records a batch
@@ -184,15 +186,16 @@ async fn backup_during_ingest_restores_every_batch_acked_before_it() {
     let backup_dir = backups.path().join("b1");
     let (ok, out, err) = {
         let (d, b) = (data_dir.clone(), backup_dir.clone());
-        tokio::task::spawn_blocking(move || {
-            run(rampart(&d).arg("backup").arg("--out").arg(&b))
-        })
-        .await
-        .unwrap()
+        tokio::task::spawn_blocking(move || run(rampart(&d).arg("backup").arg("--out").arg(&b)))
+            .await
+            .unwrap()
     };
     assert!(ok, "backup failed: {err}");
     let summary: Value = serde_json::from_str(&out).unwrap();
-    assert!(summary["blobs"].as_u64().unwrap() >= acked_before.len() as u64, "{summary}");
+    assert!(
+        summary["blobs"].as_u64().unwrap() >= acked_before.len() as u64,
+        "{summary}"
+    );
     // Ingest goes on after the backup, then stops.
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
@@ -207,7 +210,11 @@ async fn backup_during_ingest_restores_every_batch_acked_before_it() {
     // tenant name, no spooled frame header in the clear.
     for f in files_under(&backup_dir) {
         let bytes = std::fs::read(&f).unwrap();
-        for needle in [&b"SQLite format 3"[..], b"backup.rampart.test", b"tenant_keys"] {
+        for needle in [
+            &b"SQLite format 3"[..],
+            b"backup.rampart.test",
+            b"tenant_keys",
+        ] {
             assert!(
                 !bytes.windows(needle.len()).any(|w| w == needle),
                 "{} holds {:?} in the clear",
@@ -240,10 +247,7 @@ async fn backup_during_ingest_restores_every_batch_acked_before_it() {
         port: free_port(),
         proc: None,
         operator: portal.operator.clone(),
-        extra: vec![
-            "--master-key-file".into(),
-            master_key.display().to_string(),
-        ],
+        extra: vec!["--master-key-file".into(), master_key.display().to_string()],
     };
     second.restart().await;
     let got = flow_batches(&second, &t).await;
@@ -263,12 +267,19 @@ async fn backup_during_ingest_restores_every_batch_acked_before_it() {
     // still spooled at the snapshot are processed from restored blobs).
     let want: u64 = got.values().sum();
     let before_sum: u64 = acked_before.values().sum();
-    assert!(want >= before_sum && want <= u64::from(sent), "{want} {before_sum} {sent}");
+    assert!(
+        want >= before_sum && want <= u64::from(sent),
+        "{want} {before_sum} {sent}"
+    );
     let window = "from=0&to=4102444800000";
     let mut totals = Value::Null;
     for _ in 0..600 {
         let (s, v) = second
-            .get(&t.domain, &format!("/api/v1/flows/totals?{window}"), &t.token)
+            .get(
+                &t.domain,
+                &format!("/api/v1/flows/totals?{window}"),
+                &t.token,
+            )
             .await;
         totals = v;
         if s == 200 && totals["records"].as_u64() == Some(want) {
@@ -340,7 +351,10 @@ async fn backup_during_ingest_restores_every_batch_acked_before_it() {
         .unwrap();
     }
     let err = refuse(&backup_dir, &other_key);
-    assert!(err.contains("does not unwrap with this master key"), "{err}");
+    assert!(
+        err.contains("does not unwrap with this master key"),
+        "{err}"
+    );
 
     // A non-empty target is refused.
     let (ok, _, err) = run(rampart(&data_dir)

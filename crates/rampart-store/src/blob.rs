@@ -124,8 +124,7 @@ impl LocalBlobStore {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let key = format!("{LEASE_DIR}/{id}");
-        put_durable(&t.dir.join(LEASE_DIR).join(id), secs.to_string().as_bytes())
-            .map_err(io(&key))
+        put_durable(&t.dir.join(LEASE_DIR).join(id), secs.to_string().as_bytes()).map_err(io(&key))
     }
 
     pub fn release_lease(&self, id: &str) -> Result<()> {
@@ -281,7 +280,11 @@ fn lease_live(dir: &Path, now: std::time::SystemTime) -> std::io::Result<bool> {
     Ok(false)
 }
 
-fn purge(dir: &Path, grace: std::time::Duration, now: std::time::SystemTime) -> std::io::Result<u64> {
+fn purge(
+    dir: &Path,
+    grace: std::time::Duration,
+    now: std::time::SystemTime,
+) -> std::io::Result<u64> {
     if lease_live(dir, now)? {
         return Ok(0);
     }
@@ -354,7 +357,10 @@ mod tests {
         s.delete("seg/a.bin").await.unwrap();
         // Gone for readers, still there for a backup.
         assert_eq!(s.get("seg/a.bin").await.unwrap(), None);
-        let mut f = s.open_for_backup("seg/a.bin").unwrap().expect("in the trash");
+        let mut f = s
+            .open_for_backup("seg/a.bin")
+            .unwrap()
+            .expect("in the trash");
         let mut got = Vec::new();
         std::io::Read::read_to_end(&mut f, &mut got).unwrap();
         assert_eq!(got, b"old");

@@ -74,7 +74,9 @@ mod tests {
     #[tokio::test]
     async fn a_snapshot_names_every_blob_of_its_batches_and_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("live.db")).await.unwrap();
+        let s = SqliteStore::open(&dir.path().join("live.db"))
+            .await
+            .unwrap();
         // The shared suite leaves batches and flow segments behind.
         suite::run_all(&s).await;
         let snap = dir.path().join("snap.db");
