@@ -431,6 +431,12 @@ pub async fn create(portal: &Portal, out: &Path) -> Result<BackupSummary> {
     if let Err(e) = cleanup.release_lease(&lease_id) {
         tracing::warn!(error = %e, lease = %lease_id, "could not release the backup lease; it lapses by itself");
     }
+    if r.is_err() {
+        // What was written is no backup (it has no header); leave the
+        // directory as it was given, empty.
+        let _ = std::fs::remove_dir_all(out.join(FILES_DIR));
+        let _ = std::fs::remove_file(out.join(MANIFEST_FILE));
+    }
     let summary = r?;
     audit::record(
         portal,

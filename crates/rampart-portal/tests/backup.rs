@@ -83,8 +83,13 @@ async fn a_blob_deleted_after_the_snapshot_names_it_is_still_backed_up() {
     // good and a backup says so, naming it, instead of leaving it out.
     let later = SystemTime::now() + Duration::from_secs(config.blob_delete_grace_secs + 1);
     assert_eq!(portal.blobs.purge_deleted(later).await.unwrap(), 1);
-    match backup::create(&portal, &dir.path().join("backup2")).await {
+    let out2 = dir.path().join("backup2");
+    match backup::create(&portal, &out2).await {
         Err(BackupError::BlobMissing(k)) => assert_eq!(k, key),
         other => panic!("expected a missing blob error, got {other:?}"),
     }
+    assert!(
+        std::fs::read_dir(&out2).unwrap().next().is_none(),
+        "a failed backup left files behind"
+    );
 }
