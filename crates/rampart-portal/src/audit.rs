@@ -11,7 +11,9 @@
 //! - `instruction.queue` (one entry per call, however many devices; the
 //!   kind and the count, not the payload), `data_controls.set`;
 //! - `export.flows`, `export.flows_top`, `export.alarm_timeline`;
-//! - `billing.customer`, `billing.subscription`, `billing.payment_method`.
+//! - `billing.customer`, `billing.subscription`, `billing.payment_method`;
+//! - `backup.create` (in the backed-up portal's log, after the backup is
+//!   written), `backup.restore` (in the restored portal's log).
 //!
 //! Logins are not recorded yet because there are none: every API request
 //! authenticates with a token, and using a token is not an action. They

@@ -540,6 +540,7 @@ mod tests {
             created_at: 0,
             cert_file: None,
             key_file: None,
+            region: "default".into(),
         };
         let row = |status: &str| BillingRow {
             tenant_id: rampart_store::TenantId(uuid::Uuid::nil()),

@@ -74,6 +74,18 @@ pub struct Config {
     /// authenticates `POST /api/v1/billing/stripe`. Unset: the endpoint
     /// answers 404. Prefer `RAMPART_STRIPE_WEBHOOK_SECRET` to a file or flag.
     pub stripe_webhook_secret: Option<String>,
+    /// Seconds a deleted blob (replaced flow segment, expired data) stays
+    /// in `<data_dir>/blob-trash` before it is removed, and longer while a
+    /// `rampart backup` holds its lease: an online backup can still copy a
+    /// blob its snapshot names after compaction or retention deleted it.
+    pub blob_delete_grace_secs: u64,
+    /// The region this deployment serves (e.g. `us`, `eu`): every tenant it
+    /// creates lives here, and its data stays in this deployment's store.
+    pub region: String,
+    /// The other regions' deployments: region name -> base URL of that
+    /// deployment's admin API. A tenant asked for in one of them is refused
+    /// here with its URL (see docs/regions.md).
+    pub regions: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -103,6 +115,9 @@ impl Default for Config {
             smtp_url: None,
             smtp_from: "rampart@localhost".into(),
             stripe_webhook_secret: None,
+            region: "default".into(),
+            regions: std::collections::BTreeMap::new(),
+            blob_delete_grace_secs: 3600,
         }
     }
 }
@@ -131,6 +146,11 @@ impl Config {
 
     pub fn blob_dir(&self) -> PathBuf {
         self.data_dir.join("blobs")
+    }
+
+    /// Deleted blobs during their grace period (see `blob_delete_grace_secs`).
+    pub fn blob_trash_dir(&self) -> PathBuf {
+        self.data_dir.join("blob-trash")
     }
 
     /// The local CA certificate, for clients that should trust the portal.
@@ -185,7 +205,42 @@ impl Config {
         }
         crate::service::validate_domain(&self.admin_domain)
             .map_err(|e| format!("admin_domain: {e}"))?;
+        validate_region(&self.region).map_err(|e| format!("region: {e}"))?;
+        for (r, url) in &self.regions {
+            validate_region(r).map_err(|e| format!("regions: {e}"))?;
+            if r == &self.region {
+                return Err(format!(
+                    "regions must not name this deployment's own region {r}: list only the others"
+                ));
+            }
+            if !url.starts_with("https://") || url.len() > 512 || url.contains(char::is_whitespace)
+            {
+                return Err(format!(
+                    "regions.{r} must be the https:// url of that region's admin api"
+                ));
+            }
+        }
+        if self.blob_delete_grace_secs < 60 {
+            return Err("blob_delete_grace_secs must be at least 60".into());
+        }
         Ok(())
+    }
+}
+
+/// Region names are short slugs, like tenant names: `us`, `eu`, `ap-south`.
+pub fn validate_region(region: &str) -> Result<(), String> {
+    let ok = (1..=32).contains(&region.len())
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !region.starts_with('-')
+        && !region.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid region {region:?}: use 1 to 32 of a-z, 0-9 and -, such as us or eu"
+        ))
     }
 }
 
@@ -208,6 +263,24 @@ mod tests {
         let parsed: Config = toml::from_str(&defaults_toml()).unwrap();
         assert_eq!(parsed, Config::default());
         assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn regions_are_checked() {
+        let c: Config =
+            toml::from_str("region = \"us\"\n[regions]\neu = \"https://admin.eu.example.net\"\n")
+                .unwrap();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.regions["eu"], "https://admin.eu.example.net");
+        for bad in [
+            "region = \"US\"",
+            "region = \"us\"\n[regions]\nus = \"https://a.example\"",
+            "region = \"us\"\n[regions]\neu = \"http://a.example\"",
+            "region = \"us\"\n[regions]\n\"e u\" = \"https://a.example\"",
+        ] {
+            let c: Config = toml::from_str(bad).unwrap();
+            assert!(c.validate().is_err(), "{bad} must be refused");
+        }
     }
 
     #[test]

@@ -94,6 +94,19 @@ pub fn load_master_key(path: &Path) -> Result<(LocalMasterKey, MasterKeySource),
     }
 }
 
+/// Loads the master key from `RAMPART_MASTER_KEY` or `path`, never
+/// generating one: for `rampart restore`, where a new key could open nothing.
+pub fn load_existing_master_key(path: &Path) -> Result<LocalMasterKey, String> {
+    if std::env::var_os("RAMPART_MASTER_KEY").is_none() && !path.exists() {
+        return Err(format!(
+            "no master key at {}: give the master key of the portal that made the backup \
+             (--master-key-file or RAMPART_MASTER_KEY)",
+            path.display()
+        ));
+    }
+    load_master_key(path).map(|(k, _)| k)
+}
+
 fn write_secret_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     #[cfg(unix)]

@@ -120,6 +120,11 @@ impl From<crate::service::ServiceError> for ApiError {
                 ApiError::forbidden(code, e.to_string())
             }
             S::NotInPlan(_) => ApiError::forbidden("feature_not_in_plan", e.to_string()),
+            S::WrongRegion { .. } => ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "wrong_region",
+                e.to_string(),
+            ),
             S::Crypto(_) | S::Tls(_) => ApiError::internal(e),
         }
     }

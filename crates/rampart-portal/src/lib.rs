@@ -13,6 +13,7 @@
 
 pub mod alarms;
 pub mod audit;
+pub mod backup;
 pub mod billing;
 pub mod ca;
 pub mod config;
@@ -206,6 +207,7 @@ pub async fn run(
         });
     }
     tokio::spawn(background(portal.clone()));
+    tokio::spawn(purge_deleted_blobs(portal.clone()));
     tokio::spawn(flows::jobs(portal.clone()));
     tokio::spawn(alarms::jobs(portal.clone()));
     tokio::spawn(lifecycle::jobs(portal.clone()));
@@ -229,6 +231,21 @@ async fn background(p: Arc<Portal>) {
                 p.metrics.devices_online.set(n as i64);
             }
             Err(e) => tracing::warn!(error = %e, "counting online devices failed"),
+        }
+    }
+}
+
+/// Removes deleted blobs past their grace period, unless a backup holds a
+/// lease (see `rampart_store::blob::LocalBlobStore`). Once a minute: the
+/// trash is walked whole.
+async fn purge_deleted_blobs(p: Arc<Portal>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        match p.blobs.purge_deleted(std::time::SystemTime::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(blobs = n, "purged deleted blobs past their grace period"),
+            Err(e) => tracing::warn!(error = %e, "purging deleted blobs failed"),
         }
     }
 }

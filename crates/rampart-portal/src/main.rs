@@ -118,6 +118,24 @@ enum Cmd {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Take an encrypted, consistent snapshot of the data dir (the portal
+    /// may keep running). Leaves out the master key and the key vault.
+    Backup {
+        /// New directory for the backup (must not exist or be empty).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into a new data dir (--data-dir), with the master
+    /// key of the portal that made it (--master-key-file or
+    /// RAMPART_MASTER_KEY).
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// The key vault directory to copy in (it is never in a backup).
+        #[arg(long)]
+        vault: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -133,6 +151,10 @@ enum TenantCmd {
         cert_file: Option<String>,
         #[arg(long, requires = "cert_file")]
         key_file: Option<String>,
+        /// The tenant's region: this deployment's (config `region`) by
+        /// default; another region's is refused with its deployment's URL.
+        #[arg(long)]
+        region: Option<String>,
     },
     List,
     Show {
@@ -458,6 +480,17 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", rampart_portal::config::defaults_toml());
         return Ok(());
     }
+    if let Cmd::Restore { from, vault } = &cli.cmd {
+        return restore_cmd(&config, from, vault.as_deref(), cli.json).await;
+    }
+    if matches!(cli.cmd, Cmd::Backup { .. }) && !config.db_path().exists() {
+        // Opening the portal would create an empty store (and a new
+        // master key) to back up.
+        bail!(
+            "no database at {}: give the --data-dir of the portal to back up",
+            config.db_path().display()
+        );
+    }
     let portal =
         Arc::new(Portal::open(config.clone()).await.with_context(|| {
             format!("opening the portal data dir {}", config.data_dir.display())
@@ -484,7 +517,30 @@ async fn main() -> anyhow::Result<()> {
                 || format!("operator token (shown once): {}", t.secret),
             );
         }
-        Cmd::Config(_) => unreachable!("handled above"),
+        Cmd::Backup { out } => {
+            let s = rampart_portal::backup::create(&portal, &out)
+                .await
+                .with_context(|| {
+                    format!(
+                        "backing up {} to {}",
+                        config.data_dir.display(),
+                        out.display()
+                    )
+                })?;
+            print(cli.json, &s, || {
+                format!(
+                    "backup {} written to {}: database (migration {}) and {} blobs, {} bytes\n\
+                     not included: the master key and the {}/ key vault; keep them separately",
+                    s.backup_id,
+                    s.dir.display(),
+                    s.migration_level,
+                    s.blobs,
+                    s.bytes,
+                    rampart_portal::backup::VAULT_DIR
+                )
+            });
+        }
+        Cmd::Config(_) | Cmd::Restore { .. } => unreachable!("handled above"),
     }
     Ok(())
 }
@@ -497,9 +553,12 @@ async fn tenant_cmd(p: &Portal, cmd: TenantCmd, json: bool) -> anyhow::Result<()
             domain,
             cert_file,
             key_file,
+            region,
         } => {
             let files = cert_file.zip(key_file);
-            let t = p.create_tenant(&Actor::Cli, &name, &domain, files).await?;
+            let t = p
+                .create_tenant_in(&Actor::Cli, &name, &domain, region.as_deref(), files)
+                .await?;
             let tok = p
                 .mint_api_token(&Actor::Cli, Some(t.id), "initial admin", "admin", None)
                 .await?;
@@ -520,7 +579,12 @@ async fn tenant_cmd(p: &Portal, cmd: TenantCmd, json: bool) -> anyhow::Result<()
             let vs: Vec<_> = ts.iter().map(|t| tenant_view(p, t)).collect();
             print(json, &vs, || {
                 vs.iter()
-                    .map(|v| format!("{}  {:<20} {:<10} {}", v.id, v.name, v.status, v.url))
+                    .map(|v| {
+                        format!(
+                            "{}  {:<20} {:<10} {:<10} {}",
+                            v.id, v.name, v.status, v.region, v.url
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             });
@@ -660,6 +724,56 @@ async fn plan_cmd(p: &Portal, cmd: PlanCmd, json: bool) -> anyhow::Result<()> {
             println!("plan {name} deleted");
         }
     }
+    Ok(())
+}
+
+/// Restores before any portal opens the target, then opens it once to
+/// check that the master key opens the restored store and to record the
+/// restore in its audit log.
+async fn restore_cmd(
+    config: &Config,
+    from: &std::path::Path,
+    vault: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use rampart_portal::backup;
+    let master = rampart_portal::crypto::load_existing_master_key(&config.master_key_path())
+        .map_err(anyhow::Error::msg)?;
+    let s = backup::restore(config, &master, from, vault)
+        .await
+        .with_context(|| {
+            format!(
+                "restoring {} into {}",
+                from.display(),
+                config.data_dir.display()
+            )
+        })?;
+    let portal = Portal::open(config.clone()).await.with_context(|| {
+        format!(
+            "opening the restored data dir {}",
+            config.data_dir.display()
+        )
+    })?;
+    backup::record_restore(&portal, &s, from).await?;
+    let vault_note = if s.vault_copied {
+        "key vault copied in".to_string()
+    } else {
+        format!(
+            "no key vault given: put it in {} before serving, if this portal has one",
+            config.data_dir.join(backup::VAULT_DIR).display()
+        )
+    };
+    print(json, &s, || {
+        format!(
+            "backup {} restored into {}: database (migration {}) and {} blobs, {} bytes\n{vault_note}\n\
+             serve it with the same master key",
+            s.backup_id,
+            s.data_dir.display(),
+            s.migration_level,
+            s.blobs,
+            s.bytes
+        )
+    });
     Ok(())
 }
 

@@ -47,6 +47,10 @@ pub enum ServiceError {
     /// The tenant's plan does not include a feature.
     #[error("this tenant's plan does not include {0}: ask your provider to add it")]
     NotInPlan(String),
+    /// The tenant belongs to another region's deployment, whose admin API
+    /// is at `url`.
+    #[error("region {region} is served by another deployment: create the tenant at {url}")]
+    WrongRegion { region: String, url: String },
 }
 
 fn enrollment_message(r: TokenRejection) -> String {
@@ -281,8 +285,19 @@ impl Portal {
             );
         }
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.db_path()).await?);
-        let blobs: Arc<dyn BlobStore> = Arc::new(LocalBlobStore::new(config.blob_dir()));
-        Self::with_backends(config, store, blobs, Arc::new(master)).await
+        let blobs: Arc<dyn BlobStore> = Arc::new(LocalBlobStore::with_trash(
+            config.blob_dir(),
+            config.blob_trash_dir(),
+            std::time::Duration::from_secs(config.blob_delete_grace_secs),
+        ));
+        let portal = Self::with_backends(config, store, blobs, Arc::new(master)).await?;
+        for t in portal.store.list_tenants().await? {
+            if t.region != portal.config.region {
+                tracing::warn!(tenant = %t.name, tenant_region = %t.region, region = %portal.config.region,
+                    "this store holds a tenant of another region: set `region` to the region this data belongs to");
+            }
+        }
+        Ok(portal)
     }
 
     /// Assembles a portal over given backends (tests use an in-memory store).
@@ -453,8 +468,7 @@ impl Portal {
         rampart_proto::pin::spki_pin(&leaf).map_err(|e| ServiceError::Tls(e.to_string()))
     }
 
-    /// Creates a tenant with its keys (recorded as `tenant.create` and
-    /// `key.create`).
+    /// Creates a tenant in this deployment's region.
     pub async fn create_tenant(
         &self,
         actor: &Actor,
@@ -462,6 +476,48 @@ impl Portal {
         domain: &str,
         cert_files: Option<(String, String)>,
     ) -> Result<Tenant> {
+        self.create_tenant_in(actor, name, domain, None, cert_files)
+            .await
+    }
+
+    /// Refuses a region other than this deployment's: a tenant's data stays
+    /// in its region's store, so it must be created by that region's
+    /// deployment, whose address the error gives.
+    pub fn check_region(&self, region: &str) -> Result<()> {
+        if region == self.config.region {
+            return Ok(());
+        }
+        crate::config::validate_region(region).map_err(ServiceError::Invalid)?;
+        match self.config.regions.get(region) {
+            Some(url) => Err(ServiceError::WrongRegion {
+                region: region.to_string(),
+                url: url.clone(),
+            }),
+            None => {
+                let mut known: Vec<&str> = vec![self.config.region.as_str()];
+                known.extend(self.config.regions.keys().map(String::as_str));
+                Err(ServiceError::Invalid(format!(
+                    "unknown region {region}: use one of {}",
+                    known.join(", ")
+                )))
+            }
+        }
+    }
+
+    /// Creates a tenant with its keys (recorded as `tenant.create` and
+    /// `key.create`) in `region`, which must be this deployment's (`None`:
+    /// this deployment's).
+    pub async fn create_tenant_in(
+        &self,
+        actor: &Actor,
+        name: &str,
+        domain: &str,
+        region: Option<&str>,
+        cert_files: Option<(String, String)>,
+    ) -> Result<Tenant> {
+        if let Some(r) = region {
+            self.check_region(r)?;
+        }
         validate_name(name)?;
         let domain = domain.to_ascii_lowercase();
         validate_domain(&domain)?;
@@ -506,6 +562,7 @@ impl Portal {
             cert_file: cert_files.as_ref().map(|c| c.0.clone()),
             key_file: cert_files.map(|c| c.1),
             lifecycle: Lifecycle::Live,
+            region: self.config.region.clone(),
         };
         self.store
             .create_tenant(&NewTenant {
@@ -514,7 +571,7 @@ impl Portal {
             })
             .await?;
         let target = format!("tenant:{id}");
-        let detail = serde_json::json!({"name": tenant.name, "domain": tenant.domain, "certificate": certificate});
+        let detail = serde_json::json!({"name": tenant.name, "domain": tenant.domain, "certificate": certificate, "region": tenant.region});
         audit::record(self, Some(id), actor, "tenant.create", &target, detail).await?;
         audit::record(self, Some(id), actor, "key.create", &target, key_detail).await?;
         if self.config.default_plan != rampart_store::DEFAULT_PLAN {

@@ -2822,3 +2822,106 @@ async fn retention_removes_what_is_past_the_plans_stored_days_and_says_so_in_met
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_tenant_of_another_region_is_refused_with_that_deployments_address() {
+    let mut config = Config {
+        region: "us".into(),
+        ..Config::default()
+    };
+    config
+        .regions
+        .insert("eu".into(), "https://admin.eu.example.net".into());
+    let h = Harness::with_config(config).await;
+    let op = Some(h.operator.as_str());
+    let create = |name: &str, region: Option<&str>| {
+        let mut b = json!({"name": name, "domain": format!("{name}.example.test")});
+        if let Some(r) = region {
+            b["region"] = json!(r);
+        }
+        b
+    };
+
+    let r = h
+        .call(
+            "POST",
+            ADMIN,
+            "/api/v1/admin/tenants",
+            op,
+            Some(create("euco", Some("eu"))),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::MISDIRECTED_REQUEST, "{}", r.text());
+    assert_eq!(r.error_code("another region"), "wrong_region");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("https://admin.eu.example.net"),
+        "{}",
+        r.text()
+    );
+    let r = h
+        .call(
+            "POST",
+            ADMIN,
+            "/api/v1/admin/tenants",
+            op,
+            Some(create("apco", Some("ap"))),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(r.text().contains("unknown region ap"), "{}", r.text());
+    let r = h
+        .call(
+            "POST",
+            ADMIN,
+            "/api/v1/admin/tenants",
+            op,
+            Some(create("bad", Some("E U"))),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+
+    // A refused tenant leaves nothing in this region's store: no tenant, no
+    // keys, no audit entry.
+    let store = h.portal.store.clone();
+    assert!(store.tenant_by_name("euco").await.unwrap().is_none());
+    assert!(store
+        .tenant_by_domain("euco.example.test")
+        .await
+        .unwrap()
+        .is_none());
+    let chain = store.audit_chain(0, 1000).await.unwrap();
+    assert!(chain
+        .iter()
+        .all(|e| !e.target.contains("euco") && !e.detail.contains("euco")));
+
+    // This region's own, named or not, is created here and says so.
+    for (name, region) in [("usco", Some("us")), ("plain", None)] {
+        let v = h
+            .call(
+                "POST",
+                ADMIN,
+                "/api/v1/admin/tenants",
+                op,
+                Some(create(name, region)),
+            )
+            .await
+            .ok("create a tenant of this region");
+        assert_eq!(v["tenant"]["region"], "us", "{v}");
+        let t = store.tenant_by_name(name).await.unwrap().unwrap();
+        assert_eq!(t.region, "us");
+    }
+    let listed = h
+        .call("GET", ADMIN, "/api/v1/admin/tenants", op, None)
+        .await
+        .ok("list tenants");
+    let regions: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["region"].as_str().unwrap())
+        .collect();
+    assert_eq!(regions, ["us", "us"]);
+}

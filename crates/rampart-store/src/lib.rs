@@ -18,6 +18,7 @@ mod sqlite_alarms;
 mod sqlite_audit;
 mod sqlite_billing;
 mod sqlite_lifecycle;
+mod sqlite_snapshot;
 pub mod suite;
 
 use async_trait::async_trait;

@@ -57,6 +57,8 @@ pub struct Tenant {
     /// Cancellation and deletion, apart from `status` (suspension), so a
     /// tenant reactivated inside its window comes back as it was.
     pub lifecycle: Lifecycle,
+    /// The region whose deployment holds the tenant (config `region`).
+    pub region: String,
 }
 
 impl Tenant {

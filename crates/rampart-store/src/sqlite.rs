@@ -16,6 +16,10 @@ use crate::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+pub(crate) fn migrator() -> &'static sqlx::migrate::Migrator {
+    &MIGRATOR
+}
+
 pub struct SqliteStore {
     pool: SqlitePool,
 }
@@ -112,6 +116,7 @@ pub(crate) fn tenant_from(row: &SqliteRow) -> Result<Tenant> {
         created_at: row.try_get("created_at")?,
         cert_file: row.try_get("cert_file")?,
         key_file: row.try_get("key_file")?,
+        region: row.try_get("region")?,
     })
 }
 
@@ -279,8 +284,8 @@ impl Store for SqliteStore {
         let k = &new.keys;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO tenants (id, name, domain, status, created_at, cert_file, key_file)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tenants (id, name, domain, status, created_at, cert_file, key_file, region)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(t.id.0.to_string())
         .bind(&t.name)
@@ -289,6 +294,7 @@ impl Store for SqliteStore {
         .bind(t.created_at)
         .bind(&t.cert_file)
         .bind(&t.key_file)
+        .bind(&t.region)
         .execute(&mut *tx)
         .await
         .map_err(|e| {

@@ -16,6 +16,7 @@ fn tenant(name: &str) -> NewTenant {
             cert_file: None,
             key_file: None,
             lifecycle: Lifecycle::Live,
+            region: "default".into(),
         },
         keys: TenantKeys {
             kek_wrapped: vec![1; 40],
@@ -96,6 +97,7 @@ pub async fn run_all(s: &dyn Store) {
     device_limit(s).await;
     retention(s).await;
     cancellation_and_purge(s).await;
+    tenant_regions(s).await;
 }
 
 async fn meta(s: &dyn Store) {
@@ -1919,4 +1921,26 @@ async fn cancellation_and_purge(s: &dyn Store) {
         s.tenant_setting(tb, "k").await.unwrap(),
         Some(serde_json::json!(1))
     );
+}
+
+/// A tenant keeps the region it was created in, through every lookup.
+async fn tenant_regions(s: &dyn Store) {
+    let mut eu = tenant("region-eu");
+    eu.tenant.region = "eu".into();
+    s.create_tenant(&eu).await.unwrap();
+    let got = s.get_tenant(eu.tenant.id).await.unwrap().unwrap();
+    assert_eq!(got.region, "eu");
+    let by_domain = s
+        .tenant_by_domain("region-eu.example.net")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_domain.region, "eu");
+    let listed = s.list_tenants().await.unwrap();
+    let row = listed.iter().find(|t| t.id == eu.tenant.id).unwrap();
+    assert_eq!(row.region, "eu");
+    assert!(listed
+        .iter()
+        .filter(|t| t.id != eu.tenant.id)
+        .all(|t| t.region == "default"));
 }

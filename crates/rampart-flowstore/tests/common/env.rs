@@ -64,6 +64,7 @@ impl Env {
                     cert_file: None,
                     key_file: None,
                     lifecycle: rampart_store::Lifecycle::Live,
+                    region: "default".into(),
                 },
                 keys: TenantKeys {
                     kek_wrapped: vec![1; 40],

@@ -40,6 +40,8 @@ pub struct TenantView {
     pub cancelled_at: Option<String>,
     pub delete_after: Option<String>,
     pub deleted_at: Option<String>,
+    /// The region whose deployment holds the tenant and its data.
+    pub region: String,
 }
 
 pub fn tenant_view(p: &crate::service::Portal, t: &Tenant) -> TenantView {
@@ -61,6 +63,7 @@ pub fn tenant_view(p: &crate::service::Portal, t: &Tenant) -> TenantView {
         status: t.status.as_str().into(),
         created_at: rfc3339(t.created_at),
         url: p.config.tenant_url(&t.domain),
+        region: t.region.clone(),
     }
 }
 
@@ -75,6 +78,9 @@ pub struct CreateTenant {
     /// local CA issues one when absent.
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
+    /// The tenant's region; this deployment's when absent. Another
+    /// region's is refused (421 `wrong_region`) with that deployment's URL.
+    pub region: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -117,7 +123,8 @@ async fn list_tenants(
     security(("operator" = [])),
     request_body = CreateTenant,
     responses((status = 201, body = CreatedTenant), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
+              (status = 401, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 421, body = ErrorBody, description = "The region is another deployment's: the message gives its URL")))]
 async fn create_tenant(
     State(p): State<AppState>,
     op: Operator,
@@ -135,7 +142,7 @@ async fn create_tenant(
     };
     let actor = op.actor();
     let t = p
-        .create_tenant(&actor, &req.name, &req.domain, files)
+        .create_tenant_in(&actor, &req.name, &req.domain, req.region.as_deref(), files)
         .await?;
     let tok = p
         .mint_api_token(&actor, Some(t.id), "initial admin", "admin", None)
