@@ -11,6 +11,7 @@
 //! - private keys exist unwrapped only in memory ([`crypto`]);
 //! - the library never uses the agent crate (only the demo command does).
 
+pub mod access;
 pub mod alarms;
 pub mod audit;
 pub mod billing;
@@ -26,6 +27,7 @@ pub mod notify;
 pub mod routes;
 pub mod service;
 pub mod tls;
+pub mod users;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,6 +62,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::alarms::router())
         .merge(routes::audit::router())
         .merge(routes::billing::router())
+        .merge(routes::users::router())
 }
 
 /// The whole HTTP application. Serving (TLS, sockets) is separate: tests
