@@ -143,9 +143,9 @@ pub enum Credential {
     /// A session cookie of a user: the tenant's own user, or an MSP
     /// operator user with the tenant's grant.
     Session {
-        session: SessionRow,
-        user: UserRow,
-        grant: Option<MspGrantRow>,
+        session: Box<SessionRow>,
+        user: Box<UserRow>,
+        grant: Option<Box<MspGrantRow>>,
     },
 }
 
@@ -309,9 +309,9 @@ async fn tenant_credential(
     Ok((
         role,
         Credential::Session {
-            session,
-            user,
-            grant,
+            session: Box::new(session),
+            user: Box::new(user),
+            grant: grant.map(Box::new),
         },
     ))
 }

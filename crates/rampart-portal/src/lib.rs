@@ -6,8 +6,9 @@
 //!
 //! Invariants:
 //! - every tenant-scoped handler gets its tenant from an extractor
-//!   (`TenantAdmin`, `DeviceRequest`, `TenantHost`) and passes it first to
-//!   the store; no handler takes a tenant id from the URL or body;
+//!   (`TenantCaller<R>` with its least role, `DeviceRequest`, `TenantHost`)
+//!   and passes it first to the store; no handler takes a tenant id from
+//!   the URL or body;
 //! - private keys exist unwrapped only in memory ([`crypto`]);
 //! - the library never uses the agent crate (only the demo command does).
 
