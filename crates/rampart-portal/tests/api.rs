@@ -5,7 +5,9 @@
 //! The route walks read `rampart_portal::openapi()`, so a route added to the
 //! route table is covered by the auth and cross-tenant checks without editing
 //! this file. A new route that needs a particular body or id gets a line in
-//! `sample_body` or `Fx::fill`.
+//! `sample_body` or `Fx::fill`; a new tenant route also gets its least role
+//! in `POLICY` (the walk fails without it, then checks that role with a
+//! token and a session of every role).
 
 use std::sync::Arc;
 
