@@ -15,10 +15,12 @@
 //! - `backup.create` (in the backed-up portal's log, after the backup is
 //!   written), `backup.restore` (in the restored portal's log).
 //!
-//! Logins are not recorded yet because there are none: every API request
-//! authenticates with a token, and using a token is not an action. They
-//! will be recorded (successes, failures and lockouts) when local accounts
-//! land (issue 6 §4).
+//! - users and access: `user.create`, `msp_user.create`, `user.setup`,
+//!   `user.role`, `user.totp_enable`, `user.offboard` (with what it
+//!   revoked), `api_token.revoke`, `msp_grant.create`, `msp_grant.revoke`;
+//!   `login.success`, `login.failure` (with the reason), `login.lockout`,
+//!   `login.recovery_code`, `logout`. Using a token or a session for a
+//!   request is not an action and is not recorded.
 //!
 //! One chain for the portal, not one per tenant: operator actions that
 //! span tenants keep their order; one anchor covers everything, so removing
@@ -46,7 +48,7 @@ use rampart_store::audit::{entry_hash, GENESIS};
 use rampart_store::{AuditAnchor, AuditEntry, NewAuditEntry, Store, StoreError, TenantId};
 use serde_json::Value;
 
-use crate::extract::{Operator, TenantAdmin};
+use crate::extract::{MinRole, Operator, TenantCaller};
 use crate::service::{now, Portal, ServiceError};
 
 /// A detail longer than this (as JSON text) is replaced by a note saying
@@ -72,6 +74,10 @@ pub enum Actor {
     Portal,
     /// A Stripe webhook, authenticated by its signature.
     Stripe,
+    /// A tenant's user with a session, by email.
+    User(String),
+    /// An MSP operator user acting on a tenant through its grant, by email.
+    Msp(String),
 }
 
 impl std::fmt::Display for Actor {
@@ -83,6 +89,8 @@ impl std::fmt::Display for Actor {
             Actor::Device(d) => write!(f, "device:{d}"),
             Actor::Portal => f.write_str("portal"),
             Actor::Stripe => f.write_str("stripe"),
+            Actor::User(e) => write!(f, "user:{e}"),
+            Actor::Msp(e) => write!(f, "msp:{e}"),
         }
     }
 }
@@ -90,12 +98,6 @@ impl std::fmt::Display for Actor {
 impl Operator {
     pub fn actor(&self) -> Actor {
         Actor::Operator(self.token.name.clone())
-    }
-}
-
-impl TenantAdmin {
-    pub fn actor(&self) -> Actor {
-        Actor::Tenant(self.token.name.clone())
     }
 }
 
@@ -147,9 +149,9 @@ pub async fn record(
 }
 
 /// Records a tenant's export (an API download of its data).
-pub async fn export(
+pub async fn export<R: MinRole>(
     p: &Portal,
-    a: &TenantAdmin,
+    a: &TenantCaller<R>,
     what: &str,
     csv: bool,
     rows: usize,

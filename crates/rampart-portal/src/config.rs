@@ -86,6 +86,19 @@ pub struct Config {
     /// deployment's admin API. A tenant asked for in one of them is refused
     /// here with its URL (see docs/regions.md).
     pub regions: std::collections::BTreeMap<String, String>,
+    /// Failed logins in a row that lock an account, and for how long.
+    pub login_max_failures: u32,
+    pub login_lockout_secs: u64,
+    /// Login attempts per client IP: a burst of `login_ip_burst`, refilled
+    /// at `login_ip_per_min` a minute.
+    pub login_ip_burst: u32,
+    pub login_ip_per_min: u32,
+    /// A session ends after this many seconds without a request, and in any
+    /// case this long after login.
+    pub session_idle_secs: u64,
+    pub session_max_secs: u64,
+    /// How long an invited user's one-time setup token is valid.
+    pub user_setup_ttl_secs: u64,
 }
 
 impl Default for Config {
@@ -118,6 +131,13 @@ impl Default for Config {
             region: "default".into(),
             regions: std::collections::BTreeMap::new(),
             blob_delete_grace_secs: 3600,
+            login_max_failures: 5,
+            login_lockout_secs: 900,
+            login_ip_burst: 20,
+            login_ip_per_min: 10,
+            session_idle_secs: 1800,
+            session_max_secs: 43_200,
+            user_setup_ttl_secs: 3 * 86_400,
         }
     }
 }
@@ -202,6 +222,27 @@ impl Config {
                 "stripe_webhook_secret must be 1 to 256 characters: copy it from the stripe dashboard"
                     .into(),
             );
+        }
+        if !(1..=100).contains(&self.login_max_failures) {
+            return Err("login_max_failures must be between 1 and 100".into());
+        }
+        if !(1..=86_400).contains(&self.login_lockout_secs) {
+            return Err("login_lockout_secs must be between 1 and 86400".into());
+        }
+        if self.login_ip_burst == 0 || self.login_ip_per_min == 0 {
+            return Err("login_ip_burst and login_ip_per_min must be at least 1".into());
+        }
+        if self.session_idle_secs < 60 || self.session_max_secs < self.session_idle_secs {
+            return Err(
+                "session_idle_secs must be at least 60 and session_max_secs at least session_idle_secs"
+                    .into(),
+            );
+        }
+        if self.session_max_secs > 30 * 86_400 {
+            return Err("session_max_secs must be at most 2592000 (30 days)".into());
+        }
+        if !(60..=30 * 86_400).contains(&self.user_setup_ttl_secs) {
+            return Err("user_setup_ttl_secs must be between 60 and 2592000".into());
         }
         crate::service::validate_domain(&self.admin_domain)
             .map_err(|e| format!("admin_domain: {e}"))?;

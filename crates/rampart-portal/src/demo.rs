@@ -29,7 +29,7 @@ pub async fn run(portal: Arc<Portal>) -> anyhow::Result<()> {
         .mint_api_token(&Actor::Cli, None, "demo operator", "operator", None)
         .await?;
     let tenant_token = portal
-        .mint_api_token(&Actor::Cli, Some(tenant.id), "demo admin", "admin", None)
+        .mint_api_token(&Actor::Cli, Some(tenant.id), "demo owner", "owner", None)
         .await?;
 
     let listener = rampart_portal::bind(cfg.listen)

@@ -28,6 +28,8 @@ pub struct ApiError {
     internal: Option<String>,
     /// Column of an expression error, sent as `position`.
     pub position: Option<u32>,
+    /// Seconds sent as `retry-after` (429s).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -38,6 +40,7 @@ impl ApiError {
             message: message.into(),
             internal: None,
             position: None,
+            retry_after: None,
         }
     }
     /// A 400 for an expression that does not parse, naming the column.
@@ -63,6 +66,13 @@ impl ApiError {
             format!("{what} not found: check the id and the tenant domain"),
         )
     }
+    /// A 429 with `retry-after: secs`.
+    pub fn too_many(code: &'static str, message: impl Into<String>, secs: u64) -> Self {
+        ApiError {
+            retry_after: Some(secs.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+        }
+    }
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
@@ -74,6 +84,7 @@ impl ApiError {
             message: "internal error: retry later, and report the request id if it persists".into(),
             internal: Some(detail.to_string()),
             position: None,
+            retry_after: None,
         }
     }
     pub fn unavailable(detail: impl std::fmt::Display) -> Self {
@@ -83,6 +94,7 @@ impl ApiError {
             message: "service temporarily unavailable: retry later".into(),
             internal: Some(detail.to_string()),
             position: None,
+            retry_after: None,
         }
     }
 }
@@ -153,6 +165,10 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from(secs));
+        }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert("retry-after", axum::http::HeaderValue::from_static("5"));

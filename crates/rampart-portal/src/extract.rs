@@ -1,8 +1,11 @@
 //! Request extractors. Each route states who may call it by the extractor it
-//! takes: [`Operator`] (admin domain, operator token), [`TenantAdmin`]
-//! (tenant domain, that tenant's token), [`DeviceRequest`] (tenant domain,
-//! signed by an enrolled device) or bare [`TenantHost`] (enrollment).
+//! takes: [`Operator`] (admin domain, operator token), [`TenantCaller`]
+//! with the least role it needs (tenant domain, that tenant's token or a
+//! user's session: [`TenantReader`], [`TenantAnalyst`], [`TenantAdmin`],
+//! [`TenantOwner`]), [`DeviceRequest`] (tenant domain, signed by an
+//! enrolled device) or bare [`TenantHost`] (enrollment, login).
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -11,9 +14,12 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 use rampart_proto::api::DeviceStatus;
 use rampart_proto::reqsig::DeviceAuth;
-use rampart_store::{ApiToken, Device, DeviceId, Lifecycle, Tenant, TenantStatus};
+use rampart_store::{
+    ApiToken, Device, DeviceId, Lifecycle, MspGrantRow, SessionRow, Tenant, TenantStatus, UserRow,
+};
 use serde::de::DeserializeOwned;
 
+pub use crate::access::{role, MinRole, Role};
 use crate::error::ApiError;
 use crate::service::{now, NonceCheck, Portal};
 use crate::tls::ConnInfo;
@@ -139,28 +145,201 @@ impl FromRequestParts<AppState> for TenantHost {
     }
 }
 
-/// A request on a tenant's domain carrying one of that tenant's API tokens.
-pub struct TenantAdmin {
-    pub tenant: Tenant,
-    pub token: ApiToken,
+/// How a tenant caller authenticated.
+pub enum Credential {
+    /// One of the tenant's API tokens (bearer).
+    Token(ApiToken),
+    /// A session cookie of a user: the tenant's own user, or an MSP
+    /// operator user with the tenant's grant.
+    Session {
+        session: Box<SessionRow>,
+        user: Box<UserRow>,
+        grant: Option<Box<MspGrantRow>>,
+    },
 }
 
-impl FromRequestParts<AppState> for TenantAdmin {
-    type Rejection = ApiError;
+/// A request on a tenant's domain by a caller of that tenant whose role is
+/// at least `R`: the route's policy is this type, so a handler cannot
+/// forget it. No or bad credentials answer 401; a role below `R` answers
+/// 403 `insufficient_role` naming the role needed.
+pub struct TenantCaller<R: MinRole> {
+    pub tenant: Tenant,
+    pub role: Role,
+    pub credential: Credential,
+    need: PhantomData<fn() -> R>,
+}
 
-    async fn from_request_parts(parts: &mut Parts, portal: &AppState) -> Result<Self, ApiError> {
-        let TenantHost(tenant) = TenantHost::from_request_parts(parts, portal).await?;
-        let secret = bearer(parts).ok_or_else(|| {
-            ApiError::unauthorized("send an api token: authorization: bearer <token>")
-        })?;
-        match portal.authenticate(secret).await? {
-            Some(token) if token.tenant_id == Some(tenant.id) => Ok(TenantAdmin { tenant, token }),
+/// Reads (devices, flows, alarms, audit).
+pub type TenantReader = TenantCaller<role::ReadOnly>;
+/// Works alarms and exports.
+pub type TenantAnalyst = TenantCaller<role::Analyst>;
+/// Manages devices, tokens, rules, webhooks, settings and users below owner.
+pub type TenantAdmin = TenantCaller<role::Admin>;
+/// Manages owners, MSP grants and destructive actions.
+pub type TenantOwner = TenantCaller<role::Owner>;
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "rampart_session";
+/// The header that must carry the session's CSRF token on cookie writes.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// A session's `last_seen` is written at most this often (idle expiry is
+/// counted in minutes; a write per request would cost an fsync each).
+const SESSION_TOUCH_SECS: i64 = 60;
+
+fn session_cookie(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.trim())
+}
+
+fn insufficient(need: Role, has: Role) -> ApiError {
+    ApiError::forbidden(
+        "insufficient_role",
+        format!(
+            "this needs the {need} role or above and the caller has {has}: ask an owner of this tenant"
+        ),
+    )
+}
+
+impl<R: MinRole> TenantCaller<R> {
+    /// For the few routes whose need depends on the request (a CSV export
+    /// on a read route): the caller must have `need` too.
+    pub fn require(&self, need: Role) -> Result<(), ApiError> {
+        if self.role < need {
+            return Err(insufficient(need, self.role));
+        }
+        Ok(())
+    }
+
+    /// The user behind the call (`None` for an API token).
+    pub fn user(&self) -> Option<&UserRow> {
+        match &self.credential {
+            Credential::Token(_) => None,
+            Credential::Session { user, .. } => Some(user),
+        }
+    }
+}
+
+async fn tenant_credential(
+    parts: &Parts,
+    portal: &AppState,
+    tenant: &Tenant,
+) -> Result<(Role, Credential), ApiError> {
+    if let Some(secret) = bearer(parts) {
+        return match portal.authenticate(secret).await? {
+            Some(token) if token.tenant_id == Some(tenant.id) => {
+                Ok((Role::from_stored(&token.role), Credential::Token(token)))
+            }
             // A valid token of another tenant, or an operator token, gets the
             // same answer as a bad one: nothing to learn about other tenants.
             _ => Err(ApiError::unauthorized(
                 "api token is invalid, expired or not for this tenant: use a token of this tenant",
             )),
+        };
+    }
+    let Some(cookie) = session_cookie(parts) else {
+        return Err(ApiError::unauthorized(
+            "send an api token (authorization: bearer <token>) or log in at /api/v1/auth/login",
+        ));
+    };
+    let expired = || {
+        ApiError::unauthorized("session is invalid or expired: log in again at /api/v1/auth/login")
+    };
+    if cookie.len() > 128 {
+        return Err(expired());
+    }
+    let hash = rampart_proto::sha256_hex(cookie.as_bytes());
+    // Sessions are looked up per tenant: a cookie issued on another
+    // tenant's domain is not found here.
+    let session = portal
+        .store
+        .get_session(tenant.id, &hash)
+        .await?
+        .filter(|s| rampart_proto::ct_eq(s.id_hash.as_bytes(), hash.as_bytes()))
+        .ok_or_else(expired)?;
+    let now = now();
+    let idle = i64::try_from(portal.config.session_idle_secs).unwrap_or(i64::MAX);
+    if session.revoked_at.is_some()
+        || now >= session.expires_at
+        || now.saturating_sub(session.last_seen) >= idle
+    {
+        return Err(expired());
+    }
+    let (user, grant, role) = match portal
+        .store
+        .get_user(Some(tenant.id), session.user_id)
+        .await?
+    {
+        Some(u) => {
+            let role = u.role.as_deref().map(Role::from_stored);
+            (Some(u), None, role)
         }
+        None => match portal.store.get_user(None, session.user_id).await? {
+            Some(u) => {
+                let g = portal.store.active_msp_grant(tenant.id, u.id, now).await?;
+                let role = g.as_ref().map(|g| Role::from_stored(&g.role));
+                (Some(u), g, role)
+            }
+            None => (None, None, None),
+        },
+    };
+    let (Some(user), Some(role)) = (user, role) else {
+        return Err(expired());
+    };
+    if user.offboarded_at.is_some() {
+        return Err(expired());
+    }
+    if !matches!(
+        parts.method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    ) {
+        let sent = parts
+            .headers
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 128)
+            .map(|v| rampart_proto::sha256_hex(v.as_bytes()));
+        if !sent.is_some_and(|h| rampart_proto::ct_eq(h.as_bytes(), session.csrf_hash.as_bytes())) {
+            return Err(ApiError::forbidden(
+                "csrf_failed",
+                "cookie-authenticated writes need the session's csrf token in x-csrf-token: use the csrf_token the login returned",
+            ));
+        }
+    }
+    if now - session.last_seen >= SESSION_TOUCH_SECS {
+        portal.store.touch_session(tenant.id, &hash, now).await?;
+    }
+    Ok((
+        role,
+        Credential::Session {
+            session: Box::new(session),
+            user: Box::new(user),
+            grant: grant.map(Box::new),
+        },
+    ))
+}
+
+impl<R: MinRole> FromRequestParts<AppState> for TenantCaller<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, portal: &AppState) -> Result<Self, ApiError> {
+        let TenantHost(tenant) = TenantHost::from_request_parts(parts, portal).await?;
+        let (role, credential) = tenant_credential(parts, portal, &tenant).await?;
+        if role < R::ROLE {
+            return Err(insufficient(R::ROLE, role));
+        }
+        Ok(TenantCaller {
+            tenant,
+            role,
+            credential,
+            need: PhantomData,
+        })
     }
 }
 

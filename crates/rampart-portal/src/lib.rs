@@ -6,11 +6,13 @@
 //!
 //! Invariants:
 //! - every tenant-scoped handler gets its tenant from an extractor
-//!   (`TenantAdmin`, `DeviceRequest`, `TenantHost`) and passes it first to
-//!   the store; no handler takes a tenant id from the URL or body;
+//!   (`TenantCaller<R>` with its least role, `DeviceRequest`, `TenantHost`)
+//!   and passes it first to the store; no handler takes a tenant id from
+//!   the URL or body;
 //! - private keys exist unwrapped only in memory ([`crypto`]);
 //! - the library never uses the agent crate (only the demo command does).
 
+pub mod access;
 pub mod alarms;
 pub mod audit;
 pub mod backup;
@@ -28,6 +30,7 @@ pub mod notify;
 pub mod routes;
 pub mod service;
 pub mod tls;
+pub mod users;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,6 +66,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::audit::router())
         .merge(routes::billing::router())
         .merge(routes::plans::router())
+        .merge(routes::users::router())
 }
 
 /// The whole HTTP application. Serving (TLS, sockets) is separate: tests

@@ -115,6 +115,9 @@ enum Cmd {
     /// The audit log: verify its hash chain, list entries.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// User accounts: a tenant's users (`--tenant`) or MSP operator users (`--msp`).
+    #[command(subcommand)]
+    User(UserCmd),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -347,6 +350,48 @@ enum AuditCmd {
     },
 }
 
+/// Whose users: one tenant's, or the portal's MSP operator users.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct UserScope {
+    /// The tenant (name or id).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// MSP operator users, who act on a tenant only where its owner granted it.
+    #[arg(long)]
+    msp: bool,
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Create a user. With --password-stdin the first line of stdin is its
+    /// password; otherwise a tenant user gets a one-time setup token (printed
+    /// once) to set it at POST /api/v1/auth/setup.
+    Create {
+        #[command(flatten)]
+        scope: UserScope,
+        #[arg(long)]
+        email: String,
+        /// owner, admin, analyst or read_only (tenant users only).
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List live users.
+    List {
+        #[command(flatten)]
+        scope: UserScope,
+    },
+    /// Offboard a user: every session and every token it created are revoked at once.
+    Offboard {
+        #[command(flatten)]
+        scope: UserScope,
+        #[arg(long)]
+        email: String,
+    },
+}
+
 #[derive(Subcommand)]
 enum AdminTokenCmd {
     /// Create an operator token (printed once).
@@ -507,6 +552,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Token(t) => token_cmd(&portal, t, cli.json).await?,
         Cmd::Alarms(a) => alarms_cmd(&portal, a, cli.json).await?,
         Cmd::Audit(a) => audit_cmd(&portal, a, cli.json).await?,
+        Cmd::User(u) => user_cmd(&portal, u, cli.json).await?,
         Cmd::AdminToken(AdminTokenCmd::Create { name }) => {
             let t = portal
                 .mint_api_token(&Actor::Cli, None, &name, "operator", None)
@@ -560,15 +606,15 @@ async fn tenant_cmd(p: &Portal, cmd: TenantCmd, json: bool) -> anyhow::Result<()
                 .create_tenant_in(&Actor::Cli, &name, &domain, region.as_deref(), files)
                 .await?;
             let tok = p
-                .mint_api_token(&Actor::Cli, Some(t.id), "initial admin", "admin", None)
+                .mint_api_token(&Actor::Cli, Some(t.id), "initial owner", "owner", None)
                 .await?;
             let v = tenant_view(p, &t);
             print(
                 json,
-                &serde_json::json!({"tenant": v, "admin_token": tok.secret}),
+                &serde_json::json!({"tenant": v, "admin_token": tok.secret, "role": "owner"}),
                 || {
                     format!(
-                        "tenant {} ({}) created at {}\nadmin api token (shown once): {}",
+                        "tenant {} ({}) created at {}\nowner api token (shown once): {}",
                         t.name, t.id, v.url, tok.secret
                     )
                 },
@@ -1059,6 +1105,119 @@ async fn audit_cmd(p: &Portal, cmd: AuditCmd, json: bool) -> anyhow::Result<()> 
                     .collect::<Vec<_>>()
                     .join("\n")
             });
+        }
+    }
+    Ok(())
+}
+
+async fn user_cmd(p: &Portal, cmd: UserCmd, json: bool) -> anyhow::Result<()> {
+    use rampart_portal::access::Role;
+    use rampart_portal::users;
+    async fn scope_of(p: &Portal, s: &UserScope) -> anyhow::Result<Option<rampart_store::Tenant>> {
+        match &s.tenant {
+            Some(t) => Ok(Some(p.find_tenant(t).await?)),
+            None => Ok(None),
+        }
+    }
+    match cmd {
+        UserCmd::Create {
+            scope,
+            email,
+            role,
+            password_stdin,
+        } => {
+            let tenant = scope_of(p, &scope).await?;
+            let role = match (&tenant, role.as_deref()) {
+                (Some(_), Some(r)) => Some(Role::parse(r).with_context(|| {
+                    format!("--role {r}: use owner, admin, analyst or read_only")
+                })?),
+                (Some(_), None) => {
+                    bail!("a tenant user needs --role owner|admin|analyst|read_only")
+                }
+                (None, Some(_)) => {
+                    bail!("msp users have no role of their own: a tenant's owner grants one")
+                }
+                (None, None) => None,
+            };
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("reading the password from stdin")?;
+                Some(zeroize::Zeroizing::new(
+                    line.trim_end_matches(['\r', '\n']).to_string(),
+                ))
+            } else {
+                None
+            };
+            let c = users::create_user(
+                p,
+                &Actor::Cli,
+                tenant.as_ref().map(|t| t.id),
+                &email,
+                role,
+                password.as_deref().map(|s| s.as_str()),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            print(
+                json,
+                &serde_json::json!({"id": c.user.id, "email": c.user.email, "role": c.user.role,
+                    "setup_token": c.setup_token}),
+                || match &c.setup_token {
+                    Some(t) => format!(
+                        "user {} ({}) invited\nsetup token (shown once): {t}",
+                        c.user.email, c.user.id
+                    ),
+                    None => format!("user {} ({}) created", c.user.email, c.user.id),
+                },
+            );
+        }
+        UserCmd::List { scope } => {
+            let tenant = scope_of(p, &scope).await?;
+            let rows = p.store.list_users(tenant.map(|t| t.id)).await?;
+            let vs: Vec<_> = rows
+                .iter()
+                .map(|u| {
+                    serde_json::json!({"id": u.id, "email": u.email, "role": u.role,
+                    "totp": u.totp_enabled, "invited": u.password_hash.is_none()})
+                })
+                .collect();
+            print(json, &vs, || {
+                rows.iter()
+                    .map(|u| {
+                        format!(
+                            "{}  {:<40} {}",
+                            u.id,
+                            u.email,
+                            u.role.as_deref().unwrap_or("msp")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        UserCmd::Offboard { scope, email } => {
+            let tenant = scope_of(p, &scope).await?.map(|t| t.id);
+            let user = p
+                .store
+                .user_by_email(tenant, &email.to_ascii_lowercase())
+                .await?
+                .with_context(|| format!("no live user {email} there"))?;
+            let n = users::offboard(p, &Actor::Cli, tenant, &user)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            print(
+                json,
+                &serde_json::json!({"sessions_revoked": n.sessions, "tokens_revoked": n.tokens,
+                    "grants_revoked": n.grants}),
+                || {
+                    format!(
+                        "user {email} offboarded: {} sessions, {} tokens and {} grants revoked",
+                        n.sessions, n.tokens, n.grants
+                    )
+                },
+            );
         }
     }
     Ok(())

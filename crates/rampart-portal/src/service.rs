@@ -261,6 +261,8 @@ pub struct Portal {
     pub metrics: Metrics,
     pub flows: Flows,
     pub alarms: Alarms,
+    /// Login rate limiting (users and access).
+    pub access: crate::users::Access,
 }
 
 impl Portal {
@@ -357,6 +359,7 @@ impl Portal {
                 .as_deref()
                 .map(|u| (u, config.smtp_from.as_str())),
         )?;
+        let config_access = config.clone();
         let portal = Portal {
             config,
             store,
@@ -371,6 +374,7 @@ impl Portal {
             metrics: Metrics::new(),
             flows,
             alarms,
+            access: crate::users::Access::new(&config_access),
         };
         portal.refresh_certs().await?;
         Ok(portal)
@@ -647,6 +651,21 @@ impl Portal {
         role: &str,
         ttl_secs: Option<i64>,
     ) -> Result<MintedToken> {
+        self.mint_api_token_by(actor, tenant, name, role, ttl_secs, None)
+            .await
+    }
+
+    /// [`Portal::mint_api_token`] on behalf of a user (`created_by`), whose
+    /// offboarding revokes it.
+    pub async fn mint_api_token_by(
+        &self,
+        actor: &Actor,
+        tenant: Option<TenantId>,
+        name: &str,
+        role: &str,
+        ttl_secs: Option<i64>,
+        created_by: Option<UserId>,
+    ) -> Result<MintedToken> {
         let mut raw = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut raw);
         let prefix = if tenant.is_some() { "rmt_" } else { "rmo_" };
@@ -664,6 +683,7 @@ impl Portal {
             created_at: now,
             expires_at: ttl_secs.map(|t| now + t),
             revoked_at: None,
+            created_by,
         };
         self.store.create_api_token(&row).await?;
         let detail = serde_json::json!({
@@ -671,6 +691,7 @@ impl Portal {
             "role": row.role,
             "scope": if tenant.is_some() { "tenant" } else { "operator" },
             "expires_at": row.expires_at,
+            "created_by": row.created_by,
         });
         let target = format!("api_token:{}", row.id);
         audit::record(self, tenant, actor, "api_token.create", &target, detail).await?;

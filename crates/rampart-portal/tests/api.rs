@@ -5,7 +5,9 @@
 //! The route walks read `rampart_portal::openapi()`, so a route added to the
 //! route table is covered by the auth and cross-tenant checks without editing
 //! this file. A new route that needs a particular body or id gets a line in
-//! `sample_body` or `Fx::fill`.
+//! `sample_body` or `Fx::fill`; a new tenant route also gets its least role
+//! in `POLICY` (the walk fails without it, then checks that role with a
+//! token and a session of every role).
 
 use std::sync::Arc;
 
@@ -41,6 +43,80 @@ const PUBLIC: &[(&str, &str)] = &[
     ("GET", "/readyz"),
     ("POST", "/api/v1/enroll"),
     ("POST", "/api/v1/billing/stripe"),
+    ("POST", "/api/v1/auth/login"),
+    ("POST", "/api/v1/auth/setup"),
+];
+
+/// The least role of every tenant route (tags tenant, alarms, flows).
+/// A route missing here fails `every_route_has_an_auth_policy`: adding a
+/// tenant route means choosing its role, here and in its extractor.
+const POLICY: &[(&str, &str, &str)] = &[
+    ("GET", "/api/v1/tenant", "read_only"),
+    ("GET", "/api/v1/plan", "read_only"),
+    ("GET", "/api/v1/enrollment-tokens", "admin"),
+    ("POST", "/api/v1/enrollment-tokens", "admin"),
+    ("POST", "/api/v1/enrollment-tokens/{id}/revoke", "admin"),
+    ("GET", "/api/v1/devices", "read_only"),
+    ("GET", "/api/v1/devices/{id}", "read_only"),
+    ("POST", "/api/v1/devices/{id}/approve", "admin"),
+    ("POST", "/api/v1/devices/{id}/revoke", "admin"),
+    ("GET", "/api/v1/devices/{id}/instructions", "read_only"),
+    ("POST", "/api/v1/devices/{id}/instructions", "admin"),
+    ("POST", "/api/v1/instructions", "admin"),
+    ("GET", "/api/v1/devices/{id}/events", "read_only"),
+    ("GET", "/api/v1/batches", "read_only"),
+    ("GET", "/api/v1/audit", "admin"),
+    ("GET", "/api/v1/alarms", "read_only"),
+    ("GET", "/api/v1/alarms/counts", "read_only"),
+    ("GET", "/api/v1/alarms/{id}", "read_only"),
+    ("POST", "/api/v1/alarms/{id}/ack", "analyst"),
+    ("POST", "/api/v1/alarms/{id}/resolve", "analyst"),
+    ("POST", "/api/v1/alarms/{id}/archive", "analyst"),
+    ("POST", "/api/v1/alarms/{id}/assign", "analyst"),
+    ("POST", "/api/v1/alarms/{id}/notes", "analyst"),
+    ("GET", "/api/v1/alarms/timeline", "analyst"),
+    ("GET", "/api/v1/alarm-rules", "read_only"),
+    ("POST", "/api/v1/alarm-rules", "admin"),
+    ("DELETE", "/api/v1/alarm-rules/{id}", "admin"),
+    ("GET", "/api/v1/alarm-settings", "read_only"),
+    ("PUT", "/api/v1/alarm-settings", "admin"),
+    ("GET", "/api/v1/alarm-email", "read_only"),
+    ("PUT", "/api/v1/alarm-email", "admin"),
+    ("GET", "/api/v1/webhooks", "admin"),
+    ("POST", "/api/v1/webhooks", "admin"),
+    ("DELETE", "/api/v1/webhooks/{id}", "admin"),
+    ("GET", "/api/v1/alarm-deliveries", "read_only"),
+    ("GET", "/api/v1/flows/top", "read_only"),
+    ("GET", "/api/v1/flows/series", "read_only"),
+    ("GET", "/api/v1/flows/search", "read_only"),
+    ("GET", "/api/v1/flows/totals", "read_only"),
+    ("GET", "/api/v1/data-controls", "read_only"),
+    ("PUT", "/api/v1/data-controls", "admin"),
+    ("POST", "/api/v1/auth/logout", "read_only"),
+    ("GET", "/api/v1/auth/me", "read_only"),
+    ("POST", "/api/v1/auth/totp", "read_only"),
+    ("POST", "/api/v1/auth/totp/confirm", "read_only"),
+    ("GET", "/api/v1/users", "admin"),
+    ("POST", "/api/v1/users", "admin"),
+    ("PUT", "/api/v1/users/{id}/role", "admin"),
+    ("POST", "/api/v1/users/{id}/offboard", "admin"),
+    ("GET", "/api/v1/tokens", "admin"),
+    ("POST", "/api/v1/tokens", "admin"),
+    ("POST", "/api/v1/tokens/{id}/revoke", "admin"),
+    ("GET", "/api/v1/msp-grants", "owner"),
+    ("POST", "/api/v1/msp-grants", "owner"),
+    ("POST", "/api/v1/msp-grants/{id}/revoke", "owner"),
+];
+
+/// The tenant roles, least first.
+const ROLES: [&str; 4] = ["read_only", "analyst", "admin", "owner"];
+
+/// Routes only a logged-in person may use (a token passes the role check
+/// and is then refused with 403 `session_required`).
+const SESSION_ONLY: &[&str] = &[
+    "/api/v1/auth/logout",
+    "/api/v1/auth/totp",
+    "/api/v1/auth/totp/confirm",
 ];
 
 const POLL_NOW: &str = "/api/v1/device/poll?after_seq=0&wait_secs=0";
@@ -103,6 +179,8 @@ struct Reply {
     status: StatusCode,
     request_id: Option<String>,
     content_type: Option<String>,
+    set_cookie: Option<String>,
+    retry_after: Option<String>,
     body: Vec<u8>,
 }
 
@@ -303,6 +381,11 @@ fn sample_body(op: &Op) -> Value {
         "/api/v1/alarm-rules" => json!({"action": "mute", "kind": "port_scan", "comment": "test"}),
         "/api/v1/webhooks" => json!({"url": "https://hooks.example.net/rampart"}),
         "/api/v1/alarm-email" => json!({"recipients": ["soc@acme.example"]}),
+        "/api/v1/users" => json!({"email": "walk@acme.example", "role": "read_only"}),
+        p if p.ends_with("/role") => json!({"role": "read_only"}),
+        "/api/v1/tokens" => json!({"name": "walk", "role": "read_only"}),
+        "/api/v1/msp-grants" => json!({"email": MSP_EMAIL, "role": "analyst"}),
+        "/api/v1/auth/totp/confirm" => json!({"code": "000000"}),
         _ => json!({}),
     }
 }
@@ -376,6 +459,12 @@ struct Fx {
     alarm_id: Uuid,
     rule_id: Uuid,
     webhook_id: Uuid,
+    /// A user whose role can change, one to offboard, an API token to
+    /// revoke and a grant to the harness's MSP user.
+    user_id: Uuid,
+    offboard_user_id: Uuid,
+    api_token_id: Uuid,
+    grant_id: Uuid,
 }
 
 impl Fx {
@@ -397,6 +486,14 @@ impl Fx {
             }
             (true, _) if op.path.starts_with("/api/v1/webhooks/") => {
                 Some(self.webhook_id.to_string())
+            }
+            (true, _) if op.path.ends_with("/offboard") => Some(self.offboard_user_id.to_string()),
+            (true, _) if op.path.starts_with("/api/v1/users/") => Some(self.user_id.to_string()),
+            (true, _) if op.path.starts_with("/api/v1/tokens/") => {
+                Some(self.api_token_id.to_string())
+            }
+            (true, _) if op.path.starts_with("/api/v1/msp-grants/") => {
+                Some(self.grant_id.to_string())
             }
             (true, _) => Some(self.device.id.to_string()),
             (false, Kind::Uuid) => Some(self.device.id.to_string()),
@@ -477,6 +574,7 @@ impl Harness {
                 .map(String::from)
         };
         let (request_id, content_type) = (header("x-request-id"), header("content-type"));
+        let (set_cookie, retry_after) = (header("set-cookie"), header("retry-after"));
         let status = resp.status();
         let body = resp
             .into_body()
@@ -489,6 +587,8 @@ impl Harness {
             status,
             request_id,
             content_type,
+            set_cookie,
+            retry_after,
             body,
         }
     }
@@ -626,7 +726,7 @@ impl Harness {
             .unwrap();
         let token = self
             .portal
-            .mint_api_token(&Actor::Cli, Some(tenant.id), "t", "admin", None)
+            .mint_api_token(&Actor::Cli, Some(tenant.id), "t", "owner", None)
             .await
             .unwrap()
             .secret;
@@ -681,6 +781,16 @@ impl Harness {
         )
         .await
         .unwrap();
+        let user_id = self.fixture_user(&tenant, "fx-user").await;
+        let offboard_user_id = self.fixture_user(&tenant, "fx-leaver").await;
+        let api_token_id = self
+            .portal
+            .mint_api_token(&Actor::Cli, Some(tenant.id), "fx", "read_only", None)
+            .await
+            .unwrap()
+            .row
+            .id;
+        let grant_id = self.fixture_grant(&tenant).await;
         Fx {
             tenant,
             token,
@@ -690,6 +800,10 @@ impl Harness {
             alarm_id,
             rule_id,
             webhook_id: hook.id,
+            user_id,
+            offboard_user_id,
+            api_token_id,
+            grant_id,
         }
     }
 
@@ -739,6 +853,11 @@ impl Harness {
                 s.list_alarm_rules(t).await.unwrap(),
                 s.list_webhooks(t).await.unwrap(),
                 s.list_audit(t, 0, 10_000).await.unwrap(),
+                (
+                    s.list_users(Some(t)).await.unwrap(),
+                    s.list_api_tokens(t).await.unwrap(),
+                    s.list_msp_grants(t).await.unwrap(),
+                ),
             )
         )
     }
@@ -786,6 +905,7 @@ async fn every_route_has_an_auth_policy() {
             );
         }
     }
+    role_walk(&h, &a, &ops).await;
     // The document itself is served outside the document, to anyone.
     assert!(doc["paths"].get("/api/v1/openapi.json").is_none());
     for host in [ADMIN, a.host()] {
@@ -818,12 +938,16 @@ async fn cross_tenant_access_is_refused_on_every_route() {
         b.alarm_id.to_string(),
         b.rule_id.to_string(),
         b.webhook_id.to_string(),
+        b.user_id.to_string(),
+        b.offboard_user_id.to_string(),
+        b.api_token_id.to_string(),
+        b.grant_id.to_string(),
     ];
     let ops = operations(&doc());
 
     let tenant_ops: Vec<&Op> = ops
         .iter()
-        .filter(|o| o.tag == "tenant" || o.tag == "alarms")
+        .filter(|o| (o.tag == "tenant" || o.tag == "alarms") && !o.is_public())
         .collect();
     assert!(
         tenant_ops.len() >= 10,
@@ -947,8 +1071,12 @@ async fn cross_tenant_access_is_refused_on_every_route() {
     );
 
     // Control: the same requests with A's own token and ids get through, so
-    // the refusals above were about the tenant, not about the request.
-    for op in &tenant_ops {
+    // the refusals above were about the tenant, not about the request
+    // (the routes only a logged-in person may use refuse any token).
+    for op in tenant_ops
+        .iter()
+        .filter(|o| !SESSION_ONLY.contains(&o.path.as_str()))
+    {
         let r = h.as_owner(op, &a).await;
         assert!(
             r.status.is_success() || r.status == StatusCode::CONFLICT,
@@ -2326,6 +2454,9 @@ async fn admin_actions_exports_and_key_operations_are_audited_per_tenant() {
         "cli api_token.create",
         "cli enrollment_token.create",
         &format!("device:{} device.enroll", a.device.id),
+        "cli user.create",
+        "cli user.create",
+        "cli api_token.create",
         "operator:op tenant.suspend",
         "operator:op tenant.resume",
         "operator:op flow_plan.set",
@@ -2360,12 +2491,13 @@ async fn admin_actions_exports_and_key_operations_are_audited_per_tenant() {
 
     // B's listing is B's; the operator sees everything and links.
     let theirs = audit_pages(&h, b.host(), "/api/v1/audit", &b.token).await;
-    assert_eq!(theirs.len(), 5, "{theirs:#?}");
+    // Tenant creation, its keys, tokens, device and fixture users (5 + 3).
+    assert_eq!(theirs.len(), 8, "{theirs:#?}");
     let all = audit_pages(&h, ADMIN, "/api/v1/admin/audit", &h.operator).await;
     assert_eq!(
         all.len(),
-        1 + mine.len() + theirs.len(),
-        "the operator token, A, B"
+        2 + mine.len() + theirs.len(),
+        "the operator token, the fixtures' MSP user, A, B"
     );
     assert_eq!(all[0]["action"], "api_token.create");
     assert!(
@@ -2924,4 +3056,972 @@ async fn a_tenant_of_another_region_is_refused_with_that_deployments_address() {
         .map(|t| t["region"].as_str().unwrap())
         .collect();
     assert_eq!(regions, ["us", "us"]);
+}
+
+// ------------------------------------------------------------ users and access
+
+const PW: &str = "correct horse battery staple";
+/// The MSP operator user every harness has.
+const MSP_EMAIL: &str = "msp@msp.example";
+
+/// A logged-in session: the cookie value and its CSRF token.
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+fn cookie_value(set_cookie: &str) -> String {
+    let first = set_cookie.split(';').next().unwrap();
+    let (name, value) = first.split_once('=').unwrap();
+    assert_eq!(name, "rampart_session");
+    value.to_string()
+}
+
+impl Harness {
+    async fn fixture_user(&self, tenant: &Tenant, name: &str) -> Uuid {
+        rampart_portal::users::create_user(
+            &self.portal,
+            &Actor::Cli,
+            Some(tenant.id),
+            &format!("{name}@{}", tenant.domain),
+            Some(rampart_portal::access::Role::ReadOnly),
+            Some(PW),
+        )
+        .await
+        .unwrap()
+        .user
+        .id
+        .0
+    }
+
+    /// A grant of `tenant` to the MSP user [`MSP_EMAIL`] (created on first use).
+    async fn fixture_grant(&self, tenant: &Tenant) -> Uuid {
+        let store = &self.portal.store;
+        let msp = match store.user_by_email(None, MSP_EMAIL).await.unwrap() {
+            Some(u) => u,
+            None => {
+                rampart_portal::users::create_user(
+                    &self.portal,
+                    &Actor::Cli,
+                    None,
+                    MSP_EMAIL,
+                    None,
+                    Some(PW),
+                )
+                .await
+                .unwrap()
+                .user
+            }
+        };
+        let grant = rampart_store::MspGrantRow {
+            id: Uuid::new_v4(),
+            tenant_id: tenant.id,
+            user_id: msp.id,
+            role: "read_only".into(),
+            created_by: "cli".into(),
+            created_at: now(),
+            expires_at: None,
+            revoked_at: None,
+        };
+        store.create_msp_grant(tenant.id, &grant).await.unwrap();
+        grant.id
+    }
+
+    /// A user of `fx`'s tenant with `role` and password [`PW`].
+    async fn user(&self, fx: &Fx, email: &str, role: &str) -> Uuid {
+        rampart_portal::users::create_user(
+            &self.portal,
+            &Actor::Cli,
+            Some(fx.tenant.id),
+            email,
+            rampart_portal::access::Role::parse(role),
+            Some(PW),
+        )
+        .await
+        .unwrap()
+        .user
+        .id
+        .0
+    }
+
+    /// A tenant API token with `role`, minted as the CLI mints them.
+    async fn token_with_role(&self, fx: &Fx, role: &str) -> String {
+        self.portal
+            .mint_api_token(&Actor::Cli, Some(fx.tenant.id), role, role, None)
+            .await
+            .unwrap()
+            .secret
+    }
+
+    async fn login(&self, host: &str, body: Value) -> Reply {
+        self.call("POST", host, "/api/v1/auth/login", None, Some(body))
+            .await
+    }
+
+    async fn login_from(&self, host: &str, ip: [u8; 4], body: Value) -> Reply {
+        let mut req = build(
+            "POST",
+            host,
+            "/api/v1/auth/login",
+            None,
+            json_body(&body),
+            None,
+        );
+        req.extensions_mut().insert(rampart_portal::tls::ConnInfo {
+            sni: None,
+            peer: std::net::SocketAddr::from((ip, 40_000)),
+        });
+        self.send(req).await
+    }
+
+    async fn login_ok(&self, host: &str, email: &str, password: &str) -> Session {
+        let r = self
+            .login(host, json!({"email": email, "password": password}))
+            .await;
+        let v = r.ok(&format!("login of {email}"));
+        Session {
+            cookie: cookie_value(r.set_cookie.as_deref().expect("login sets a cookie")),
+            csrf: v["csrf_token"].as_str().unwrap().to_string(),
+        }
+    }
+
+    /// A request with the session cookie and, when given, a CSRF header.
+    async fn with_cookie(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        cookie: &str,
+        csrf: Option<&str>,
+        body: Payload,
+    ) -> Reply {
+        let mut req = build(method, host, path, None, body, None);
+        let h = req.headers_mut();
+        h.insert(
+            "cookie",
+            format!("theme=dark; rampart_session={cookie}")
+                .parse()
+                .unwrap(),
+        );
+        if let Some(c) = csrf {
+            h.insert("x-csrf-token", c.parse().unwrap());
+        }
+        self.send(req).await
+    }
+
+    async fn session_call(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        s: &Session,
+        body: Option<Value>,
+    ) -> Reply {
+        self.with_cookie(
+            method,
+            host,
+            path,
+            &s.cookie,
+            Some(&s.csrf),
+            body.as_ref().and_then(json_body),
+        )
+        .await
+    }
+}
+
+/// Whether a reply passed the auth and role checks (whatever it then said).
+fn passed_auth(r: &Reply, ctx: &str) {
+    assert!(
+        !r.status.is_server_error(),
+        "{ctx}: {} {}",
+        r.status,
+        r.text()
+    );
+    assert_ne!(r.status, 401, "{ctx}: {}", r.text());
+    if r.status == 403 {
+        let code = r.error_code(ctx);
+        assert!(
+            code != "insufficient_role" && code != "csrf_failed",
+            "{ctx}: refused with {code}: {}",
+            r.text()
+        );
+    }
+}
+
+/// For every tenant route: its least role comes from [`POLICY`]; a token
+/// and a session one role below get 403 `insufficient_role`, the role
+/// itself and those above pass the role check.
+async fn role_walk(h: &Harness, a: &Fx, ops: &[Op]) {
+    let tenant_ops: Vec<&Op> = ops
+        .iter()
+        .filter(|o| matches!(o.tag.as_str(), "tenant" | "alarms" | "flows") && !o.is_public())
+        .collect();
+    for op in &tenant_ops {
+        assert!(
+            POLICY
+                .iter()
+                .any(|(m, p, _)| *m == op.method && *p == op.path),
+            "{} {} has no role in POLICY: choose its least role there and in its extractor",
+            op.method,
+            op.path
+        );
+    }
+    for (m, p, r) in POLICY {
+        assert!(
+            tenant_ops.iter().any(|o| o.method == *m && o.path == *p),
+            "POLICY names {m} {p}, which is not a tenant route of the document"
+        );
+        assert!(ROLES.contains(r), "POLICY role {r} of {m} {p}");
+    }
+    let mut tokens = Vec::new();
+    let mut sessions = Vec::new();
+    for r in ROLES {
+        tokens.push(h.token_with_role(a, r).await);
+        let email = format!("walk-{r}@acme.example");
+        h.user(a, &email, r).await;
+        sessions.push((email.clone(), h.login_ok(a.host(), &email, PW).await));
+    }
+    for op in &tenant_ops {
+        let need = POLICY
+            .iter()
+            .find(|(m, p, _)| *m == op.method && *p == op.path)
+            .map(|(_, _, r)| ROLES.iter().position(|x| x == r).unwrap())
+            .unwrap();
+        let url = op.url(|p| a.fill(op, p));
+        let body = sample_body(op);
+        for (i, role) in ROLES.iter().enumerate() {
+            let ctx = format!("{} {url} with a {role} token", op.method);
+            let r = h.op(op, a.host(), &url, Some(&tokens[i]), &body).await;
+            if i < need {
+                r.expect(403, Some("insufficient_role"), &ctx);
+            } else if SESSION_ONLY.contains(&op.path.as_str()) {
+                r.expect(403, Some("session_required"), &ctx);
+            } else {
+                passed_auth(&r, &ctx);
+            }
+            // Logging out ends the session: that route gets a fresh one.
+            let fresh;
+            let s = if op.path == "/api/v1/auth/logout" {
+                fresh = h.login_ok(a.host(), &sessions[i].0, PW).await;
+                &fresh
+            } else {
+                &sessions[i].1
+            };
+            let ctx = format!("{} {url} with a {role} session", op.method);
+            let mut req = build(&op.method, a.host(), &url, None, op.body(&body), None);
+            req.headers_mut().insert(
+                "cookie",
+                format!("rampart_session={}", s.cookie).parse().unwrap(),
+            );
+            req.headers_mut()
+                .insert("x-csrf-token", s.csrf.parse().unwrap());
+            let r = h.send(req).await;
+            if i < need {
+                r.expect(403, Some("insufficient_role"), &ctx);
+            } else {
+                passed_auth(&r, &ctx);
+            }
+        }
+    }
+    // A CSV download on a read route is an export: analysts and above.
+    for path in [
+        "/api/v1/flows/search?format=csv",
+        "/api/v1/flows/top?dim=src&format=csv",
+    ] {
+        let r = h.call("GET", a.host(), path, Some(&tokens[0]), None).await;
+        r.expect(403, Some("insufficient_role"), &format!("{path} read_only"));
+        let r = h.call("GET", a.host(), path, Some(&tokens[1]), None).await;
+        passed_auth(&r, &format!("{path} analyst"));
+    }
+}
+
+#[tokio::test]
+async fn login_sets_a_strict_session_cookie_bound_to_its_tenant_domain() {
+    let h = Harness::new().await;
+    let (a, b) = (h.tenant("acme").await, h.tenant("beta").await);
+    h.user(&a, "ana@acme.example", "analyst").await;
+    let r = h
+        .login(
+            a.host(),
+            json!({"email": "Ana@Acme.example", "password": PW}),
+        )
+        .await;
+    let v = r.ok("login");
+    assert_eq!(v["role"], "analyst");
+    let set = r.set_cookie.clone().unwrap();
+    for attr in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.split("; ").any(|x| x == attr), "{attr} missing: {set}");
+    }
+    assert!(
+        !set.contains("Domain="),
+        "the cookie must be host-only: {set}"
+    );
+    let cookie = cookie_value(&set);
+    // 32 random bytes, base64url.
+    assert_eq!(cookie.len(), 43);
+    let s = Session {
+        cookie,
+        csrf: v["csrf_token"].as_str().unwrap().into(),
+    };
+    let me = h
+        .session_call("GET", a.host(), "/api/v1/auth/me", &s, None)
+        .await
+        .ok("me");
+    assert_eq!(
+        (me["via"].as_str(), me["role"].as_str()),
+        (Some("session"), Some("analyst"))
+    );
+    // The cookie is only the tenant's it was issued on.
+    let r = h
+        .session_call("GET", b.host(), "/api/v1/auth/me", &s, None)
+        .await;
+    r.expect(401, Some("unauthorized"), "A's cookie on B");
+    // The user's email does not log in on another tenant.
+    let r = h
+        .login(
+            b.host(),
+            json!({"email": "ana@acme.example", "password": PW}),
+        )
+        .await;
+    r.expect(401, Some("invalid_credentials"), "A's user on B");
+    // Logout ends it at once.
+    h.session_call("POST", a.host(), "/api/v1/auth/logout", &s, None)
+        .await;
+    let r = h
+        .session_call("GET", a.host(), "/api/v1/auth/me", &s, None)
+        .await;
+    r.expect(401, Some("unauthorized"), "after logout");
+    // Junk login bodies are 4xx.
+    for body in [
+        json!({}),
+        json!({"email": "x", "password": 1}),
+        json!({"email": "a@b.c", "password": "p", "extra": true}),
+        json!({"email": "a".repeat(10_000), "password": PW}),
+        json!({"email": "ana@acme.example", "password": "x".repeat(10_000)}),
+    ] {
+        let r = h.login(a.host(), body.clone()).await;
+        assert!(r.status.is_client_error(), "{body}: {}", r.status);
+        r.error_code("junk login");
+    }
+}
+
+#[tokio::test]
+async fn brute_force_locks_the_account_and_is_audited() {
+    let h = Harness::with_config(Config {
+        login_max_failures: 5,
+        login_lockout_secs: 900,
+        ..Config::default()
+    })
+    .await;
+    let a = h.tenant("acme").await;
+    let uid = h.user(&a, "ana@acme.example", "admin").await;
+    let wrong = json!({"email": "ana@acme.example", "password": "not the password at all"});
+    for i in 1..5 {
+        let r = h.login(a.host(), wrong.clone()).await;
+        r.expect(401, Some("invalid_credentials"), &format!("failure {i}"));
+    }
+    let r = h.login(a.host(), wrong.clone()).await;
+    r.expect(429, Some("account_locked"), "fifth failure");
+    assert_eq!(r.retry_after.as_deref(), Some("900"));
+    // Locked: even the right password is refused, without being checked.
+    let r = h
+        .login(
+            a.host(),
+            json!({"email": "ana@acme.example", "password": PW}),
+        )
+        .await;
+    r.expect(429, Some("account_locked"), "right password while locked");
+    let secs: u64 = r.retry_after.unwrap().parse().unwrap();
+    assert!((1..=900).contains(&secs));
+    let entries = h
+        .portal
+        .store
+        .list_audit(a.tenant.id, 0, 1000)
+        .await
+        .unwrap();
+    let target = format!("user:{uid}");
+    let count = |action: &str| {
+        entries
+            .iter()
+            .filter(|e| e.action == action && e.target == target)
+            .count()
+    };
+    assert_eq!(count("login.failure"), 6);
+    assert_eq!(count("login.lockout"), 1);
+    assert_eq!(count("login.success"), 0);
+}
+
+#[tokio::test]
+async fn login_attempts_are_limited_per_client_address() {
+    let h = Harness::with_config(Config {
+        login_ip_burst: 3,
+        login_ip_per_min: 1,
+        ..Config::default()
+    })
+    .await;
+    let a = h.tenant("acme").await;
+    let body = json!({"email": "nobody@acme.example", "password": PW});
+    for _ in 0..3 {
+        let r = h.login_from(a.host(), [192, 0, 2, 1], body.clone()).await;
+        r.expect(401, Some("invalid_credentials"), "within the burst");
+    }
+    let r = h.login_from(a.host(), [192, 0, 2, 1], body.clone()).await;
+    r.expect(429, Some("rate_limited"), "over the burst");
+    assert!(r
+        .retry_after
+        .is_some_and(|s| s.parse::<u64>().unwrap() >= 1));
+    let r = h.login_from(a.host(), [192, 0, 2, 2], body).await;
+    r.expect(401, Some("invalid_credentials"), "another address");
+}
+
+#[tokio::test]
+async fn expired_revoked_and_wrong_scope_tokens_are_refused() {
+    let h = Harness::new().await;
+    let (a, b) = (h.tenant("acme").await, h.tenant("beta").await);
+    // Minted through the API: scoped, shown once, listed without the secret.
+    let r = h
+        .call(
+            "POST",
+            a.host(),
+            "/api/v1/tokens",
+            Some(&a.token),
+            Some(json!({"name": "ci", "role": "analyst", "ttl_secs": 3600})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    let (id, secret) = (
+        v["id"].as_str().unwrap().to_string(),
+        v["token"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(v["role"], "analyst");
+    let list = h
+        .call("GET", a.host(), "/api/v1/tokens", Some(&a.token), None)
+        .await
+        .ok("list tokens");
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["id"] == id.as_str()));
+    assert!(!list.to_string().contains(&secret));
+    let ack = format!("/api/v1/alarms/{}/ack", a.alarm_id);
+    h.call("POST", a.host(), &ack, Some(&secret), Some(json!({})))
+        .await
+        .ok("analyst token acks");
+    // Lower role: refused with the role named.
+    let r = h
+        .call("GET", a.host(), "/api/v1/webhooks", Some(&secret), None)
+        .await;
+    r.expect(
+        403,
+        Some("insufficient_role"),
+        "analyst token on an admin route",
+    );
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("admin"));
+    // Other tenant: as if it did not exist.
+    let r = h
+        .call("GET", b.host(), "/api/v1/alarms", Some(&secret), None)
+        .await;
+    r.expect(401, Some("unauthorized"), "A's token on B");
+    // A token cannot be minted above its minter's role.
+    let r = h
+        .call(
+            "POST",
+            a.host(),
+            "/api/v1/tokens",
+            Some(&h.token_with_role(&a, "admin").await),
+            Some(json!({"name": "up", "role": "owner"})),
+        )
+        .await;
+    r.expect(403, Some("insufficient_role"), "admin mints an owner token");
+    for bad in [
+        json!({"name": "x", "role": "read_only", "ttl_secs": 0}),
+        json!({"name": "x", "role": "root"}),
+    ] {
+        let r = h
+            .call(
+                "POST",
+                a.host(),
+                "/api/v1/tokens",
+                Some(&a.token),
+                Some(bad),
+            )
+            .await;
+        r.expect(400, None, "bad token request");
+    }
+    // Revoked: refused at once.
+    let r = h
+        .call(
+            "POST",
+            a.host(),
+            &format!("/api/v1/tokens/{id}/revoke"),
+            Some(&a.token),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = h
+        .call("GET", a.host(), "/api/v1/alarms", Some(&secret), None)
+        .await;
+    r.expect(401, Some("unauthorized"), "revoked token");
+    // B cannot revoke A's token by id.
+    let other = h
+        .portal
+        .mint_api_token(&Actor::Cli, Some(a.tenant.id), "x", "read_only", None)
+        .await
+        .unwrap();
+    let r = h
+        .call(
+            "POST",
+            b.host(),
+            &format!("/api/v1/tokens/{}/revoke", other.row.id),
+            Some(&b.token),
+            None,
+        )
+        .await;
+    r.expect(404, Some("not_found"), "B revokes A's token");
+    // Expired: refused.
+    let expired = h
+        .portal
+        .mint_api_token(&Actor::Cli, Some(a.tenant.id), "old", "owner", Some(-1))
+        .await
+        .unwrap()
+        .secret;
+    let r = h
+        .call("GET", a.host(), "/api/v1/alarms", Some(&expired), None)
+        .await;
+    r.expect(401, Some("unauthorized"), "expired token");
+}
+
+#[tokio::test]
+async fn csrf_is_required_for_cookie_writes_and_not_for_bearer_tokens() {
+    let h = Harness::new().await;
+    let a = h.tenant("acme").await;
+    h.user(&a, "ana@acme.example", "analyst").await;
+    let s = h.login_ok(a.host(), "ana@acme.example", PW).await;
+    let ack = format!("/api/v1/alarms/{}/ack", a.alarm_id);
+    let body = || json_body(&json!({}));
+    let r = h
+        .with_cookie("POST", a.host(), &ack, &s.cookie, None, body())
+        .await;
+    r.expect(403, Some("csrf_failed"), "cookie write without csrf");
+    let r = h
+        .with_cookie(
+            "POST",
+            a.host(),
+            &ack,
+            &s.cookie,
+            Some("wrong-token"),
+            body(),
+        )
+        .await;
+    r.expect(403, Some("csrf_failed"), "cookie write with a wrong csrf");
+    // Another session's token is wrong too.
+    let s2 = h.login_ok(a.host(), "ana@acme.example", PW).await;
+    let r = h
+        .with_cookie("POST", a.host(), &ack, &s.cookie, Some(&s2.csrf), body())
+        .await;
+    r.expect(
+        403,
+        Some("csrf_failed"),
+        "cookie write with another session's csrf",
+    );
+    let alarm = h.get_alarm_view(&a).await;
+    assert_eq!(alarm["alarm"]["state"], "active", "nothing changed yet");
+    let r = h
+        .with_cookie("POST", a.host(), &ack, &s.cookie, Some(&s.csrf), body())
+        .await;
+    assert_eq!(r.json()["state"], "acknowledged", "{}", r.text());
+    // Reads need no csrf token; bearer writes need none either.
+    let r = h
+        .with_cookie("GET", a.host(), "/api/v1/alarms", &s.cookie, None, None)
+        .await;
+    r.ok("cookie read");
+    let resolve = format!("/api/v1/alarms/{}/resolve", a.alarm_id);
+    h.call("POST", a.host(), &resolve, Some(&a.token), Some(json!({})))
+        .await
+        .ok("bearer write");
+}
+
+#[tokio::test]
+async fn offboarding_revokes_sessions_and_tokens_at_once() {
+    let h = Harness::new().await;
+    let a = h.tenant("acme").await;
+    let uid = h.user(&a, "bob@acme.example", "admin").await;
+    let s = h.login_ok(a.host(), "bob@acme.example", PW).await;
+    let second = h.login_ok(a.host(), "bob@acme.example", PW).await;
+    // Bob mints a token with his session.
+    let v = h
+        .session_call(
+            "POST",
+            a.host(),
+            "/api/v1/tokens",
+            &s,
+            Some(json!({"name": "bob-ci", "role": "admin"})),
+        )
+        .await
+        .ok("bob mints");
+    let bob_token = v["token"].as_str().unwrap().to_string();
+    h.call("GET", a.host(), "/api/v1/devices", Some(&bob_token), None)
+        .await
+        .ok("bob's token works");
+    let r = h
+        .call(
+            "POST",
+            a.host(),
+            &format!("/api/v1/users/{uid}/offboard"),
+            Some(&a.token),
+            None,
+        )
+        .await;
+    let n = r.ok("offboard");
+    assert_eq!(
+        (n["sessions_revoked"].as_u64(), n["tokens_revoked"].as_u64()),
+        (Some(2), Some(1))
+    );
+    for sess in [&s, &second] {
+        let r = h
+            .session_call("GET", a.host(), "/api/v1/devices", sess, None)
+            .await;
+        r.expect(401, Some("unauthorized"), "offboarded session");
+    }
+    let r = h
+        .call("GET", a.host(), "/api/v1/devices", Some(&bob_token), None)
+        .await;
+    r.expect(401, Some("unauthorized"), "offboarded user's token");
+    let r = h
+        .login(
+            a.host(),
+            json!({"email": "bob@acme.example", "password": PW}),
+        )
+        .await;
+    r.expect(401, Some("invalid_credentials"), "offboarded user logs in");
+    // The CLI's own owner token is not the user's and keeps working.
+    h.call("GET", a.host(), "/api/v1/users", Some(&a.token), None)
+        .await
+        .ok("owner token");
+    // Admins cannot offboard owners, nor make one.
+    let owner = h.user(&a, "olga@acme.example", "owner").await;
+    let admin = h.token_with_role(&a, "admin").await;
+    let r = h
+        .call(
+            "POST",
+            a.host(),
+            &format!("/api/v1/users/{owner}/offboard"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    r.expect(403, Some("insufficient_role"), "admin offboards an owner");
+    let r = h
+        .call(
+            "POST",
+            a.host(),
+            "/api/v1/users",
+            Some(&admin),
+            Some(json!({"email": "new@acme.example", "role": "owner", "password": PW})),
+        )
+        .await;
+    r.expect(403, Some("insufficient_role"), "admin creates an owner");
+}
+
+#[tokio::test]
+async fn invited_users_set_their_password_once_with_the_setup_token() {
+    let h = Harness::new().await;
+    let a = h.tenant("acme").await;
+    let v = h
+        .call(
+            "POST",
+            a.host(),
+            "/api/v1/users",
+            Some(&a.token),
+            Some(json!({"email": "ivy@acme.example", "role": "read_only"})),
+        )
+        .await;
+    assert_eq!(v.status, 201, "{}", v.text());
+    let token = v.json()["setup_token"].as_str().unwrap().to_string();
+    let r = h
+        .call(
+            "POST",
+            a.host(),
+            "/api/v1/auth/setup",
+            None,
+            Some(json!({"token": token, "password": "short"})),
+        )
+        .await;
+    r.expect(400, Some("invalid"), "policy");
+    let r = h
+        .call(
+            "POST",
+            a.host(),
+            "/api/v1/auth/setup",
+            None,
+            Some(json!({"token": token, "password": PW})),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = h
+        .call(
+            "POST",
+            a.host(),
+            "/api/v1/auth/setup",
+            None,
+            Some(json!({"token": token, "password": PW})),
+        )
+        .await;
+    r.expect(400, Some("invalid"), "setup token reused");
+    let s = h.login_ok(a.host(), "ivy@acme.example", PW).await;
+    let me = h
+        .session_call("GET", a.host(), "/api/v1/auth/me", &s, None)
+        .await
+        .ok("me");
+    assert_eq!(me["role"], "read_only");
+}
+
+impl Harness {
+    async fn get_alarm_view(&self, fx: &Fx) -> Value {
+        self.call(
+            "GET",
+            fx.host(),
+            &format!("/api/v1/alarms/{}", fx.alarm_id),
+            Some(&fx.token),
+            None,
+        )
+        .await
+        .ok("get alarm")
+    }
+}
+
+fn totp_now(secret_b32: &str, offset_steps: i64) -> String {
+    let secret = data_encoding::BASE32_NOPAD
+        .decode(secret_b32.as_bytes())
+        .unwrap();
+    let t = now() + offset_steps * 30;
+    format!("{:06}", rampart_portal::access::totp(&secret, t, 6))
+}
+
+#[tokio::test]
+async fn totp_is_required_once_on_and_recovery_codes_work_once() {
+    let h = Harness::new().await;
+    let a = h.tenant("acme").await;
+    let uid = h.user(&a, "tia@acme.example", "analyst").await;
+    let s = h.login_ok(a.host(), "tia@acme.example", PW).await;
+    let setup = h
+        .session_call("POST", a.host(), "/api/v1/auth/totp", &s, None)
+        .await
+        .ok("totp begin");
+    let secret = setup["secret"].as_str().unwrap().to_string();
+    assert!(setup["otpauth_uri"]
+        .as_str()
+        .unwrap()
+        .starts_with("otpauth://totp/"));
+    // Stored only wrapped: the raw secret is not in the row.
+    let row = h
+        .portal
+        .store
+        .get_user(Some(a.tenant.id), rampart_store::UserId(uid))
+        .await
+        .unwrap()
+        .unwrap();
+    let raw = data_encoding::BASE32_NOPAD
+        .decode(secret.as_bytes())
+        .unwrap();
+    let wrapped = row.totp_secret_wrapped.unwrap();
+    assert!(!wrapped.windows(raw.len()).any(|w| w == raw.as_slice()));
+    let r = h
+        .session_call(
+            "POST",
+            a.host(),
+            "/api/v1/auth/totp/confirm",
+            &s,
+            Some(json!({"code": "000000x"})),
+        )
+        .await;
+    r.expect(400, Some("invalid"), "bad code");
+    let codes = h
+        .session_call(
+            "POST",
+            a.host(),
+            "/api/v1/auth/totp/confirm",
+            &s,
+            Some(json!({"code": totp_now(&secret, 0)})),
+        )
+        .await
+        .ok("totp confirm");
+    let codes: Vec<String> = codes["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(codes.len(), 10);
+    let login = |extra: Value| {
+        let mut body = json!({"email": "tia@acme.example", "password": PW});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let r = h.login(a.host(), login(json!({}))).await;
+    r.expect(401, Some("second_factor_required"), "no code");
+    let r = h
+        .login(a.host(), login(json!({"totp_code": "123456x"})))
+        .await;
+    r.expect(401, Some("invalid_credentials"), "junk code");
+    // The step used to confirm cannot be replayed; the next one works once.
+    let next = totp_now(&secret, 1);
+    h.login(a.host(), login(json!({"totp_code": next})))
+        .await
+        .ok("next step");
+    let r = h.login(a.host(), login(json!({"totp_code": next}))).await;
+    r.expect(401, Some("invalid_credentials"), "replayed code");
+    // A recovery code works once, typed loosely.
+    let loose = codes[0].to_uppercase().replace('-', " ");
+    h.login(a.host(), login(json!({"recovery_code": loose})))
+        .await
+        .ok("recovery code");
+    let r = h
+        .login(a.host(), login(json!({"recovery_code": codes[0]})))
+        .await;
+    r.expect(401, Some("invalid_credentials"), "recovery code reused");
+    h.login(a.host(), login(json!({"recovery_code": codes[1]})))
+        .await
+        .ok("another recovery code");
+    // A token cannot set up TOTP.
+    let r = h
+        .call("POST", a.host(), "/api/v1/auth/totp", Some(&a.token), None)
+        .await;
+    r.expect(403, Some("session_required"), "token");
+}
+
+#[tokio::test]
+async fn msp_operator_works_only_where_granted_and_stops_when_revoked() {
+    let h = Harness::new().await;
+    let (a, b) = (h.tenant("acme").await, h.tenant("beta").await);
+    rampart_portal::users::create_user(
+        &h.portal,
+        &Actor::Cli,
+        None,
+        "mo@msp.example",
+        None,
+        Some(PW),
+    )
+    .await
+    .unwrap();
+    let creds = json!({"email": "mo@msp.example", "password": PW});
+    h.login(a.host(), creds.clone())
+        .await
+        .expect(401, Some("invalid_credentials"), "no grant yet");
+    // Only an owner grants.
+    let admin = h.token_with_role(&a, "admin").await;
+    let grant = json!({"email": "mo@msp.example", "role": "analyst"});
+    let r = h
+        .call(
+            "POST",
+            a.host(),
+            "/api/v1/msp-grants",
+            Some(&admin),
+            Some(grant.clone()),
+        )
+        .await;
+    r.expect(403, Some("insufficient_role"), "admin grants");
+    let r = h
+        .call(
+            "POST",
+            a.host(),
+            "/api/v1/msp-grants",
+            Some(&a.token),
+            Some(json!({"email": "mo@msp.example", "role": "owner"})),
+        )
+        .await;
+    r.expect(400, Some("invalid"), "owner role to an msp");
+    let r = h
+        .call(
+            "POST",
+            a.host(),
+            "/api/v1/msp-grants",
+            Some(&a.token),
+            Some(grant),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let gid = r.json()["id"].as_str().unwrap().to_string();
+    let r = h.login(a.host(), creds.clone()).await;
+    let v = r.ok("msp login on A");
+    assert_eq!(
+        (v["role"].as_str(), v["msp"].as_bool()),
+        (Some("analyst"), Some(true))
+    );
+    let s = Session {
+        cookie: cookie_value(&r.set_cookie.unwrap()),
+        csrf: v["csrf_token"].as_str().unwrap().into(),
+    };
+    let ack = format!("/api/v1/alarms/{}/ack", a.alarm_id);
+    let r = h
+        .session_call("POST", a.host(), &ack, &s, Some(json!({})))
+        .await;
+    assert_eq!(r.json()["state"], "acknowledged", "{}", r.text());
+    let r = h
+        .session_call("GET", a.host(), "/api/v1/webhooks", &s, None)
+        .await;
+    r.expect(
+        403,
+        Some("insufficient_role"),
+        "msp analyst on an admin route",
+    );
+    // Nothing on B, which granted nothing.
+    h.login(b.host(), creds.clone())
+        .await
+        .expect(401, Some("invalid_credentials"), "msp on B");
+    h.session_call("GET", b.host(), "/api/v1/alarms", &s, None)
+        .await
+        .expect(401, Some("unauthorized"), "A's msp cookie on B");
+    // B cannot revoke A's grant.
+    let r = h
+        .call(
+            "POST",
+            b.host(),
+            &format!("/api/v1/msp-grants/{gid}/revoke"),
+            Some(&b.token),
+            None,
+        )
+        .await;
+    r.expect(404, Some("not_found"), "B revokes A's grant");
+    let r = h
+        .call(
+            "POST",
+            a.host(),
+            &format!("/api/v1/msp-grants/{gid}/revoke"),
+            Some(&a.token),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    h.session_call("GET", a.host(), "/api/v1/alarms", &s, None)
+        .await
+        .expect(401, Some("unauthorized"), "after revocation");
+    h.login(a.host(), creds).await.expect(
+        401,
+        Some("invalid_credentials"),
+        "login after revocation",
+    );
+    let actions: Vec<String> = h
+        .portal
+        .store
+        .list_audit(a.tenant.id, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    for want in ["msp_grant.create", "msp_grant.revoke", "login.success"] {
+        assert!(
+            actions.iter().any(|x| x == want),
+            "{want} not audited: {actions:?}"
+        );
+    }
 }

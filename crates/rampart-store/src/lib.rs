@@ -19,12 +19,15 @@ mod sqlite_audit;
 mod sqlite_billing;
 mod sqlite_lifecycle;
 mod sqlite_snapshot;
+mod sqlite_users;
 pub mod suite;
+pub mod users;
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
 pub use model::*;
+pub use users::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -466,4 +469,97 @@ pub trait Store: Send + Sync + 'static {
         batches: &[(DeviceId, Uuid)],
         now: i64,
     ) -> Result<()>;
+    // --- users and access (issue 6 §4) ---
+    // User calls take `Option<TenantId>` first: `Some` for a tenant's
+    // users, `None` for portal-level MSP operator users (like audit
+    // appends). Every query filters on it, so a tenant's call never sees
+    // another tenant's users nor an MSP user.
+    /// A duplicate live email in the same scope is a [`StoreError::Conflict`].
+    async fn create_user(&self, tenant: Option<TenantId>, user: &UserRow) -> Result<()>;
+    async fn get_user(&self, tenant: Option<TenantId>, id: UserId) -> Result<Option<UserRow>>;
+    /// The live (not offboarded) user with this email (lowercase).
+    async fn user_by_email(&self, tenant: Option<TenantId>, email: &str)
+        -> Result<Option<UserRow>>;
+    /// The live user whose unexpired setup token hashes to this.
+    async fn user_by_setup_token(
+        &self,
+        tenant: Option<TenantId>,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<UserRow>>;
+    /// Live users, by email.
+    async fn list_users(&self, tenant: Option<TenantId>) -> Result<Vec<UserRow>>;
+    /// Applies the update to a live user (recovery codes replaced in the
+    /// same transaction); false when there is no such live user.
+    async fn update_user(
+        &self,
+        tenant: Option<TenantId>,
+        id: UserId,
+        update: &UserUpdate,
+    ) -> Result<bool>;
+    /// Counts a failed login; the `max_failures`-th in a row locks the
+    /// account until `now + lock_secs` and starts the count again.
+    async fn login_failed(
+        &self,
+        tenant: Option<TenantId>,
+        id: UserId,
+        now: i64,
+        max_failures: u32,
+        lock_secs: i64,
+    ) -> Result<LoginFailure>;
+    /// Resets the failure count after a successful login.
+    async fn login_succeeded(&self, tenant: Option<TenantId>, id: UserId) -> Result<()>;
+    /// Accepts TOTP time step `step` once: true only if it is above the last
+    /// one accepted (a code cannot be replayed), which it then becomes.
+    async fn use_totp_step(&self, tenant: Option<TenantId>, id: UserId, step: i64) -> Result<bool>;
+    /// Marks an unused recovery code used; false if unknown or used.
+    async fn use_recovery_code(
+        &self,
+        tenant: Option<TenantId>,
+        id: UserId,
+        code_hash: &str,
+        now: i64,
+    ) -> Result<bool>;
+    /// Offboards a live user: marks it offboarded and revokes every session,
+    /// every API token it created and (for an MSP user) every grant, in one
+    /// transaction. `None` when there is no such live user.
+    async fn offboard_user(
+        &self,
+        tenant: Option<TenantId>,
+        id: UserId,
+        now: i64,
+    ) -> Result<Option<Revoked>>;
+
+    async fn create_session(&self, tenant: TenantId, session: &SessionRow) -> Result<()>;
+    /// The tenant's session with this id hash, revoked or not.
+    async fn get_session(&self, tenant: TenantId, id_hash: &str) -> Result<Option<SessionRow>>;
+    async fn touch_session(&self, tenant: TenantId, id_hash: &str, now: i64) -> Result<()>;
+    /// False when the tenant has no such live session.
+    async fn revoke_session(&self, tenant: TenantId, id_hash: &str, now: i64) -> Result<bool>;
+
+    /// The tenant's API tokens, newest first (hashes included: callers
+    /// never show them).
+    async fn list_api_tokens(&self, tenant: TenantId) -> Result<Vec<ApiToken>>;
+    /// False when the tenant has no such unrevoked token.
+    async fn revoke_api_token(&self, tenant: TenantId, id: Uuid, now: i64) -> Result<bool>;
+
+    async fn create_msp_grant(&self, tenant: TenantId, grant: &MspGrantRow) -> Result<()>;
+    /// The tenant's grants, newest first.
+    async fn list_msp_grants(&self, tenant: TenantId) -> Result<Vec<MspGrantRow>>;
+    /// The newest unrevoked, unexpired grant of the tenant to this user.
+    async fn active_msp_grant(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        now: i64,
+    ) -> Result<Option<MspGrantRow>>;
+    /// Revokes the grant and, in the same transaction, the grantee's
+    /// sessions and the tokens it created in this tenant. `None` when the
+    /// tenant has no such unrevoked grant.
+    async fn revoke_msp_grant(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+        now: i64,
+    ) -> Result<Option<(MspGrantRow, Revoked)>>;
 }

@@ -104,6 +104,9 @@ pub struct ApiToken {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The user who minted it (`None`: the CLI); offboarding the user
+    /// revokes it.
+    pub created_by: Option<crate::users::UserId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -396,8 +396,8 @@ impl Store for SqliteStore {
 
     async fn create_api_token(&self, t: &ApiToken) -> Result<()> {
         sqlx::query(
-            "INSERT INTO api_tokens (id, tenant_id, name, token_hash, role, created_at, expires_at, revoked_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_tokens (id, tenant_id, name, token_hash, role, created_at, expires_at,
+             revoked_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(t.id.to_string())
         .bind(t.tenant_id.map(|t| t.0.to_string()))
@@ -407,29 +407,20 @@ impl Store for SqliteStore {
         .bind(t.created_at)
         .bind(t.expires_at)
         .bind(t.revoked_at)
+        .bind(t.created_by.map(|u| u.0.to_string()))
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     async fn find_api_token(&self, token_hash: &str) -> Result<Option<ApiToken>> {
-        let Some(row) = sqlx::query("SELECT * FROM api_tokens WHERE token_hash = ?")
+        sqlx::query("SELECT * FROM api_tokens WHERE token_hash = ?")
             .bind(token_hash)
             .fetch_optional(&self.pool)
             .await?
-        else {
-            return Ok(None);
-        };
-        Ok(Some(ApiToken {
-            id: uuid_col(&row, "id")?,
-            tenant_id: opt_uuid_col(&row, "tenant_id")?.map(TenantId),
-            name: row.try_get("name")?,
-            token_hash: row.try_get("token_hash")?,
-            role: row.try_get("role")?,
-            created_at: row.try_get("created_at")?,
-            expires_at: row.try_get("expires_at")?,
-            revoked_at: row.try_get("revoked_at")?,
-        }))
+            .as_ref()
+            .map(crate::sqlite_users::api_token_from)
+            .transpose()
     }
 
     async fn create_enrollment_token(
@@ -1282,5 +1273,133 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<()> {
         self.spool_mark_deleted(tenant, batches, now).await
+    }
+
+    async fn create_user(&self, tenant: Option<TenantId>, user: &UserRow) -> Result<()> {
+        self.users_create(tenant, user).await
+    }
+
+    async fn get_user(&self, tenant: Option<TenantId>, id: UserId) -> Result<Option<UserRow>> {
+        self.users_get(tenant, id).await
+    }
+
+    async fn user_by_email(
+        &self,
+        tenant: Option<TenantId>,
+        email: &str,
+    ) -> Result<Option<UserRow>> {
+        self.users_by_email(tenant, email).await
+    }
+
+    async fn user_by_setup_token(
+        &self,
+        tenant: Option<TenantId>,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<UserRow>> {
+        self.users_by_setup_token(tenant, token_hash, now).await
+    }
+
+    async fn list_users(&self, tenant: Option<TenantId>) -> Result<Vec<UserRow>> {
+        self.users_list(tenant).await
+    }
+
+    async fn update_user(
+        &self,
+        tenant: Option<TenantId>,
+        id: UserId,
+        update: &UserUpdate,
+    ) -> Result<bool> {
+        self.users_update(tenant, id, update).await
+    }
+
+    async fn login_failed(
+        &self,
+        tenant: Option<TenantId>,
+        id: UserId,
+        now: i64,
+        max_failures: u32,
+        lock_secs: i64,
+    ) -> Result<LoginFailure> {
+        self.users_login_failed(tenant, id, now, max_failures, lock_secs)
+            .await
+    }
+
+    async fn login_succeeded(&self, tenant: Option<TenantId>, id: UserId) -> Result<()> {
+        self.users_login_succeeded(tenant, id).await
+    }
+
+    async fn use_totp_step(&self, tenant: Option<TenantId>, id: UserId, step: i64) -> Result<bool> {
+        self.users_use_totp_step(tenant, id, step).await
+    }
+
+    async fn use_recovery_code(
+        &self,
+        tenant: Option<TenantId>,
+        id: UserId,
+        code_hash: &str,
+        now: i64,
+    ) -> Result<bool> {
+        self.users_use_recovery_code(tenant, id, code_hash, now)
+            .await
+    }
+
+    async fn offboard_user(
+        &self,
+        tenant: Option<TenantId>,
+        id: UserId,
+        now: i64,
+    ) -> Result<Option<Revoked>> {
+        self.users_offboard(tenant, id, now).await
+    }
+
+    async fn create_session(&self, tenant: TenantId, session: &SessionRow) -> Result<()> {
+        self.sessions_create(tenant, session).await
+    }
+
+    async fn get_session(&self, tenant: TenantId, id_hash: &str) -> Result<Option<SessionRow>> {
+        self.sessions_get(tenant, id_hash).await
+    }
+
+    async fn touch_session(&self, tenant: TenantId, id_hash: &str, now: i64) -> Result<()> {
+        self.sessions_touch(tenant, id_hash, now).await
+    }
+
+    async fn revoke_session(&self, tenant: TenantId, id_hash: &str, now: i64) -> Result<bool> {
+        self.sessions_revoke(tenant, id_hash, now).await
+    }
+
+    async fn list_api_tokens(&self, tenant: TenantId) -> Result<Vec<ApiToken>> {
+        self.tokens_list(tenant).await
+    }
+
+    async fn revoke_api_token(&self, tenant: TenantId, id: Uuid, now: i64) -> Result<bool> {
+        self.tokens_revoke(tenant, id, now).await
+    }
+
+    async fn create_msp_grant(&self, tenant: TenantId, grant: &MspGrantRow) -> Result<()> {
+        self.grants_create(tenant, grant).await
+    }
+
+    async fn list_msp_grants(&self, tenant: TenantId) -> Result<Vec<MspGrantRow>> {
+        self.grants_list(tenant).await
+    }
+
+    async fn active_msp_grant(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        now: i64,
+    ) -> Result<Option<MspGrantRow>> {
+        self.grants_active(tenant, user, now).await
+    }
+
+    async fn revoke_msp_grant(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+        now: i64,
+    ) -> Result<Option<(MspGrantRow, Revoked)>> {
+        self.grants_revoke(tenant, id, now).await
     }
 }

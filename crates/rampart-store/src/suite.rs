@@ -98,6 +98,7 @@ pub async fn run_all(s: &dyn Store) {
     retention(s).await;
     cancellation_and_purge(s).await;
     tenant_regions(s).await;
+    users_and_access(s).await;
 }
 
 async fn meta(s: &dyn Store) {
@@ -165,6 +166,7 @@ async fn tenants(s: &dyn Store) {
         created_at: 1,
         expires_at: None,
         revoked_at: None,
+        created_by: None,
     };
     s.create_api_token(&tok).await.unwrap();
     assert_eq!(s.find_api_token("h-alpha").await.unwrap(), Some(tok));
@@ -1943,4 +1945,370 @@ async fn tenant_regions(s: &dyn Store) {
         .iter()
         .filter(|t| t.id != eu.tenant.id)
         .all(|t| t.region == "default"));
+}
+
+fn user(tenant: Option<TenantId>, email: &str, role: Option<&str>) -> UserRow {
+    UserRow {
+        id: UserId(Uuid::new_v4()),
+        tenant_id: tenant,
+        email: email.into(),
+        role: role.map(String::from),
+        password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
+        setup_token_hash: None,
+        setup_expires_at: None,
+        totp_secret_wrapped: None,
+        totp_enabled: false,
+        totp_last_step: 0,
+        failed_logins: 0,
+        locked_until: None,
+        created_at: 10,
+        offboarded_at: None,
+    }
+}
+
+fn api_token(tenant: TenantId, hash: &str, created_by: Option<UserId>) -> ApiToken {
+    ApiToken {
+        id: Uuid::new_v4(),
+        tenant_id: Some(tenant),
+        name: hash.into(),
+        token_hash: hash.into(),
+        role: "analyst".into(),
+        created_at: 10,
+        expires_at: None,
+        revoked_at: None,
+        created_by,
+    }
+}
+
+fn session(tenant: TenantId, user: UserId, hash: &str) -> SessionRow {
+    SessionRow {
+        id_hash: hash.into(),
+        tenant_id: tenant,
+        user_id: user,
+        csrf_hash: format!("csrf-{hash}"),
+        created_at: 10,
+        last_seen: 10,
+        expires_at: 1_000,
+        revoked_at: None,
+    }
+}
+
+/// Accounts, lockout counting, single-use TOTP steps and recovery codes,
+/// sessions, tokens, MSP grants and offboarding; every call per tenant
+/// (or per the MSP scope) and isolated from the others.
+async fn users_and_access(s: &dyn Store) {
+    let (ta, tb) = (tenant("uniform"), tenant("victor"));
+    s.create_tenant(&ta).await.unwrap();
+    s.create_tenant(&tb).await.unwrap();
+    let (a, b) = (Some(ta.tenant.id), Some(tb.tenant.id));
+
+    // Accounts: one live email per scope; the same email elsewhere is another account.
+    let ann = user(a, "ann@uniform.example", Some("owner"));
+    s.create_user(a, &ann).await.unwrap();
+    assert!(matches!(
+        s.create_user(a, &user(a, "ann@uniform.example", Some("admin")))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let ann_b = user(b, "ann@uniform.example", Some("read_only"));
+    s.create_user(b, &ann_b).await.unwrap();
+    let msp = user(None, "ann@uniform.example", None);
+    s.create_user(None, &msp).await.unwrap();
+    assert_eq!(s.get_user(a, ann.id).await.unwrap(), Some(ann.clone()));
+    assert_eq!(s.get_user(b, ann.id).await.unwrap(), None);
+    assert_eq!(s.get_user(None, ann.id).await.unwrap(), None);
+    assert_eq!(s.get_user(a, msp.id).await.unwrap(), None);
+    assert_eq!(
+        s.user_by_email(a, "ANN@uniform.example").await.unwrap(),
+        Some(ann.clone())
+    );
+    assert_eq!(
+        s.user_by_email(None, "ann@uniform.example").await.unwrap(),
+        Some(msp.clone())
+    );
+    assert_eq!(s.list_users(a).await.unwrap(), vec![ann.clone()]);
+    assert_eq!(s.list_users(None).await.unwrap(), vec![msp.clone()]);
+
+    // Setup tokens: found in their scope until they expire or are used.
+    let bob = UserRow {
+        password_hash: None,
+        setup_token_hash: Some("setup-bob".into()),
+        setup_expires_at: Some(100),
+        ..user(a, "bob@uniform.example", Some("analyst"))
+    };
+    s.create_user(a, &bob).await.unwrap();
+    assert_eq!(
+        s.user_by_setup_token(a, "setup-bob", 99)
+            .await
+            .unwrap()
+            .map(|u| u.id),
+        Some(bob.id)
+    );
+    assert_eq!(
+        s.user_by_setup_token(a, "setup-bob", 100).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.user_by_setup_token(b, "setup-bob", 99).await.unwrap(),
+        None
+    );
+    let set = UserUpdate {
+        password_hash: Some("$argon2id$new".into()),
+        role: Some("admin".into()),
+        ..UserUpdate::default()
+    };
+    assert!(!s.update_user(b, bob.id, &set).await.unwrap());
+    assert!(s.update_user(a, bob.id, &set).await.unwrap());
+    let got = s.get_user(a, bob.id).await.unwrap().unwrap();
+    assert_eq!(got.password_hash.as_deref(), Some("$argon2id$new"));
+    assert_eq!(got.role.as_deref(), Some("admin"));
+    assert_eq!(got.setup_token_hash, None);
+    assert_eq!(
+        s.user_by_setup_token(a, "setup-bob", 1).await.unwrap(),
+        None
+    );
+
+    // Lockout counting: the third failure locks and starts again; success resets.
+    let f1 = s.login_failed(a, ann.id, 50, 3, 900).await.unwrap();
+    assert_eq!(
+        f1,
+        LoginFailure {
+            failures: 1,
+            locked_until: None
+        }
+    );
+    assert!(s.login_failed(b, ann.id, 50, 3, 900).await.is_err());
+    s.login_failed(a, ann.id, 51, 3, 900).await.unwrap();
+    let f3 = s.login_failed(a, ann.id, 52, 3, 900).await.unwrap();
+    assert_eq!(
+        f3,
+        LoginFailure {
+            failures: 3,
+            locked_until: Some(952)
+        }
+    );
+    let got = s.get_user(a, ann.id).await.unwrap().unwrap();
+    assert_eq!((got.failed_logins, got.locked_until), (0, Some(952)));
+    s.login_failed(a, ann.id, 53, 3, 900).await.unwrap();
+    s.login_succeeded(a, ann.id).await.unwrap();
+    let got = s.get_user(a, ann.id).await.unwrap().unwrap();
+    assert_eq!((got.failed_logins, got.locked_until), (0, None));
+
+    // TOTP: a wrapped secret, each step accepted once and only going forward.
+    let totp = UserUpdate {
+        totp_secret_wrapped: Some(Some(vec![9; 48])),
+        ..UserUpdate::default()
+    };
+    assert!(s.update_user(a, ann.id, &totp).await.unwrap());
+    let on = UserUpdate {
+        totp_enabled: Some(true),
+        recovery_code_hashes: Some(vec!["rc-1".into(), "rc-2".into()]),
+        ..UserUpdate::default()
+    };
+    assert!(s.update_user(a, ann.id, &on).await.unwrap());
+    let got = s.get_user(a, ann.id).await.unwrap().unwrap();
+    assert_eq!(got.totp_secret_wrapped, Some(vec![9; 48]));
+    assert!(got.totp_enabled);
+    assert!(s.use_totp_step(a, ann.id, 1000).await.unwrap());
+    assert!(!s.use_totp_step(a, ann.id, 1000).await.unwrap());
+    assert!(!s.use_totp_step(a, ann.id, 999).await.unwrap());
+    assert!(!s.use_totp_step(b, ann.id, 2000).await.unwrap());
+    assert!(s.use_totp_step(a, ann.id, 1001).await.unwrap());
+    // Recovery codes: single use, only the user's own.
+    assert!(!s.use_recovery_code(b, ann.id, "rc-1", 60).await.unwrap());
+    assert!(!s.use_recovery_code(a, bob.id, "rc-1", 60).await.unwrap());
+    assert!(s.use_recovery_code(a, ann.id, "rc-1", 60).await.unwrap());
+    assert!(!s.use_recovery_code(a, ann.id, "rc-1", 61).await.unwrap());
+    assert!(!s.use_recovery_code(a, ann.id, "rc-3", 61).await.unwrap());
+    // New codes replace the old ones.
+    let again = UserUpdate {
+        recovery_code_hashes: Some(vec!["rc-3".into()]),
+        ..UserUpdate::default()
+    };
+    assert!(s.update_user(a, ann.id, &again).await.unwrap());
+    assert!(!s.use_recovery_code(a, ann.id, "rc-2", 62).await.unwrap());
+    assert!(s.use_recovery_code(a, ann.id, "rc-3", 62).await.unwrap());
+
+    // Sessions: per tenant.
+    let (ia, ib) = (ta.tenant.id, tb.tenant.id);
+    s.create_session(ia, &session(ia, bob.id, "sess-bob"))
+        .await
+        .unwrap();
+    assert_eq!(s.get_session(ib, "sess-bob").await.unwrap(), None);
+    s.touch_session(ib, "sess-bob", 99).await.unwrap();
+    s.touch_session(ia, "sess-bob", 20).await.unwrap();
+    let got = s.get_session(ia, "sess-bob").await.unwrap().unwrap();
+    assert_eq!(got.last_seen, 20);
+    assert!(!s.revoke_session(ib, "sess-bob", 21).await.unwrap());
+    assert!(s.revoke_session(ia, "sess-bob", 21).await.unwrap());
+    assert!(!s.revoke_session(ia, "sess-bob", 22).await.unwrap());
+    assert_eq!(
+        s.get_session(ia, "sess-bob")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        Some(21)
+    );
+
+    // Tokens: listed and revoked per tenant.
+    let tok = api_token(ia, "tok-bob", Some(bob.id));
+    s.create_api_token(&tok).await.unwrap();
+    s.create_api_token(&api_token(ib, "tok-other", Some(ann_b.id)))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.find_api_token("tok-bob").await.unwrap(),
+        Some(tok.clone())
+    );
+    assert_eq!(s.list_api_tokens(ia).await.unwrap(), vec![tok.clone()]);
+    assert!(!s.revoke_api_token(ib, tok.id, 30).await.unwrap());
+    assert!(s.revoke_api_token(ia, tok.id, 30).await.unwrap());
+    assert!(!s.revoke_api_token(ia, tok.id, 31).await.unwrap());
+    assert_eq!(
+        s.find_api_token("tok-bob")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        Some(30)
+    );
+
+    // Offboarding revokes the user's sessions and tokens, nobody else's.
+    s.create_session(ia, &session(ia, bob.id, "sess-bob-2"))
+        .await
+        .unwrap();
+    s.create_session(ia, &session(ia, ann.id, "sess-ann"))
+        .await
+        .unwrap();
+    s.create_api_token(&api_token(ia, "tok-bob-2", Some(bob.id)))
+        .await
+        .unwrap();
+    s.create_api_token(&api_token(ia, "tok-ann", Some(ann.id)))
+        .await
+        .unwrap();
+    assert_eq!(s.offboard_user(b, bob.id, 40).await.unwrap(), None);
+    assert_eq!(
+        s.offboard_user(a, bob.id, 40).await.unwrap(),
+        Some(Revoked {
+            sessions: 1,
+            tokens: 1,
+            grants: 0
+        })
+    );
+    assert_eq!(s.offboard_user(a, bob.id, 41).await.unwrap(), None);
+    assert!(s
+        .get_session(ia, "sess-bob-2")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some());
+    assert!(s
+        .find_api_token("tok-bob-2")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some());
+    assert!(s
+        .get_session(ia, "sess-ann")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_none());
+    assert!(s
+        .find_api_token("tok-ann")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_none());
+    assert!(s
+        .find_api_token("tok-other")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_none());
+    assert_eq!(
+        s.user_by_email(a, "bob@uniform.example").await.unwrap(),
+        None
+    );
+    assert!(!s.update_user(a, bob.id, &set).await.unwrap());
+    // The email is free again; the offboarded row stays for the record.
+    s.create_user(a, &user(a, "bob@uniform.example", Some("analyst")))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_user(a, bob.id).await.unwrap().unwrap().offboarded_at,
+        Some(40)
+    );
+
+    // MSP grants: per tenant; revoking ends the grantee's sessions and
+    // tokens in that tenant only.
+    let grant = |t: TenantId, expires_at| MspGrantRow {
+        id: Uuid::new_v4(),
+        tenant_id: t,
+        user_id: msp.id,
+        role: "analyst".into(),
+        created_by: "user:ann@uniform.example".into(),
+        created_at: 10,
+        expires_at,
+        revoked_at: None,
+    };
+    let (ga, gb) = (grant(ia, None), grant(ib, Some(100)));
+    s.create_msp_grant(ia, &ga).await.unwrap();
+    s.create_msp_grant(ib, &gb).await.unwrap();
+    assert_eq!(s.list_msp_grants(ia).await.unwrap(), vec![ga.clone()]);
+    assert_eq!(
+        s.active_msp_grant(ia, msp.id, 50).await.unwrap(),
+        Some(ga.clone())
+    );
+    assert_eq!(
+        s.active_msp_grant(ib, msp.id, 99).await.unwrap(),
+        Some(gb.clone())
+    );
+    assert_eq!(s.active_msp_grant(ib, msp.id, 100).await.unwrap(), None);
+    assert_eq!(s.active_msp_grant(ia, ann.id, 50).await.unwrap(), None);
+    s.create_session(ia, &session(ia, msp.id, "sess-msp-a"))
+        .await
+        .unwrap();
+    s.create_session(ib, &session(ib, msp.id, "sess-msp-b"))
+        .await
+        .unwrap();
+    s.create_api_token(&api_token(ia, "tok-msp-a", Some(msp.id)))
+        .await
+        .unwrap();
+    assert_eq!(s.revoke_msp_grant(ib, ga.id, 60).await.unwrap(), None);
+    let (revoked, n) = s.revoke_msp_grant(ia, ga.id, 60).await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(60));
+    assert_eq!(
+        n,
+        Revoked {
+            sessions: 1,
+            tokens: 1,
+            grants: 1
+        }
+    );
+    assert_eq!(s.revoke_msp_grant(ia, ga.id, 61).await.unwrap(), None);
+    assert_eq!(s.active_msp_grant(ia, msp.id, 62).await.unwrap(), None);
+    assert!(s
+        .get_session(ib, "sess-msp-b")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_none());
+    // Offboarding the MSP user ends its remaining grants and sessions.
+    assert_eq!(
+        s.offboard_user(None, msp.id, 70).await.unwrap(),
+        Some(Revoked {
+            sessions: 1,
+            tokens: 0,
+            grants: 1
+        })
+    );
+    assert_eq!(s.active_msp_grant(ib, msp.id, 71).await.unwrap(), None);
 }

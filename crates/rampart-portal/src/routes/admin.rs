@@ -86,7 +86,7 @@ pub struct CreateTenant {
 #[derive(Serialize, ToSchema)]
 pub struct CreatedTenant {
     pub tenant: TenantView,
-    /// A tenant admin API token, shown once.
+    /// The tenant's first API token (role `owner`), shown once.
     pub admin_token: String,
 }
 
@@ -145,7 +145,7 @@ async fn create_tenant(
         .create_tenant_in(&actor, &req.name, &req.domain, req.region.as_deref(), files)
         .await?;
     let tok = p
-        .mint_api_token(&actor, Some(t.id), "initial admin", "admin", None)
+        .mint_api_token(&actor, Some(t.id), "initial owner", "owner", None)
         .await?;
     Ok((
         StatusCode::CREATED,

@@ -21,7 +21,9 @@ use uuid::Uuid;
 
 use super::{ms_rfc3339, parse_time, rfc3339};
 use crate::error::ApiError;
-use crate::extract::{AppState, Json, Path, Query, TenantAdmin};
+use crate::extract::{
+    AppState, Json, MinRole, Path, Query, TenantAdmin, TenantAnalyst, TenantCaller, TenantReader,
+};
 use crate::service::now;
 use crate::{alarms, notify};
 
@@ -223,7 +225,7 @@ fn filter_from(q: &ListParams) -> Result<AlarmFilter, ApiError> {
     responses((status = 200, body = AlarmList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn list_alarms(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantReader,
     Query(q): Query<ListParams>,
 ) -> Result<axum::Json<AlarmList>, ApiError> {
     let f = filter_from(&q)?;
@@ -250,7 +252,7 @@ pub struct AlarmCount {
     responses((status = 200, body = Vec<AlarmCount>), (status = 401, body = ErrorBody)))]
 async fn alarm_counts(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantReader,
 ) -> Result<axum::Json<Vec<AlarmCount>>, ApiError> {
     Ok(axum::Json(
         p.store
@@ -295,7 +297,11 @@ pub struct AlarmDetail {
     pub history: Vec<HistoryView>,
 }
 
-async fn detail(p: &AppState, a: &TenantAdmin, id: Uuid) -> Result<AlarmDetail, ApiError> {
+async fn detail<R: MinRole>(
+    p: &AppState,
+    a: &TenantCaller<R>,
+    id: Uuid,
+) -> Result<AlarmDetail, ApiError> {
     let alarm = p
         .store
         .get_alarm(a.tenant.id, id)
@@ -314,19 +320,24 @@ async fn detail(p: &AppState, a: &TenantAdmin, id: Uuid) -> Result<AlarmDetail, 
     responses((status = 200, body = AlarmDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_alarm(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantReader,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<AlarmDetail>, ApiError> {
     Ok(axum::Json(detail(&p, &a, id).await?))
 }
 
-fn actor(a: &TenantAdmin) -> String {
-    format!("token:{}", a.token.name)
+/// The alarm history's actor: `token:<name>` for an API token,
+/// `user:<email>` or `msp:<email>` for a person.
+fn actor<R: MinRole>(a: &TenantCaller<R>) -> String {
+    match &a.credential {
+        crate::extract::Credential::Token(t) => format!("token:{}", t.name),
+        _ => a.actor().to_string(),
+    }
 }
 
-async fn update(
+async fn update<R: MinRole>(
     p: &AppState,
-    a: &TenantAdmin,
+    a: &TenantCaller<R>,
     id: Uuid,
     u: AlarmUpdate,
 ) -> Result<axum::Json<AlarmView>, ApiError> {
@@ -351,7 +362,7 @@ async fn update(
     responses((status = 200, body = AlarmView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn ack_alarm(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantAnalyst,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<AlarmView>, ApiError> {
     update(&p, &a, id, AlarmUpdate::State(AlarmState::Acknowledged)).await
@@ -363,7 +374,7 @@ async fn ack_alarm(
     responses((status = 200, body = AlarmView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn resolve_alarm(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantAnalyst,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<AlarmView>, ApiError> {
     update(&p, &a, id, AlarmUpdate::State(AlarmState::Resolved)).await
@@ -375,7 +386,7 @@ async fn resolve_alarm(
     responses((status = 200, body = AlarmView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn archive_alarm(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantAnalyst,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<AlarmView>, ApiError> {
     update(&p, &a, id, AlarmUpdate::State(AlarmState::Archived)).await
@@ -395,7 +406,7 @@ pub struct Assign {
     responses((status = 200, body = AlarmView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn assign_alarm(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantAnalyst,
     Path(id): Path<Uuid>,
     Json(req): Json<Assign>,
 ) -> Result<axum::Json<AlarmView>, ApiError> {
@@ -426,7 +437,7 @@ pub struct Note {
     responses((status = 200, body = AlarmView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn note_alarm(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantAnalyst,
     Path(id): Path<Uuid>,
     Json(req): Json<Note>,
 ) -> Result<axum::Json<AlarmView>, ApiError> {
@@ -476,7 +487,7 @@ fn csv_field(s: &str) -> String {
     responses((status = 200, body = Vec<TimelineEntry>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn alarm_timeline(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantAnalyst,
     Query(q): Query<TimelineParams>,
 ) -> Result<Response, ApiError> {
     let csv = match q.format.as_deref() {
@@ -599,7 +610,7 @@ fn rule_view(r: &AlarmRuleRow) -> Rule {
     responses((status = 200, body = Vec<Rule>), (status = 401, body = ErrorBody)))]
 async fn list_rules(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantReader,
 ) -> Result<axum::Json<Vec<Rule>>, ApiError> {
     let rows = p.store.list_alarm_rules(a.tenant.id).await?;
     Ok(axum::Json(rows.iter().map(rule_view).collect()))
@@ -654,7 +665,7 @@ async fn delete_rule(
     responses((status = 200, body = Object), (status = 401, body = ErrorBody)))]
 async fn get_settings(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantReader,
 ) -> Result<axum::Json<DetectorSettings>, ApiError> {
     Ok(axum::Json(alarms::settings(&p, a.tenant.id).await?))
 }
@@ -678,7 +689,7 @@ async fn put_settings(
     responses((status = 200, body = notify::EmailRoute), (status = 401, body = ErrorBody)))]
 async fn get_email_route(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantReader,
 ) -> Result<axum::Json<notify::EmailRoute>, ApiError> {
     let r = notify::email_route(&p, a.tenant.id).await?;
     Ok(axum::Json(r.unwrap_or_default()))
@@ -840,7 +851,7 @@ fn delivery_view(d: &DeliveryRow) -> DeliveryView {
     responses((status = 200, body = Vec<DeliveryView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn list_deliveries(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantReader,
     Query(q): Query<DeliveryParams>,
 ) -> Result<axum::Json<Vec<DeliveryView>>, ApiError> {
     let status = q

@@ -24,7 +24,7 @@ use utoipa_axum::routes;
 
 use super::{ms_rfc3339, parse_time};
 use crate::error::ApiError;
-use crate::extract::{AppState, Json, Query, TenantAdmin};
+use crate::extract::{AppState, Json, MinRole, Query, TenantAdmin, TenantCaller, TenantReader};
 use crate::flows::Flows;
 use crate::service::now_ms;
 
@@ -78,7 +78,11 @@ struct Resolved {
 
 /// Parses the window and filter and clamps the window to what the plan lets
 /// the tenant see.
-async fn resolve(p: &AppState, a: &TenantAdmin, w: &Window) -> Result<Resolved, ApiError> {
+async fn resolve<R: MinRole>(
+    p: &AppState,
+    a: &TenantCaller<R>,
+    w: &Window,
+) -> Result<Resolved, ApiError> {
     let now = now_ms();
     let end = match &w.to {
         Some(v) => parse_time("to", v)?,
@@ -231,7 +235,7 @@ fn key_text(v: &serde_json::Value) -> String {
     responses((status = 200, body = TopAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn top(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantReader,
     Query(w): Query<Window>,
     Query(q): Query<TopParams>,
 ) -> Result<Response, ApiError> {
@@ -245,6 +249,10 @@ async fn top(
         ));
     }
     let csv = wants_csv(q.format.as_deref())?;
+    if csv {
+        // A CSV download is an export: analysts and above.
+        a.require(crate::extract::Role::Analyst)?;
+    }
     let r = resolve(&p, &a, &w).await?;
     let secrets = p.secrets(a.tenant.id).await?;
     let ans = p
@@ -335,7 +343,7 @@ pub struct SeriesAnswer {
     responses((status = 200, body = SeriesAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn series(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantReader,
     Query(w): Query<Window>,
     Query(q): Query<SeriesParams>,
 ) -> Result<axum::Json<SeriesAnswer>, ApiError> {
@@ -526,7 +534,7 @@ pub struct SearchAnswer {
     responses((status = 200, body = SearchAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn search(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantReader,
     Query(w): Query<Window>,
     Query(q): Query<SearchParams>,
 ) -> Result<Response, ApiError> {
@@ -538,6 +546,10 @@ async fn search(
         ));
     }
     let csv = wants_csv(q.format.as_deref())?;
+    if csv {
+        // A CSV download is an export: analysts and above.
+        a.require(crate::extract::Role::Analyst)?;
+    }
     let cursor = q
         .cursor
         .as_deref()
@@ -626,7 +638,7 @@ pub struct TotalsAnswer {
     responses((status = 200, body = TotalsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn totals(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantReader,
     Query(w): Query<Window>,
 ) -> Result<axum::Json<TotalsAnswer>, ApiError> {
     let r = resolve(&p, &a, &w).await?;
@@ -658,7 +670,7 @@ async fn totals(
     responses((status = 200, body = DataControls), (status = 401, body = ErrorBody)))]
 async fn get_data_controls(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantReader,
 ) -> Result<axum::Json<DataControls>, ApiError> {
     Ok(axum::Json(
         crate::flows::data_controls(&p, a.tenant.id).await?,

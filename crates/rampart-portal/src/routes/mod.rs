@@ -9,6 +9,7 @@ pub mod device;
 pub mod flows;
 pub mod plans;
 pub mod tenant;
+pub mod users;
 
 use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -68,6 +69,14 @@ impl Modify for Security {
             || SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
         c.add_security_scheme("operator", bearer());
         c.add_security_scheme("tenant", bearer());
+        c.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::extract::SESSION_COOKIE,
+                "session cookie set by POST /api/v1/auth/login; non-GET requests also need \
+                 the session's csrf token in x-csrf-token",
+            ))),
+        );
         c.add_security_scheme(
             "device",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(

@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use super::admin::{tenant_view, TenantView};
 use super::rfc3339;
 use crate::error::ApiError;
-use crate::extract::{AppState, Json, Operator, Path, TenantAdmin};
+use crate::extract::{AppState, Json, Operator, Path, TenantReader};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -249,7 +249,7 @@ async fn reactivate_tenant(
     responses((status = 200, body = EffectivePlanView), (status = 401, body = ErrorBody)))]
 async fn own_plan(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantReader,
 ) -> Result<axum::Json<EffectivePlanView>, ApiError> {
     let eff = p.plan(a.tenant.id).await?;
     Ok(axum::Json(effective_view(&p, a.tenant.id, eff).await?))

@@ -1,5 +1,6 @@
 //! A tenant's own API, on the tenant's domain, with that tenant's tokens.
-//! Every handler takes [`TenantAdmin`] and passes its tenant first to the store.
+//! Every handler takes a [`TenantCaller`] naming its least role and passes its
+//! tenant first to the store.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,7 +14,9 @@ use uuid::Uuid;
 
 use super::rfc3339;
 use crate::error::ApiError;
-use crate::extract::{AppState, Json, Path, Query, TenantAdmin};
+use crate::extract::{
+    AppState, Json, MinRole, Path, Query, TenantAdmin, TenantCaller, TenantReader,
+};
 use crate::service::{now, Portal};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -49,7 +52,7 @@ pub struct TenantInfo {
     responses((status = 200, body = TenantInfo), (status = 401, body = ErrorBody)))]
 async fn tenant_info(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantReader,
 ) -> Result<axum::Json<TenantInfo>, ApiError> {
     let s = p.secrets(a.tenant.id).await?;
     Ok(axum::Json(TenantInfo {
@@ -226,7 +229,11 @@ fn device_view(p: &Portal, d: &Device, now: i64) -> DeviceView {
     }
 }
 
-async fn load_device(p: &Portal, a: &TenantAdmin, id: Uuid) -> Result<Device, ApiError> {
+async fn load_device<R: MinRole>(
+    p: &Portal,
+    a: &TenantCaller<R>,
+    id: Uuid,
+) -> Result<Device, ApiError> {
     p.store
         .get_device(a.tenant.id, DeviceId(id))
         .await?
@@ -238,7 +245,7 @@ async fn load_device(p: &Portal, a: &TenantAdmin, id: Uuid) -> Result<Device, Ap
     responses((status = 200, body = Vec<DeviceView>), (status = 401, body = ErrorBody)))]
 async fn list_devices(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantReader,
 ) -> Result<axum::Json<Vec<DeviceView>>, ApiError> {
     let now = now();
     let ds = p.store.list_devices(a.tenant.id).await?;
@@ -253,16 +260,16 @@ async fn list_devices(
     responses((status = 200, body = DeviceView), (status = 404, body = ErrorBody)))]
 async fn get_device(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantReader,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<DeviceView>, ApiError> {
     let d = load_device(&p, &a, id).await?;
     Ok(axum::Json(device_view(&p, &d, now())))
 }
 
-async fn set_device_status(
+async fn set_device_status<R: MinRole>(
     p: &AppState,
-    a: &TenantAdmin,
+    a: &TenantCaller<R>,
     id: Uuid,
     from: &[DeviceStatus],
     to: DeviceStatus,
@@ -494,7 +501,7 @@ async fn broadcast_instruction(
     responses((status = 200, body = Vec<InstructionView>), (status = 404, body = ErrorBody)))]
 async fn list_instructions(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantReader,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<Vec<InstructionView>>, ApiError> {
     let d = load_device(&p, &a, id).await?;
@@ -525,7 +532,7 @@ fn event_view(e: &DeviceEvent) -> EventView {
     responses((status = 200, body = Vec<EventView>), (status = 404, body = ErrorBody)))]
 async fn list_device_events(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantReader,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<Vec<EventView>>, ApiError> {
     let d = load_device(&p, &a, id).await?;
@@ -577,7 +584,7 @@ fn batch_view(b: &BatchRow) -> BatchView {
     responses((status = 200, body = Vec<BatchView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn list_batches(
     State(p): State<AppState>,
-    a: TenantAdmin,
+    a: TenantReader,
     Query(q): Query<BatchQuery>,
 ) -> Result<axum::Json<Vec<BatchView>>, ApiError> {
     let limit = q.limit.unwrap_or(1000);
