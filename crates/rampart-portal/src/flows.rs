@@ -42,8 +42,9 @@ pub struct Flows {
 }
 
 impl Flows {
-    pub fn data_key(key: &[u8; 32]) -> DataKey {
-        DataKey::from_bytes(*key)
+    /// The flowstore's key ring of a tenant (all active data key versions).
+    pub fn data_key(key: &DataKey) -> DataKey {
+        key.clone()
     }
 }
 

@@ -21,11 +21,13 @@ pub mod email;
 pub mod error;
 pub mod extract;
 pub mod flows;
+pub mod keys;
 pub mod metrics;
 pub mod notify;
 pub mod routes;
 pub mod service;
 pub mod tls;
+pub mod vault;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,6 +56,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::healthz))
         .routes(routes!(routes::readyz))
         .merge(routes::admin::router())
+        .merge(routes::keys::router())
         .merge(routes::tenant::router())
         .merge(routes::device::router())
         .merge(routes::flows::router())
@@ -176,6 +179,7 @@ pub async fn run(
     tokio::spawn(background(portal.clone()));
     tokio::spawn(flows::jobs(portal.clone()));
     tokio::spawn(alarms::jobs(portal.clone()));
+    tokio::spawn(keys::jobs(portal.clone()));
     let tls = tls::server_config(portal.certs.clone());
     tracing::info!(addr = %listener.local_addr()?, admin_domain = %portal.config.admin_domain, "portal listening (https)");
     tls::serve(listener, tls, app(portal), shutdown).await;

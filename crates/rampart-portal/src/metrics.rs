@@ -35,6 +35,12 @@ pub struct DeliveryLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `rows` or `segments`.
+    pub kind: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<HttpLabels, Counter>,
@@ -53,6 +59,9 @@ pub struct Metrics {
     pub alarm_flows_evaluated: Counter,
     pub alarm_detection_lag: Gauge,
     pub alarm_deliveries: Family<DeliveryLabels, Counter>,
+    pub key_rotations: Counter,
+    pub key_objects_resealed: Family<KindLabels, Counter>,
+    pub key_rotation_last_run: Gauge,
 }
 
 impl Metrics {
@@ -75,8 +84,26 @@ impl Metrics {
             alarm_flows_evaluated: Counter::default(),
             alarm_detection_lag: Gauge::default(),
             alarm_deliveries: Family::default(),
+            key_rotations: Counter::default(),
+            key_objects_resealed: Family::default(),
+            key_rotation_last_run: Gauge::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "key_rotations",
+            "Tenant data key versions added",
+            m.key_rotations.clone(),
+        );
+        registry.register(
+            "key_objects_resealed",
+            "Rows and flow segment files re-encrypted under a newer data key",
+            m.key_objects_resealed.clone(),
+        );
+        registry.register(
+            "key_rotation_last_run",
+            "Unix time of the last pass of the key rotation job",
+            m.key_rotation_last_run.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests served",

@@ -21,7 +21,7 @@ use crate::alarms::Alarms;
 use crate::audit::{self, Actor};
 use crate::ca::LocalCa;
 use crate::config::Config;
-use crate::crypto::{self, KeyCache, MasterKey, TenantSecrets};
+use crate::crypto::{self, Keyring, MasterKey, TenantSecrets};
 use crate::flows::Flows;
 use crate::metrics::Metrics;
 use crate::tls::{self, CertStore};
@@ -246,7 +246,8 @@ pub struct Portal {
     pub blobs: Arc<dyn BlobStore>,
     pub master: Arc<dyn MasterKey>,
     pub ca: LocalCa,
-    pub keys: KeyCache,
+    /// Master key, key vault and unwrapped-key cache; also the store's cipher.
+    pub keyring: Arc<Keyring>,
     pub certs: Arc<CertStore>,
     pub waker: Waker,
     pub nonces: NonceCache,
@@ -277,6 +278,15 @@ impl Portal {
                  dir (master_key_file) or into RAMPART_MASTER_KEY. Losing it loses all tenant data."
             );
         }
+        let previous = match &config.previous_master_key_file {
+            Some(p) => Some(Arc::new(crypto::read_master_key(p).map_err(ServiceError::Crypto)?)
+                as Arc<dyn MasterKey>),
+            None => None,
+        };
+        let master = crypto::MasterRing {
+            current: Arc::new(master),
+            previous,
+        };
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.db_path()).await?);
         let blobs: Arc<dyn BlobStore> = Arc::new(LocalBlobStore::new(config.blob_dir()));
         Self::with_backends(config, store, blobs, Arc::new(master)).await
@@ -289,6 +299,12 @@ impl Portal {
         blobs: Arc<dyn BlobStore>,
         master: Arc<dyn MasterKey>,
     ) -> Result<Portal> {
+        let vault = Arc::new(crate::vault::LocalKeyVault::new(
+            config.vault_dir(),
+            master.clone(),
+        ));
+        let keyring = Arc::new(Keyring::new(master.clone(), vault));
+        store.set_field_cipher(keyring.clone());
         let ca = LocalCa::load_or_create(store.as_ref(), master.as_ref()).await?;
         if config.data_dir.is_dir() {
             let _ = std::fs::write(config.ca_cert_path(), ca.cert_pem());
@@ -345,7 +361,7 @@ impl Portal {
             blobs,
             master,
             ca,
-            keys: KeyCache::default(),
+            keyring,
             certs,
             waker: Waker::default(),
             nonces: NonceCache::default(),
@@ -399,17 +415,7 @@ impl Portal {
 
     /// The tenant's private keys, unwrapped once and cached.
     pub async fn secrets(&self, tenant: TenantId) -> Result<Arc<TenantSecrets>> {
-        if let Some(s) = self.keys.get(tenant) {
-            return Ok(s);
-        }
-        let keys = self.store.tenant_keys(tenant).await?;
-        let s = Arc::new(crypto::open_tenant_keys(
-            self.master.as_ref(),
-            tenant,
-            &keys,
-        )?);
-        self.keys.insert(tenant, s.clone());
-        Ok(s)
+        self.keyring.load(self.store.as_ref(), tenant).await
     }
 
     /// Reads a spooled batch and opens it with the tenant's upload key,
@@ -479,10 +485,10 @@ impl Portal {
         }
         let id = TenantId(Uuid::new_v4());
         let issued = self.ca.issue(&[&domain])?;
-        let keys =
-            crypto::new_tenant_keys(self.master.as_ref(), id, issued.chain_pem, &issued.key_der);
+        let root = self.keyring.create_root(id).await?;
+        let keys = crypto::new_tenant_keys(&root, id, issued.chain_pem, &issued.key_der);
         let key_detail = serde_json::json!({
-            "keys": ["kek", "signing", "upload", "tls"],
+            "keys": ["vault_root", "kek", "signing", "upload", "tls"],
             "signing_pk": audit::hex(&keys.signing_pk),
             "upload_pk": audit::hex(&keys.upload_pk),
         });
@@ -500,12 +506,19 @@ impl Portal {
             cert_file: cert_files.as_ref().map(|c| c.0.clone()),
             key_file: cert_files.map(|c| c.1),
         };
-        self.store
+        if let Err(e) = self
+            .store
             .create_tenant(&NewTenant {
                 tenant: tenant.clone(),
                 keys,
             })
-            .await?;
+            .await
+        {
+            // No tenant row: its fresh vault entry would only be litter.
+            let vault = self.keyring.vault.clone();
+            let _ = tokio::task::spawn_blocking(move || vault.destroy(id)).await;
+            return Err(e.into());
+        }
         let target = format!("tenant:{id}");
         let detail = serde_json::json!({"name": tenant.name, "domain": tenant.domain, "certificate": certificate});
         audit::record(self, Some(id), actor, "tenant.create", &target, detail).await?;
