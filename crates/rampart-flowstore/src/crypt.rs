@@ -65,7 +65,10 @@ impl DataKey {
     }
 
     fn get(&self, version: u32) -> Option<&[u8; 32]> {
-        self.keys.iter().find(|(v, _)| *v == version).map(|(_, k)| k)
+        self.keys
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map(|(_, k)| k)
     }
 
     /// A one-way name for the ring, so caches of decrypted data can be keyed

@@ -366,8 +366,8 @@ pub fn open_tenant_keys(
         kek.unwrap(blob, &aad(tenant, purpose))
             .map_err(|e| ServiceError::Crypto(format!("tenant {tenant} {purpose} key: {e}")))
     };
-    let signing = SigningKey::from_secret(&un(&keys.signing_sk_wrapped, "signing")?)
-        .map_err(crypto_err)?;
+    let signing =
+        SigningKey::from_secret(&un(&keys.signing_sk_wrapped, "signing")?).map_err(crypto_err)?;
     let upload =
         HpkeSecretKey::from_bytes(&un(&keys.upload_sk_wrapped, "upload")?).map_err(crypto_err)?;
     let mut ring = Vec::new();
@@ -375,17 +375,23 @@ pub fn open_tenant_keys(
     for row in data_keys {
         let Some(w) = &row.key_wrapped else { continue };
         let k = un(w, &data_key_purpose(row.version))?;
-        let k: [u8; 32] = k
-            .as_slice()
-            .try_into()
-            .map_err(|_| crypto_err(format!("tenant {tenant} data key {} is not 32 bytes", row.version)))?;
+        let k: [u8; 32] = k.as_slice().try_into().map_err(|_| {
+            crypto_err(format!(
+                "tenant {tenant} data key {} is not 32 bytes",
+                row.version
+            ))
+        })?;
         let fk = derive(&k, tenant, &format!("fields/{}", row.version));
-        field_keys.push((row.version, Kek::from_bytes(fk.as_ref()).map_err(crypto_err)?));
+        field_keys.push((
+            row.version,
+            Kek::from_bytes(fk.as_ref()).map_err(crypto_err)?,
+        ));
         ring.push((row.version, k));
     }
-    let current = ring.iter().map(|(v, _)| *v).max().ok_or_else(|| {
-        ServiceError::Crypto(format!("tenant {tenant} has no active data key"))
-    })?;
+    let current =
+        ring.iter().map(|(v, _)| *v).max().ok_or_else(|| {
+            ServiceError::Crypto(format!("tenant {tenant} has no active data key"))
+        })?;
     let data_key = DataKey::ring(current, ring)
         .ok_or_else(|| crypto_err(format!("tenant {tenant} data key ring")))?;
     Ok(TenantSecrets {
@@ -494,9 +500,9 @@ impl Keyring {
         tenant: TenantId,
     ) -> Result<Arc<TenantSecrets>, ServiceError> {
         let keys = store.tenant_keys(tenant).await.map_err(|e| match e {
-            StoreError::NotFound(_) => ServiceError::Crypto(format!(
-                "tenant {tenant} has no keys: they were destroyed"
-            )),
+            StoreError::NotFound(_) => {
+                ServiceError::Crypto(format!("tenant {tenant} has no keys: they were destroyed"))
+            }
             e => e.into(),
         })?;
         let root = self.root(tenant).await?;
@@ -566,7 +572,8 @@ mod tests {
     use super::*;
 
     fn dk(kek_of: &TenantKeys, root: &Kek, t: TenantId, version: u32) -> DataKeyRow {
-        let kek = Kek::from_bytes(&root.unwrap(&kek_of.kek_wrapped, &aad(t, "kek")).unwrap()).unwrap();
+        let kek =
+            Kek::from_bytes(&root.unwrap(&kek_of.kek_wrapped, &aad(t, "kek")).unwrap()).unwrap();
         new_data_key(&kek, t, version, 1)
     }
 
@@ -583,7 +590,10 @@ mod tests {
         let other = TenantId(uuid::Uuid::new_v4());
         assert!(open_tenant_keys(&root, other, &keys, &dks).is_err());
         assert!(open_tenant_keys(&Kek::generate(), t, &keys, &dks).is_err());
-        assert!(open_tenant_keys(&root, t, &keys, &[]).is_err(), "no data key");
+        assert!(
+            open_tenant_keys(&root, t, &keys, &[]).is_err(),
+            "no data key"
+        );
         // Derived keys differ per tenant and per purpose, and are stable.
         let again = open_tenant_keys(&root, t, &keys, &dks).unwrap();
         assert_eq!(*s.pseudonym_key, *again.pseudonym_key);

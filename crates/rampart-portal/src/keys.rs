@@ -263,10 +263,7 @@ impl Portal {
         let newest = active.iter().map(|k| k.version).max().unwrap_or(0);
         let mut s = self.secrets(tenant).await?;
         if rampart_store::cipher::TenantSealer::version(s.as_ref()) != newest {
-            s = self
-                .keyring
-                .load_fresh(self.store.as_ref(), tenant)
-                .await?;
+            s = self.keyring.load_fresh(self.store.as_ref(), tenant).await?;
         }
         let batch = self.config.key_rekey_batch;
         let rows = self.store.reseal_fields(tenant, batch).await?;
@@ -301,7 +298,11 @@ impl Portal {
             return Ok(());
         }
         for old in active.iter().filter(|k| k.version < newest) {
-            if self.store.retire_data_key(tenant, old.version, now()).await? {
+            if self
+                .store
+                .retire_data_key(tenant, old.version, now())
+                .await?
+            {
                 report.versions_retired += 1;
                 tracing::info!(%tenant, version = old.version, "data key version retired");
                 audit::record(

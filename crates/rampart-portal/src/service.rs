@@ -279,8 +279,10 @@ impl Portal {
             );
         }
         let previous = match &config.previous_master_key_file {
-            Some(p) => Some(Arc::new(crypto::read_master_key(p).map_err(ServiceError::Crypto)?)
-                as Arc<dyn MasterKey>),
+            Some(p) => Some(
+                Arc::new(crypto::read_master_key(p).map_err(ServiceError::Crypto)?)
+                    as Arc<dyn MasterKey>,
+            ),
             None => None,
         };
         let master = crypto::MasterRing {
@@ -679,10 +681,12 @@ impl Portal {
             revoked_at: None,
         };
         self.store.create_enrollment_token(tenant.id, &row).await?;
+        // The audit log stays clear (it verifies without keys and outlives
+        // a shredded tenant), so it counts tenant content rather than keep it.
         let detail = serde_json::json!({
             "expires_at": row.expires_at,
             "max_uses": row.max_uses,
-            "labels": row.labels,
+            "labels": row.labels.len(),
             "needs_approval": row.needs_approval,
         });
         let target = format!("enrollment_token:{}", row.id);
@@ -795,10 +799,10 @@ impl Portal {
             .map_err(ServiceError::Enrollment)?;
         let secrets = self.secrets(tenant.id).await?;
         tracing::info!(tenant = %tenant.name, device = %dev.id, hostname = %dev.hostname, status = %dev.status, "device enrolled");
+        // No hostname or labels: the audit log holds no tenant content.
         let detail = serde_json::json!({
-            "hostname": dev.hostname,
             "status": dev.status,
-            "labels": dev.labels,
+            "labels": dev.labels.len(),
             "enrollment_token": dev.enrollment_token_id,
         });
         let target = format!("device:{}", dev.id);

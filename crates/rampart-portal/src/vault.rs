@@ -105,7 +105,9 @@ impl LocalKeyVault {
     fn open(&self, e: &Entry) -> Result<Zeroizing<[u8; 32]>, ServiceError> {
         let wrapped = base64::engine::general_purpose::STANDARD
             .decode(&e.root_wrapped)
-            .map_err(|_| ServiceError::Crypto(format!("key vault entry of {} is damaged", e.tenant)))?;
+            .map_err(|_| {
+                ServiceError::Crypto(format!("key vault entry of {} is damaged", e.tenant))
+            })?;
         let root = self.master.unwrap(&wrapped, &aad(e.tenant))?;
         let mut out = Zeroizing::new([0u8; 32]);
         if root.len() != 32 {

@@ -214,6 +214,9 @@ mod tests {
         assert_ne!(base, aad(t, "alarms", &["b"], "title"));
         assert_ne!(base, aad(t, "alarms", &["a"], "src"));
         // Length prefixes: moving a boundary changes the bytes.
-        assert_ne!(aad(t, "x", &["ab", "c"], "d"), aad(t, "x", &["a", "bc"], "d"));
+        assert_ne!(
+            aad(t, "x", &["ab", "c"], "d"),
+            aad(t, "x", &["a", "bc"], "d")
+        );
     }
 }

@@ -907,7 +907,7 @@ impl Store for SqliteStore {
         .bind(seal.seal_json("detail", &e.detail)?)
         .bind(sealer.version())
         .execute(&self.pool)
-            .await?;
+        .await?;
         Ok(())
     }
 
@@ -1424,14 +1424,13 @@ impl Store for SqliteStore {
         id: Uuid,
         version: u32,
     ) -> Result<bool> {
-        let r = sqlx::query(
-            "UPDATE flow_segments SET key_version = ? WHERE tenant_id = ? AND id = ?",
-        )
-        .bind(version)
-        .bind(tenant.0.to_string())
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?;
+        let r =
+            sqlx::query("UPDATE flow_segments SET key_version = ? WHERE tenant_id = ? AND id = ?")
+                .bind(version)
+                .bind(tenant.0.to_string())
+                .bind(id.to_string())
+                .execute(&self.pool)
+                .await?;
         Ok(r.rows_affected() == 1)
     }
 

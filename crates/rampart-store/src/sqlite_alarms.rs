@@ -104,7 +104,11 @@ fn rule_from(sealer: &dyn TenantSealer, tenant: TenantId, row: &SqliteRow) -> Re
     })
 }
 
-fn webhook_from(sealer: &dyn TenantSealer, tenant: TenantId, row: &SqliteRow) -> Result<WebhookRow> {
+fn webhook_from(
+    sealer: &dyn TenantSealer,
+    tenant: TenantId,
+    row: &SqliteRow,
+) -> Result<WebhookRow> {
     let seal = row_seal(sealer, tenant, "webhooks", row, &["id"])?;
     Ok(WebhookRow {
         id: uuid_col(row, "id")?,

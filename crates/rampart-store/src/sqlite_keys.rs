@@ -53,7 +53,12 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(crate) async fn keys_retire(&self, tenant: TenantId, version: u32, now: i64) -> Result<bool> {
+    pub(crate) async fn keys_retire(
+        &self,
+        tenant: TenantId,
+        version: u32,
+        now: i64,
+    ) -> Result<bool> {
         let r = sqlx::query(
             "UPDATE tenant_data_keys SET key_wrapped = NULL, retired_at = ?
              WHERE tenant_id = ? AND version = ? AND retired_at IS NULL",
@@ -142,7 +147,9 @@ impl SqliteStore {
             for row in sqlx::query(&sql).bind(&t).fetch_all(self.pool()).await? {
                 let v: i64 = row.try_get("key_version")?;
                 let n: i64 = row.try_get("n")?;
-                *fields.entry(v.clamp(0, u32::MAX as i64) as u32).or_default() += n.max(0) as u64;
+                *fields
+                    .entry(v.clamp(0, u32::MAX as i64) as u32)
+                    .or_default() += n.max(0) as u64;
             }
         }
         let mut usage = KeyUsage {

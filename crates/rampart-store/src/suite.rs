@@ -68,7 +68,13 @@ impl TenantSealer for TestSealer {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let ct = self
             .key(self.version)
-            .encrypt(&nonce, Payload { msg: plaintext, aad })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .map_err(|_| StoreError::Crypto("test seal".into()))?;
         let mut out = self.version.to_be_bytes().to_vec();
         out.extend_from_slice(&nonce);
@@ -1719,7 +1725,9 @@ async fn encryption_at_rest(s: &dyn Store, cipher: &TestCipher) {
 
     // Content written under the current version.
     let setting = serde_json::json!({"mask": "10.1.2.0/24"});
-    s.set_tenant_setting(ta, "controls", &setting).await.unwrap();
+    s.set_tenant_setting(ta, "controls", &setting)
+        .await
+        .unwrap();
     s.add_device_event(
         ta,
         &DeviceEvent {
@@ -1740,8 +1748,14 @@ async fn encryption_at_rest(s: &dyn Store, cipher: &TestCipher) {
         .await
         .unwrap();
     let mid = s.key_usage(ta).await.unwrap();
-    assert!(mid.fields.iter().any(|(ver, n)| *ver == v && *n == 1), "{mid:?}");
-    assert_eq!(s.tenant_setting(ta, "controls").await.unwrap(), Some(setting.clone()));
+    assert!(
+        mid.fields.iter().any(|(ver, n)| *ver == v && *n == 1),
+        "{mid:?}"
+    );
+    assert_eq!(
+        s.tenant_setting(ta, "controls").await.unwrap(),
+        Some(setting.clone())
+    );
     // Re-sealing is bounded per pass and resumable, and ends.
     assert_eq!(s.reseal_fields(ta, 1).await.unwrap(), 1);
     let mut passes = 0;
@@ -1755,18 +1769,39 @@ async fn encryption_at_rest(s: &dyn Store, cipher: &TestCipher) {
     let rows_before: u64 = before.fields.iter().map(|f| f.1).sum::<u64>() + 1;
     assert_eq!(after.fields[0].1, rows_before, "every row kept");
     // Everything still opens.
-    assert_eq!(s.tenant_setting(ta, "controls").await.unwrap(), Some(setting));
+    assert_eq!(
+        s.tenant_setting(ta, "controls").await.unwrap(),
+        Some(setting)
+    );
     let ev = s.list_device_events(ta, da).await.unwrap();
     assert_eq!(ev[0].detail, serde_json::json!({"why": "old"}));
-    assert_eq!(s.get_device(ta, da).await.unwrap().unwrap().hostname, "edge-1");
+    assert_eq!(
+        s.get_device(ta, da).await.unwrap().unwrap().hostname,
+        "edge-1"
+    );
     // The other tenant was not touched by ta's pass, and its pass works too.
-    assert!(s.key_usage(tb).await.unwrap().fields.iter().all(|f| f.0 < v));
+    assert!(s
+        .key_usage(tb)
+        .await
+        .unwrap()
+        .fields
+        .iter()
+        .all(|f| f.0 < v));
     while s.reseal_fields(tb, 50).await.unwrap() > 0 {}
-    assert!(s.key_usage(tb).await.unwrap().fields.iter().all(|f| f.0 == v));
+    assert!(s
+        .key_usage(tb)
+        .await
+        .unwrap()
+        .fields
+        .iter()
+        .all(|f| f.0 == v));
     assert!(s.retire_data_key(ta, 1, 20).await.unwrap());
     assert!(!s.retire_data_key(ta, 1, 21).await.unwrap(), "once");
     let retired = &s.data_keys(ta).await.unwrap()[0];
-    assert_eq!((retired.key_wrapped.as_ref(), retired.retired_at), (None, Some(20)));
+    assert_eq!(
+        (retired.key_wrapped.as_ref(), retired.retired_at),
+        (None, Some(20))
+    );
 
     // Segment key versions: unverified until recorded, per tenant.
     let seg = segment(SegmentLevel::Raw, 0, 1_000);
@@ -1790,11 +1825,17 @@ async fn encryption_at_rest(s: &dyn Store, cipher: &TestCipher) {
     assert!(s.segments_off_key(ta, 3, 10).await.unwrap().is_empty());
     assert_eq!(s.segments_off_key(ta, 4, 10).await.unwrap().len(), 1);
     assert_eq!(s.key_usage(ta).await.unwrap().segments, vec![(3, 1)]);
-    assert!(!s.set_segment_key_version(ta, Uuid::new_v4(), 3).await.unwrap());
+    assert!(!s
+        .set_segment_key_version(ta, Uuid::new_v4(), 3)
+        .await
+        .unwrap());
 
     // Destroying keys leaves the other tenant's.
     s.destroy_tenant_keys(ta).await.unwrap();
-    assert!(matches!(s.tenant_keys(ta).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.tenant_keys(ta).await,
+        Err(StoreError::NotFound(_))
+    ));
     assert!(s.data_keys(ta).await.unwrap().is_empty());
     assert!(s.tenant_keys(tb).await.is_ok());
 
