@@ -490,7 +490,9 @@ impl Portal {
         let root = self.keyring.create_root(id).await?;
         let keys = crypto::new_tenant_keys(&root, id, issued.chain_pem, &issued.key_der);
         let key_detail = serde_json::json!({
-            "keys": ["vault_root", "kek", "signing", "upload", "tls"],
+            "keys": ["kek", "signing", "upload", "tls"],
+            // The KEK is wrapped by a root key in the vault, not in the database.
+            "root": "vault",
             "signing_pk": audit::hex(&keys.signing_pk),
             "upload_pk": audit::hex(&keys.upload_pk),
         });
