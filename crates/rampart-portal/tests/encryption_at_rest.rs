@@ -218,8 +218,10 @@ async fn fill(p: &Portal, tenant: &Tenant, tag: &str) -> (Dev, Vec<String>) {
     rampart_portal::flows::set_data_controls(p, &Actor::Cli, t, controls)
         .await
         .unwrap();
-    let mut settings = rampart_alarms::settings::DetectorSettings::default();
-    settings.blocked_networks = vec!["203.0.113.77/32".into()];
+    let settings = rampart_alarms::settings::DetectorSettings {
+        blocked_networks: vec!["203.0.113.77/32".into()],
+        ..Default::default()
+    };
     rampart_portal::alarms::set_settings(p, t, &settings)
         .await
         .unwrap();

@@ -185,6 +185,14 @@ impl SqliteStore {
             .bind(&t)
             .execute(&mut *tx)
             .await?;
+        // The portal-wide queues (notifier, deliveries) read every tenant's
+        // rows in one page: rows nobody can open any more would stop them.
+        for table in ["alarm_history", "alarm_deliveries"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
+                .bind(&t)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }

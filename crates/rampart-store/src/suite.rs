@@ -1830,8 +1830,39 @@ async fn encryption_at_rest(s: &dyn Store, cipher: &TestCipher) {
         .await
         .unwrap());
 
-    // Destroying keys leaves the other tenant's.
+    // Destroying keys leaves the other tenant's, and takes the tenant out
+    // of the portal-wide queues.
+    s.commit_alarms(
+        ta,
+        &AlarmCommit {
+            occurrences: &[AlarmOccurrence {
+                new_id: Uuid::new_v4(),
+                device_id: None,
+                kind: "k".into(),
+                severity: "low".into(),
+                title: "t".into(),
+                dedupe_key: "d".into(),
+                at: 1,
+                src: None,
+                dst: None,
+                dst_port: None,
+                protocol: None,
+                evidence: serde_json::json!([]),
+                flow_filter: None,
+                window_ms: 1,
+                muted: false,
+            }],
+            max_evidence: 1,
+            now: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let queued = |v: Vec<(TenantId, AlarmEvent)>| v.iter().filter(|(t, _)| *t == ta).count();
+    assert!(queued(s.alarm_events_after(0, 10_000).await.unwrap()) > 0);
     s.destroy_tenant_keys(ta).await.unwrap();
+    assert_eq!(queued(s.alarm_events_after(0, 10_000).await.unwrap()), 0);
     assert!(matches!(
         s.tenant_keys(ta).await,
         Err(StoreError::NotFound(_))
