@@ -515,6 +515,15 @@ async fn data_keys_rotate_new_writes_use_the_new_version_and_old_data_is_reencry
         .unwrap();
     assert!(segs.iter().all(|s| version_of(&s.blob_key) == 2));
 
+    let metrics = p.metrics.encode();
+    for line in [
+        "rampart_key_rotations_total 1",
+        "rampart_key_objects_resealed_total{kind=\"rows\"}",
+        "rampart_key_objects_resealed_total{kind=\"segments\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+
     // Everything still reads after retirement, also in a fresh process.
     drop(app);
     let p = match Arc::try_unwrap(p) {
@@ -537,6 +546,13 @@ async fn data_keys_rotate_new_writes_use_the_new_version_and_old_data_is_reencry
         again["flows"].as_u64().unwrap(),
         totals["flows"].as_u64().unwrap() + 3,
         "the old flows and the new ones: {again} vs {totals}"
+    );
+    // A pass with nothing to do still says when it ran.
+    assert_eq!(p.rekey_pass().await.unwrap().rows_resealed, 0);
+    let metrics = p.metrics.encode();
+    assert!(
+        metrics.contains("rampart_key_rotation_last_run "),
+        "{metrics}"
     );
     let audit = p.store.audit_chain(0, 1000).await.unwrap();
     for action in ["key.rotate", "key.retire"] {
@@ -727,4 +743,81 @@ async fn the_master_key_rotates_and_afterwards_only_the_new_key_opens_the_data_d
         Portal::open(only_old).await.is_err(),
         "the old master key no longer opens the CA key or the vault"
     );
+}
+
+/// Runs the real `rampart` binary on `data` with `args`; its JSON output.
+fn rampart(data: &Path, config: &Path, args: &[&str]) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--config")
+        .arg(config)
+        .arg("--json")
+        .args(args)
+        .env_remove("RAMPART_MASTER_KEY")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rampart {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+#[test]
+fn the_keys_cli_rotates_reencrypts_retires_and_rotates_the_master_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("rampart.toml");
+    std::fs::write(&cfg, "key_retire_grace_secs = 0\n").unwrap();
+    rampart(
+        &data,
+        &cfg,
+        &[
+            "tenant",
+            "create",
+            "--name",
+            "acme",
+            "--domain",
+            "acme.rampart.test",
+        ],
+    );
+    let s = rampart(&data, &cfg, &["keys", "status", "--tenant", "acme"]);
+    assert_eq!(s["current_version"], 1, "{s}");
+    let r = rampart(&data, &cfg, &["keys", "rotate", "--tenant", "acme"]);
+    assert_eq!(r["version"], 2);
+    let s = rampart(&data, &cfg, &["keys", "status", "--tenant", "acme"]);
+    assert_eq!(s["current_version"], 2, "{s}");
+    let r = rampart(&data, &cfg, &["keys", "reencrypt"]);
+    assert_eq!(r["versions_retired"], 1, "{r}");
+    let s = rampart(&data, &cfg, &["keys", "status", "--tenant", "acme"]);
+    assert!(s["versions"][0]["retired_at"].is_i64(), "{s}");
+    assert_eq!(s["rows_on_old_versions"], 0);
+
+    let old = data.join("master.key");
+    let new = dir.path().join("master-2.key");
+    rampart_portal::crypto::load_master_key(&new).unwrap();
+    let (n, p) = (new.to_str().unwrap(), old.to_str().unwrap());
+    let r = rampart(
+        &data,
+        &cfg,
+        &[
+            "--master-key-file",
+            n,
+            "--previous-master-key-file",
+            p,
+            "keys",
+            "rotate-master",
+        ],
+    );
+    assert_eq!(r["vault_entries_rewrapped"], 1, "{r}");
+    // Only the new key is needed now.
+    let s = rampart(
+        &data,
+        &cfg,
+        &["--master-key-file", n, "keys", "status", "--tenant", "acme"],
+    );
+    assert_eq!(s["current_version"], 2);
+    assert_eq!(s["master_key_id"], r["master_key_id"]);
 }

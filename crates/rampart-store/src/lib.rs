@@ -7,6 +7,8 @@
 //!   argument it has to produce;
 //! - the store stores what it is given. It never sees a private key in the
 //!   clear: the portal wraps keys before they get here;
+//! - tenant content is sealed on write and opened on read through the
+//!   [`cipher::FieldCipher`] the portal installs; the store holds no key;
 //! - the store knows nothing of HTTP, TLS or the protocol's crypto;
 //! - [`suite`] is the one behaviour test every backend passes.
 
