@@ -395,12 +395,15 @@ impl Portal {
                         .map_err(|e| ServiceError::Tls(e.to_string()))
                         .and_then(|r| r)
                 }
-                _ => {
-                    let keys = self.store.tenant_keys(t.id).await?;
-                    self.secrets(t.id)
+                // Per tenant: one tenant without keys (shredded) must not
+                // keep the others' certificates from loading.
+                _ => match self.store.tenant_keys(t.id).await {
+                    Ok(keys) => self
+                        .secrets(t.id)
                         .await
-                        .and_then(|s| tls::certified_key(&keys.tls_cert_pem, &s.tls_key_der))
-                }
+                        .and_then(|s| tls::certified_key(&keys.tls_cert_pem, &s.tls_key_der)),
+                    Err(e) => Err(e.into()),
+                },
             };
             match ck {
                 Ok(ck) => {
