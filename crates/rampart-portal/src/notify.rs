@@ -323,7 +323,16 @@ async fn meta_cursor(p: &Portal, key: &str) -> Result<i64> {
 pub async fn digest(p: &Portal, now: i64) -> Result<usize> {
     let mut sent = 0;
     for t in p.store.list_tenants().await? {
-        let Some(route) = email_route(p, t.id).await? else {
+        // One tenant's unreadable route (its keys destroyed) must not stop
+        // the others' digests.
+        let route = match email_route(p, t.id).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(tenant = %t.id, error = %e, "digest skipped");
+                continue;
+            }
+        };
+        let Some(route) = route else {
             continue;
         };
         if route.digest_kinds.is_empty() || route.recipients.is_empty() {

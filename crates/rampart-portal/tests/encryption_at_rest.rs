@@ -601,6 +601,15 @@ async fn after_shredding_a_backup_taken_before_opens_for_other_tenants_only() {
     let backup = dir.path().join("backup");
     copy_dir(&live, &backup, "vault");
 
+    // A batch of acme's still in the spool when its keys go.
+    upload(
+        &p,
+        acme.id,
+        &acme_dev,
+        "flows",
+        &flows("10.77.1.11", "198.51.100.79", ms_ago(5), 2),
+    )
+    .await;
     let shredded = p.destroy_tenant_keys(&Actor::Cli, acme.id).await.unwrap();
     assert!(shredded.vault_entry);
     assert_eq!(shredded.data_key_versions, 1);
@@ -624,6 +633,26 @@ async fn after_shredding_a_backup_taken_before_opens_for_other_tenants_only() {
     assert!(audit
         .iter()
         .any(|e| e.action == "key.destroy" && e.tenant_id == Some(acme.id)));
+    // The portal-wide jobs go on for the others: acme's spooled batch, its
+    // alarm history and its email route no longer stop them.
+    upload(
+        &p,
+        globex.id,
+        &globex_dev,
+        "flows",
+        &flows("10.78.1.1", "198.51.100.80", ms_ago(5), 4),
+    )
+    .await;
+    let drained = rampart_portal::flows::drain(&p).await.unwrap();
+    assert_eq!(drained.rows, 4, "{drained:?}");
+    rampart_portal::alarms::detect(&p).await.unwrap();
+    rampart_portal::notify::notify(&p).await.unwrap();
+    rampart_portal::notify::digest(&p, rampart_portal::service::now())
+        .await
+        .unwrap();
+    rampart_portal::flows::housekeeping(&p, rampart_portal::service::now_ms())
+        .await
+        .unwrap();
     drop(p);
 
     // Regression: a shredded tenant's missing keys row made loading the

@@ -444,9 +444,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool>;
     /// Deletes the tenant's wrapped keys (KEK, private keys, data keys):
     /// with the vault entry gone too, nothing of the tenant opens again.
-    /// Also deletes its alarm history and deliveries, which the portal-wide
-    /// queues read across tenants (unopenable rows would stop them); the
-    /// rest of its rows stay for the cancellation job to delete.
+    /// Also deletes its alarm history and deliveries and marks its spooled
+    /// batches processed and detected: the portal-wide queues read across
+    /// tenants, and rows nobody can open would stop them. The rest of its
+    /// rows stay for the cancellation job to delete.
     async fn destroy_tenant_keys(&self, tenant: TenantId) -> Result<()>;
     /// Replaces a portal-wide value if it is still `expected`; false when it
     /// is not (someone else replaced it first).

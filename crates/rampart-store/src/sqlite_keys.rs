@@ -193,6 +193,16 @@ impl SqliteStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        // Likewise the spool queues: its batches can no longer be opened.
+        sqlx::query(
+            "UPDATE batches SET
+             processed_at = COALESCE(processed_at, CAST(strftime('%s', 'now') AS INTEGER)),
+             detected_at = COALESCE(detected_at, CAST(strftime('%s', 'now') AS INTEGER))
+             WHERE tenant_id = ?",
+        )
+        .bind(&t)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

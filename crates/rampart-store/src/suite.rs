@@ -1861,8 +1861,26 @@ async fn encryption_at_rest(s: &dyn Store, cipher: &TestCipher) {
     .unwrap();
     let queued = |v: Vec<(TenantId, AlarmEvent)>| v.iter().filter(|(t, _)| *t == ta).count();
     assert!(queued(s.alarm_events_after(0, 10_000).await.unwrap()) > 0);
+    s.record_batch(ta, &batch(da, "flows", 3)).await.unwrap();
+    let spooled = |v: Vec<(TenantId, BatchRow)>| v.iter().filter(|(t, _)| *t == ta).count();
+    assert_eq!(
+        spooled(s.unprocessed_batches("flows", 10_000).await.unwrap()),
+        1
+    );
+    assert_eq!(
+        spooled(s.undetected_batches("flows", 10_000).await.unwrap()),
+        1
+    );
     s.destroy_tenant_keys(ta).await.unwrap();
     assert_eq!(queued(s.alarm_events_after(0, 10_000).await.unwrap()), 0);
+    assert_eq!(
+        spooled(s.unprocessed_batches("flows", 10_000).await.unwrap()),
+        0
+    );
+    assert_eq!(
+        spooled(s.undetected_batches("flows", 10_000).await.unwrap()),
+        0
+    );
     assert!(matches!(
         s.tenant_keys(ta).await,
         Err(StoreError::NotFound(_))
