@@ -332,6 +332,42 @@ impl FlowStore {
         &self.cfg
     }
 
+    /// Re-seals one segment's file under `key`'s current version when it
+    /// is sealed under another, then records the version in the index (the
+    /// key rotation job's step; the ring must still hold the old version).
+    /// Returns whether the file was rewritten. A segment removed meanwhile
+    /// (compaction, retention) is skipped, and a file rewritten for it is
+    /// removed again. Holds the compaction lock, so it never interleaves
+    /// with this process's compaction of the same hour.
+    pub async fn rekey(&self, tenant: TenantId, key: &DataKey, seg: &FlowSegment) -> Result<bool> {
+        let _one = self.compacting.lock().await;
+        let Some(sealed) = self.blobs.get(&seg.blob_key).await? else {
+            return Ok(false);
+        };
+        let current = key.version();
+        let rewrite = crypt::sealed_version(&sealed) != Some(current);
+        if rewrite {
+            let (k, bk) = (key.clone(), seg.blob_key.clone());
+            let data = blocking(move || {
+                let plain = crypt::open(&k, tenant, &bk, &sealed)?;
+                crypt::seal(&k, tenant, &bk, &plain)
+            })
+            .await?;
+            self.blobs.put(&seg.blob_key, &data).await?;
+        }
+        if !self
+            .meta
+            .set_segment_key_version(tenant, seg.id, current)
+            .await?
+        {
+            if rewrite {
+                self.blobs.delete(&seg.blob_key).await?;
+            }
+            return Ok(false);
+        }
+        Ok(rewrite)
+    }
+
     /// Drops everything cached that was decrypted with `key` (call it when
     /// a tenant's data key is destroyed or replaced).
     pub fn forget_key(&self, key: &DataKey) {

@@ -406,12 +406,13 @@ pub async fn handle(
     let mut m = serde_json::Map::new();
     m.insert("event_id".into(), event_id.clone().into());
     m.insert("type".into(), kind.clone().into());
-    if let Some(e) = &x.email {
-        m.insert("email".into(), e.clone().into());
+    // Whether they changed, not their values: the audit log holds no
+    // tenant content in the clear (it outlives a shredded tenant).
+    if x.email.is_some() {
+        m.insert("email".into(), true.into());
     }
-    if let Some((b, l)) = &x.card {
-        m.insert("card_brand".into(), b.clone().into());
-        m.insert("card_last4".into(), l.clone().into());
+    if x.card.is_some() {
+        m.insert("card".into(), true.into());
     }
     if let Some((plan, status)) = &x.subscription {
         m.insert("plan".into(), plan.clone().into());

@@ -89,6 +89,31 @@ impl LocalCa {
         Ok(LocalCa { cert, key })
     }
 
+    /// Re-wraps the stored CA key under the current master key (a master
+    /// key rotation); the stored value is replaced only if unchanged since
+    /// it was read.
+    pub async fn rewrap(
+        store: &dyn rampart_store::Store,
+        master: &dyn MasterKey,
+    ) -> Result<(), ServiceError> {
+        let Some(stored) = store.get_meta(META_KEY).await? else {
+            return Ok(());
+        };
+        let s: StoredCa = serde_json::from_slice(&stored).map_err(tls_err)?;
+        let key_der = master.unwrap(&s.key_wrapped, AAD)?;
+        let new = StoredCa {
+            cert_pem: s.cert_pem,
+            key_wrapped: master.wrap(&key_der, AAD),
+        };
+        let bytes = serde_json::to_vec(&new).map_err(tls_err)?;
+        if !store.replace_meta(META_KEY, &stored, &bytes).await? {
+            return Err(ServiceError::Conflict(
+                "the CA key was re-wrapped by another process meanwhile: run again".into(),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn cert_pem(&self) -> String {
         self.cert.pem()
     }

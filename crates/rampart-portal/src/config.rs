@@ -21,6 +21,23 @@ pub struct Config {
     /// File holding the 32-byte master key (base64). Defaults to
     /// `<data_dir>/master.key`. `RAMPART_MASTER_KEY` takes precedence.
     pub master_key_file: Option<PathBuf>,
+    /// During a master key rotation: the previous master key's file. The
+    /// portal opens vault entries with either key and re-wraps them under
+    /// the current one in the background (or `rampart keys rotate-master`).
+    pub previous_master_key_file: Option<PathBuf>,
+    /// The key vault: one file per tenant holding its root key, wrapped by
+    /// the master key. Defaults to `<data_dir>/vault`. Not in backups: keep
+    /// it (and the master key) separately, honouring the deletion window.
+    pub vault_dir: Option<PathBuf>,
+    /// Seconds between passes of the key rotation job (re-encryption of
+    /// data under old key versions, master key re-wrap, retirement).
+    pub key_rekey_interval_secs: u64,
+    /// Rows and flow segments re-encrypted per tenant per pass.
+    pub key_rekey_batch: u32,
+    /// An old key version is retired only when nothing uses it and the
+    /// newer one is at least this old, so every process has stopped
+    /// writing under it (their key caches refresh within 60 s).
+    pub key_retire_grace_secs: u64,
     /// How long a device long poll is held open, in seconds.
     pub poll_wait_secs: u64,
     /// A device not seen for this many seconds shows as offline.
@@ -109,6 +126,11 @@ impl Default for Config {
             public_port: None,
             admin_domain: "localhost".into(),
             master_key_file: None,
+            previous_master_key_file: None,
+            vault_dir: None,
+            key_rekey_interval_secs: 60,
+            key_rekey_batch: 500,
+            key_retire_grace_secs: 600,
             poll_wait_secs: 60,
             offline_after_secs: 180,
             instruction_ttl_secs: 3600,
@@ -160,6 +182,12 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("master.key"))
     }
 
+    pub fn vault_dir(&self) -> PathBuf {
+        self.vault_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("vault"))
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("rampart.db")
     }
@@ -209,6 +237,12 @@ impl Config {
         }
         if self.alarm_webhook_retry_secs == 0 || self.alarm_webhook_retry_secs > 3600 {
             return Err("alarm_webhook_retry_secs must be between 1 and 3600".into());
+        }
+        if self.key_rekey_interval_secs == 0 || self.key_rekey_interval_secs > 86_400 {
+            return Err("key_rekey_interval_secs must be between 1 and 86400".into());
+        }
+        if self.key_rekey_batch == 0 || self.key_rekey_batch > 100_000 {
+            return Err("key_rekey_batch must be between 1 and 100000".into());
         }
         if self.agent_offline_alarm_secs < 30 {
             return Err("agent_offline_alarm_secs must be at least 30".into());

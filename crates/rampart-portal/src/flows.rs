@@ -42,8 +42,9 @@ pub struct Flows {
 }
 
 impl Flows {
-    pub fn data_key(key: &[u8; 32]) -> DataKey {
-        DataKey::from_bytes(*key)
+    /// The flowstore's key ring of a tenant (all active data key versions).
+    pub fn data_key(key: &DataKey) -> DataKey {
+        key.clone()
     }
 }
 
@@ -212,7 +213,15 @@ pub async fn housekeeping(p: &Portal, now_ms: i64) -> Result<()> {
         if matches!(t.lifecycle, rampart_store::Lifecycle::Deleted { .. }) {
             continue;
         }
-        let secrets = p.secrets(t.id).await?;
+        // A tenant whose keys were destroyed has nothing left to compact,
+        // and must not stop the others' housekeeping.
+        let secrets = match p.secrets(t.id).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(tenant = %t.id, error = %e, "flow housekeeping skipped");
+                continue;
+            }
+        };
         let key = Flows::data_key(&secrets.data_key);
         p.flows
             .store

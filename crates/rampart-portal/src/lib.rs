@@ -24,6 +24,7 @@ pub mod email;
 pub mod error;
 pub mod extract;
 pub mod flows;
+pub mod keys;
 pub mod lifecycle;
 pub mod metrics;
 pub mod notify;
@@ -31,6 +32,7 @@ pub mod routes;
 pub mod service;
 pub mod tls;
 pub mod users;
+pub mod vault;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,6 +61,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::healthz))
         .routes(routes!(routes::readyz))
         .merge(routes::admin::router())
+        .merge(routes::keys::router())
         .merge(routes::tenant::router())
         .merge(routes::device::router())
         .merge(routes::flows::router())
@@ -215,6 +218,7 @@ pub async fn run(
     tokio::spawn(flows::jobs(portal.clone()));
     tokio::spawn(alarms::jobs(portal.clone()));
     tokio::spawn(lifecycle::jobs(portal.clone()));
+    tokio::spawn(keys::jobs(portal.clone()));
     let tls = tls::server_config(portal.certs.clone());
     tracing::info!(addr = %listener.local_addr()?, admin_domain = %portal.config.admin_domain, "portal listening (https)");
     tls::serve(listener, tls, app(portal), shutdown).await;

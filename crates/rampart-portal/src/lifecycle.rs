@@ -242,11 +242,13 @@ impl Portal {
         self.find_tenant(&tenant.to_string()).await
     }
 
-    /// Destroys a cancelled tenant: keys first (crypto-shredding: what is
-    /// left anywhere, a copy or a backup of the database included, can no
-    /// longer be opened for it), then its blobs, then every row, leaving a
-    /// tombstone and an audit record `tenant.delete` that says what went.
+    /// Destroys a cancelled tenant: keys first, its vault entry included
+    /// (crypto-shredding: what is left anywhere, a copy or a backup of the
+    /// database included, can no longer be opened for it), then its blobs,
+    /// then every row, leaving a tombstone and an audit record
+    /// `tenant.delete` that says what went.
     pub async fn delete_tenant(&self, tenant: &Tenant) -> Result<BTreeMap<String, u64>> {
+        let shredded = self.destroy_tenant_keys(&Actor::Portal, tenant.id).await?;
         let blobs = self.store.tenant_blob_keys(tenant.id).await?;
         let mut deleted_blobs = 0u64;
         for key in &blobs {
@@ -254,7 +256,6 @@ impl Portal {
             deleted_blobs += 1;
         }
         let mut removed = self.store.purge_tenant(tenant.id, now()).await?;
-        self.keys.remove(tenant.id);
         self.refresh_certs().await?;
         removed.insert("blobs".into(), deleted_blobs);
         for (kind, n) in &removed {
@@ -270,6 +271,8 @@ impl Portal {
             },
             "removed": removed,
             "keys": "destroyed",
+            "vault_entry": shredded.vault_entry,
+            "data_key_versions": shredded.data_key_versions,
         });
         let target = format!("tenant:{}", tenant.id);
         audit::record(

@@ -29,6 +29,12 @@ struct Cli {
     /// Master key file (default <data-dir>/master.key); RAMPART_MASTER_KEY wins.
     #[arg(long, env = "RAMPART_MASTER_KEY_FILE", global = true)]
     master_key_file: Option<PathBuf>,
+    /// During a master key rotation: the previous master key's file.
+    #[arg(long, env = "RAMPART_PREVIOUS_MASTER_KEY_FILE", global = true)]
+    previous_master_key_file: Option<PathBuf>,
+    /// Key vault directory (default <data-dir>/vault).
+    #[arg(long, env = "RAMPART_VAULT_DIR", global = true)]
+    vault_dir: Option<PathBuf>,
     /// Domain of the admin API.
     #[arg(long, env = "RAMPART_ADMIN_DOMAIN", global = true)]
     admin_domain: Option<String>,
@@ -118,6 +124,9 @@ enum Cmd {
     /// User accounts: a tenant's users (`--tenant`) or MSP operator users (`--msp`).
     #[command(subcommand)]
     User(UserCmd),
+    /// Encryption keys: rotate, re-encrypt, status, master key rotation.
+    #[command(subcommand)]
+    Keys(KeysCmd),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -393,6 +402,32 @@ enum UserCmd {
 }
 
 #[derive(Subcommand)]
+enum KeysCmd {
+    /// Add a new data key version for a tenant; new writes use it at once,
+    /// older data is re-encrypted by `serve` in the background (or `reencrypt`).
+    Rotate {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// A tenant's key versions and how much data each still holds.
+    Status {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Re-encrypt data under old key versions now and retire them (what the
+    /// background job does, run to the end); also re-wraps the vault.
+    Reencrypt {
+        /// At most this many passes (each bounded by key_rekey_batch).
+        #[arg(long, default_value_t = 10_000)]
+        max_passes: u32,
+    },
+    /// Re-wrap every vault entry and the CA key under the current master key.
+    /// Give the new key as --master-key-file and the old one as
+    /// --previous-master-key-file; destroy the old key afterwards.
+    RotateMaster,
+}
+
+#[derive(Subcommand)]
 enum AdminTokenCmd {
     /// Create an operator token (printed once).
     Create {
@@ -417,6 +452,12 @@ fn load_config(cli: &Cli, serve: Option<&ServeArgs>) -> anyhow::Result<Config> {
     }
     if let Some(f) = &cli.master_key_file {
         c.master_key_file = Some(f.clone());
+    }
+    if let Some(f) = &cli.previous_master_key_file {
+        c.previous_master_key_file = Some(f.clone());
+    }
+    if let Some(d) = &cli.vault_dir {
+        c.vault_dir = Some(d.clone());
     }
     if let Some(d) = &cli.admin_domain {
         c.admin_domain = d.clone();
@@ -553,6 +594,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Alarms(a) => alarms_cmd(&portal, a, cli.json).await?,
         Cmd::Audit(a) => audit_cmd(&portal, a, cli.json).await?,
         Cmd::User(u) => user_cmd(&portal, u, cli.json).await?,
+        Cmd::Keys(k) => keys_cmd(&portal, k, cli.json).await?,
         Cmd::AdminToken(AdminTokenCmd::Create { name }) => {
             let t = portal
                 .mint_api_token(&Actor::Cli, None, &name, "operator", None)
@@ -587,6 +629,81 @@ async fn main() -> anyhow::Result<()> {
             });
         }
         Cmd::Config(_) | Cmd::Restore { .. } => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+async fn keys_cmd(p: &Portal, cmd: KeysCmd, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        KeysCmd::Rotate { tenant } => {
+            let t = p.find_tenant(&tenant).await?;
+            let version = p.rotate_tenant_key(&Actor::Cli, t.id).await?;
+            print(json, &serde_json::json!({"version": version}), || {
+                format!(
+                    "tenant {} now writes with data key version {version}; older data is \
+                     re-encrypted in the background",
+                    t.name
+                )
+            });
+        }
+        KeysCmd::Status { tenant } => {
+            let t = p.find_tenant(&tenant).await?;
+            let s = p.key_status(t.id).await?;
+            print(json, &s, || {
+                let mut out = format!(
+                    "tenant {}: current version {}, {} rows and {} segments on old versions, \
+                     {} segments unverified, master key {}\n",
+                    t.name,
+                    s.current_version,
+                    s.rows_on_old_versions,
+                    s.segments_on_old_versions,
+                    s.segments_unverified,
+                    s.master_key_id
+                );
+                for v in &s.versions {
+                    out.push_str(&format!(
+                        "  v{} {} rows {} segments {}\n",
+                        v.version,
+                        match (v.current, v.retired_at) {
+                            (true, _) => "current",
+                            (false, Some(_)) => "retired",
+                            (false, None) => "old",
+                        },
+                        v.rows,
+                        v.segments
+                    ));
+                }
+                out.trim_end().to_string()
+            });
+        }
+        KeysCmd::Reencrypt { max_passes } => {
+            let r = p.rekey_until_done(max_passes).await?;
+            print(json, &r, || {
+                format!(
+                    "re-encrypted {} rows and {} segments, retired {} versions, re-wrapped {} \
+                     vault entries; {} tenants still pending",
+                    r.rows_resealed,
+                    r.segments_resealed,
+                    r.versions_retired,
+                    r.vault_entries_rewrapped,
+                    r.tenants_pending
+                )
+            });
+        }
+        KeysCmd::RotateMaster => {
+            let n = p.rotate_master(&Actor::Cli).await?;
+            let id = p.vault_status().await?.master_key_id;
+            print(
+                json,
+                &serde_json::json!({"vault_entries_rewrapped": n, "master_key_id": id}),
+                || {
+                    format!(
+                        "re-wrapped {n} vault entries and the CA key under master key {id}: \
+                         the previous master key is no longer needed"
+                    )
+                },
+            );
+        }
     }
     Ok(())
 }

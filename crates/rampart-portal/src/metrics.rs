@@ -35,6 +35,13 @@ pub struct DeliveryLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// What was counted: `rows` or `segments` re-sealed; `alarms`,
+    /// `spool_frames`, ... removed by the lifecycle job.
+    pub kind: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<HttpLabels, Counter>,
@@ -58,11 +65,9 @@ pub struct Metrics {
     /// What retention, the spool cleaner and tenant deletion removed, by kind.
     pub lifecycle_removed: Family<KindLabels, Counter>,
     pub tenants_deleted: Counter,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabels {
-    pub kind: String,
+    pub key_rotations: Counter,
+    pub key_objects_resealed: Family<KindLabels, Counter>,
+    pub key_rotation_last_run: Gauge,
 }
 
 impl Metrics {
@@ -88,8 +93,26 @@ impl Metrics {
             lifecycle_last_run: Gauge::default(),
             lifecycle_removed: Family::default(),
             tenants_deleted: Counter::default(),
+            key_rotations: Counter::default(),
+            key_objects_resealed: Family::default(),
+            key_rotation_last_run: Gauge::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "key_rotations",
+            "Tenant data key versions added",
+            m.key_rotations.clone(),
+        );
+        registry.register(
+            "key_objects_resealed",
+            "Rows and flow segment files re-encrypted under a newer data key",
+            m.key_objects_resealed.clone(),
+        );
+        registry.register(
+            "key_rotation_last_run",
+            "Unix time of the last pass of the key rotation job",
+            m.key_rotation_last_run.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests served",

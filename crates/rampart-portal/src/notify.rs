@@ -326,7 +326,16 @@ pub async fn digest(p: &Portal, now: i64) -> Result<usize> {
         if !t.is_live() {
             continue;
         }
-        let Some(route) = email_route(p, t.id).await? else {
+        // One tenant's unreadable route (its keys destroyed) must not stop
+        // the others' digests.
+        let route = match email_route(p, t.id).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(tenant = %t.id, error = %e, "digest skipped");
+                continue;
+            }
+        };
+        let Some(route) = route else {
             continue;
         };
         if route.digest_kinds.is_empty() || route.recipients.is_empty() {

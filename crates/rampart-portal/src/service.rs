@@ -21,7 +21,7 @@ use crate::alarms::Alarms;
 use crate::audit::{self, Actor};
 use crate::ca::LocalCa;
 use crate::config::Config;
-use crate::crypto::{self, KeyCache, MasterKey, TenantSecrets};
+use crate::crypto::{self, Keyring, MasterKey, TenantSecrets};
 use crate::flows::Flows;
 use crate::metrics::Metrics;
 use crate::tls::{self, CertStore};
@@ -253,7 +253,8 @@ pub struct Portal {
     pub blobs: Arc<dyn BlobStore>,
     pub master: Arc<dyn MasterKey>,
     pub ca: LocalCa,
-    pub keys: KeyCache,
+    /// Master key, key vault and unwrapped-key cache; also the store's cipher.
+    pub keyring: Arc<Keyring>,
     pub certs: Arc<CertStore>,
     pub waker: Waker,
     pub nonces: NonceCache,
@@ -286,6 +287,17 @@ impl Portal {
                  dir (master_key_file) or into RAMPART_MASTER_KEY. Losing it loses all tenant data."
             );
         }
+        let previous = match &config.previous_master_key_file {
+            Some(p) => Some(
+                Arc::new(crypto::read_master_key(p).map_err(ServiceError::Crypto)?)
+                    as Arc<dyn MasterKey>,
+            ),
+            None => None,
+        };
+        let master = crypto::MasterRing {
+            current: Arc::new(master),
+            previous,
+        };
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.db_path()).await?);
         let blobs: Arc<dyn BlobStore> = Arc::new(LocalBlobStore::with_trash(
             config.blob_dir(),
@@ -309,6 +321,12 @@ impl Portal {
         blobs: Arc<dyn BlobStore>,
         master: Arc<dyn MasterKey>,
     ) -> Result<Portal> {
+        let vault = Arc::new(crate::vault::LocalKeyVault::new(
+            config.vault_dir(),
+            master.clone(),
+        ));
+        let keyring = Arc::new(Keyring::new(master.clone(), vault));
+        store.set_field_cipher(keyring.clone());
         let ca = LocalCa::load_or_create(store.as_ref(), master.as_ref()).await?;
         if config.data_dir.is_dir() {
             let _ = std::fs::write(config.ca_cert_path(), ca.cert_pem());
@@ -366,7 +384,7 @@ impl Portal {
             blobs,
             master,
             ca,
-            keys: KeyCache::default(),
+            keyring,
             certs,
             waker: Waker::default(),
             nonces: NonceCache::default(),
@@ -402,12 +420,15 @@ impl Portal {
                         .map_err(|e| ServiceError::Tls(e.to_string()))
                         .and_then(|r| r)
                 }
-                _ => {
-                    let keys = self.store.tenant_keys(t.id).await?;
-                    self.secrets(t.id)
+                // Per tenant: one tenant without keys (shredded) must not
+                // keep the others' certificates from loading.
+                _ => match self.store.tenant_keys(t.id).await {
+                    Ok(keys) => self
+                        .secrets(t.id)
                         .await
-                        .and_then(|s| tls::certified_key(&keys.tls_cert_pem, &s.tls_key_der))
-                }
+                        .and_then(|s| tls::certified_key(&keys.tls_cert_pem, &s.tls_key_der)),
+                    Err(e) => Err(e.into()),
+                },
             };
             match ck {
                 Ok(ck) => {
@@ -424,17 +445,7 @@ impl Portal {
 
     /// The tenant's private keys, unwrapped once and cached.
     pub async fn secrets(&self, tenant: TenantId) -> Result<Arc<TenantSecrets>> {
-        if let Some(s) = self.keys.get(tenant) {
-            return Ok(s);
-        }
-        let keys = self.store.tenant_keys(tenant).await?;
-        let s = Arc::new(crypto::open_tenant_keys(
-            self.master.as_ref(),
-            tenant,
-            &keys,
-        )?);
-        self.keys.insert(tenant, s.clone());
-        Ok(s)
+        self.keyring.load(self.store.as_ref(), tenant).await
     }
 
     /// Reads a spooled batch and opens it with the tenant's upload key,
@@ -545,10 +556,12 @@ impl Portal {
         }
         let id = TenantId(Uuid::new_v4());
         let issued = self.ca.issue(&[&domain])?;
-        let keys =
-            crypto::new_tenant_keys(self.master.as_ref(), id, issued.chain_pem, &issued.key_der);
+        let root = self.keyring.create_root(id).await?;
+        let keys = crypto::new_tenant_keys(&root, id, issued.chain_pem, &issued.key_der);
         let key_detail = serde_json::json!({
             "keys": ["kek", "signing", "upload", "tls"],
+            // The KEK is wrapped by a root key in the vault, not in the database.
+            "root": "vault",
             "signing_pk": audit::hex(&keys.signing_pk),
             "upload_pk": audit::hex(&keys.upload_pk),
         });
@@ -568,12 +581,19 @@ impl Portal {
             lifecycle: Lifecycle::Live,
             region: self.config.region.clone(),
         };
-        self.store
+        if let Err(e) = self
+            .store
             .create_tenant(&NewTenant {
                 tenant: tenant.clone(),
                 keys,
             })
-            .await?;
+            .await
+        {
+            // No tenant row: its fresh vault entry would only be litter.
+            let vault = self.keyring.vault.clone();
+            let _ = tokio::task::spawn_blocking(move || vault.destroy(id)).await;
+            return Err(e.into());
+        }
         let target = format!("tenant:{id}");
         let detail = serde_json::json!({"name": tenant.name, "domain": tenant.domain, "certificate": certificate, "region": tenant.region});
         audit::record(self, Some(id), actor, "tenant.create", &target, detail).await?;
@@ -758,10 +778,12 @@ impl Portal {
             revoked_at: None,
         };
         self.store.create_enrollment_token(tenant.id, &row).await?;
+        // The audit log stays clear (it verifies without keys and outlives
+        // a shredded tenant), so it counts tenant content rather than keep it.
         let detail = serde_json::json!({
             "expires_at": row.expires_at,
             "max_uses": row.max_uses,
-            "labels": row.labels,
+            "labels": row.labels.len(),
             "needs_approval": row.needs_approval,
         });
         let target = format!("enrollment_token:{}", row.id);
@@ -874,10 +896,10 @@ impl Portal {
             .map_err(ServiceError::Enrollment)?;
         let secrets = self.secrets(tenant.id).await?;
         tracing::info!(tenant = %tenant.name, device = %dev.id, hostname = %dev.hostname, status = %dev.status, "device enrolled");
+        // No hostname or labels: the audit log holds no tenant content.
         let detail = serde_json::json!({
-            "hostname": dev.hostname,
             "status": dev.status,
-            "labels": dev.labels,
+            "labels": dev.labels.len(),
             "enrollment_token": dev.enrollment_token_id,
         });
         let target = format!("device:{}", dev.id);

@@ -2697,7 +2697,8 @@ async fn cancelled_tenants_are_refused_everywhere_until_reactivated_then_deleted
     assert_eq!(del["detail"]["removed"]["devices"], 1);
     assert_eq!(del["detail"]["removed"]["batches"], 1);
     assert_eq!(del["detail"]["removed"]["blobs"], 1);
-    assert_eq!(del["detail"]["removed"]["tenant_keys"], 1);
+    assert_eq!(del["detail"]["keys"], "destroyed");
+    assert_eq!(del["detail"]["vault_entry"], true);
     // The name is free again, and the other tenant still works.
     h.portal
         .create_tenant(&Actor::Cli, "acme", "acme2.example.test", None)

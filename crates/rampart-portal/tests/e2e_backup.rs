@@ -227,16 +227,25 @@ async fn backup_during_ingest_restores_every_batch_acked_before_it() {
         .await
         .contains(&"backup.create".to_string()));
 
-    // Restore into a new data dir and serve it with the same master key.
+    // The backup holds no key vault: without one, the restored tenant's
+    // keys cannot open.
+    assert!(!files_under(&backup_dir)
+        .iter()
+        .any(|p| p.to_string_lossy().contains("vault")));
+    // Restore into a new data dir with the portal's vault (kept apart, like
+    // the master key) and serve it with the same master key.
     let restored = tempfile::tempdir().unwrap();
     let (ok, out, err) = run(rampart(restored.path())
         .arg("--master-key-file")
         .arg(&master_key)
         .arg("restore")
         .arg("--from")
-        .arg(&backup_dir));
+        .arg(&backup_dir)
+        .arg("--vault")
+        .arg(data_dir.join("vault")));
     assert!(ok, "restore failed: {err}");
     let rs: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rs["vault_copied"], true, "{rs}");
     assert_eq!(rs["backup_id"], summary["backup_id"]);
     assert!(audit_actions(restored.path(), &master_key)
         .await

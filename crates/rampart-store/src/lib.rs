@@ -7,24 +7,32 @@
 //!   argument it has to produce;
 //! - the store stores what it is given. It never sees a private key in the
 //!   clear: the portal wraps keys before they get here;
+//! - tenant content is sealed on write and opened on read through the
+//!   [`cipher::FieldCipher`] the portal installs; the store holds no key;
 //! - the store knows nothing of HTTP, TLS or the protocol's crypto;
 //! - [`suite`] is the one behaviour test every backend passes.
 
 pub mod audit;
 pub mod blob;
+pub mod cipher;
 pub mod model;
 pub mod sqlite;
 mod sqlite_alarms;
 mod sqlite_audit;
 mod sqlite_billing;
+mod sqlite_keys;
 mod sqlite_lifecycle;
 mod sqlite_snapshot;
 mod sqlite_users;
 pub mod suite;
 pub mod users;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use uuid::Uuid;
+
+use crate::cipher::FieldCipher;
 
 pub use model::*;
 pub use users::*;
@@ -53,6 +61,10 @@ pub enum StoreError {
     },
     #[error("invalid blob key {0:?}: use [A-Za-z0-9._-] segments separated by /")]
     BadKey(String),
+    /// Sealing or opening tenant content failed (no key, wrong key, a
+    /// tampered or moved value).
+    #[error("encryption at rest: {0}")]
+    Crypto(String),
 }
 
 impl StoreError {
@@ -562,4 +574,48 @@ pub trait Store: Send + Sync + 'static {
         id: Uuid,
         now: i64,
     ) -> Result<Option<(MspGrantRow, Revoked)>>;
+    // --- encryption at rest (see `cipher`) ---
+    /// Installs the cipher tenant content is sealed with; until one is,
+    /// every read or write of tenant content fails with
+    /// [`StoreError::Crypto`]. Installing again replaces it.
+    fn set_field_cipher(&self, cipher: Arc<dyn FieldCipher>);
+    /// Every version of the tenant's data key, oldest first.
+    async fn data_keys(&self, tenant: TenantId) -> Result<Vec<DataKeyRow>>;
+    /// Adds a version; [`StoreError::Conflict`] when it exists (two
+    /// rotations racing: the loser retries with a fresh list).
+    async fn add_data_key(&self, tenant: TenantId, row: &DataKeyRow) -> Result<()>;
+    /// Drops the wrapped key of `version` and records when; false when no
+    /// such version is active.
+    async fn retire_data_key(&self, tenant: TenantId, version: u32, now: i64) -> Result<bool>;
+    /// Re-seals under the current version up to `limit` rows whose oldest
+    /// value is under an older one (or of unknown version); returns how
+    /// many. A row changed meanwhile is left for the next pass.
+    async fn reseal_fields(&self, tenant: TenantId, limit: u32) -> Result<u64>;
+    /// How much of the tenant's data is under each key version.
+    async fn key_usage(&self, tenant: TenantId) -> Result<KeyUsage>;
+    /// Segments not verified to be sealed under `version`, oldest first.
+    async fn segments_off_key(
+        &self,
+        tenant: TenantId,
+        version: u32,
+        limit: u32,
+    ) -> Result<Vec<FlowSegment>>;
+    /// Records the key version a segment's file is sealed under; false when
+    /// the segment is gone (compacted or expired meanwhile).
+    async fn set_segment_key_version(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+        version: u32,
+    ) -> Result<bool>;
+    /// Deletes the tenant's wrapped keys (KEK, private keys, data keys):
+    /// with the vault entry gone too, nothing of the tenant opens again.
+    /// Also deletes its alarm history and deliveries and marks its spooled
+    /// batches processed and detected: the portal-wide queues read across
+    /// tenants, and rows nobody can open would stop them. The rest of its
+    /// rows stay for the cancellation job to delete.
+    async fn destroy_tenant_keys(&self, tenant: TenantId) -> Result<()>;
+    /// Replaces a portal-wide value if it is still `expected`; false when it
+    /// is not (someone else replaced it first).
+    async fn replace_meta(&self, key: &str, expected: &[u8], value: &[u8]) -> Result<bool>;
 }

@@ -732,3 +732,26 @@ pub enum BillingOutcome {
     /// This event id was applied before: nothing changed.
     Duplicate,
 }
+
+/// One version of a tenant's data key, as stored: the key wrapped by the
+/// tenant's KEK, or `None` once retired (its row stays as the record).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataKeyRow {
+    pub version: u32,
+    pub key_wrapped: Option<Vec<u8>>,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+/// How much of a tenant's data is under each key version.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyUsage {
+    /// (version, rows with a value sealed under it as their oldest), across
+    /// every sealed table.
+    pub fields: Vec<(u32, u64)>,
+    /// (version, flow segments verified to be sealed under it).
+    pub segments: Vec<(u32, u64)>,
+    /// Segments not yet looked at by the re-encryption job.
+    pub segments_unverified: u64,
+}

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,6 +13,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
+use crate::cipher::{FieldCipher, RowSeal, TenantSealer};
 use crate::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -22,6 +24,8 @@ pub(crate) fn migrator() -> &'static sqlx::migrate::Migrator {
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Seals tenant content (see [`crate::cipher`]); installed by the portal.
+    cipher: RwLock<Option<Arc<dyn FieldCipher>>>,
 }
 
 impl SqliteStore {
@@ -51,11 +55,35 @@ impl SqliteStore {
             .connect_with(opts)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            cipher: RwLock::new(None),
+        })
     }
 
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// The tenant's sealer, from the installed cipher.
+    pub(crate) async fn sealer(&self, tenant: TenantId) -> Result<Arc<dyn TenantSealer>> {
+        let cipher = self
+            .cipher
+            .read()
+            .ok()
+            .and_then(|c| c.clone())
+            .ok_or_else(|| {
+                StoreError::Crypto(
+                    "no field cipher installed: the portal installs one at start".into(),
+                )
+            })?;
+        cipher.sealer(self, tenant).await
+    }
+
+    pub(crate) fn install_cipher(&self, cipher: Arc<dyn FieldCipher>) {
+        if let Ok(mut c) = self.cipher.write() {
+            *c = Some(cipher);
+        }
     }
 
     /// Copies a consistent snapshot of the live database to `dest`.
@@ -84,15 +112,67 @@ pub(crate) fn json_col(row: &SqliteRow, col: &str) -> Result<serde_json::Value> 
     serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
 }
 
-fn opt_json_col(row: &SqliteRow, col: &str) -> Result<Option<serde_json::Value>> {
-    let s: Option<String> = row.try_get(col)?;
-    s.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}"))))
-        .transpose()
+/// A sealed column of `row`, opened.
+pub(crate) fn sealed_col(seal: &RowSeal<'_>, row: &SqliteRow, col: &str) -> Result<String> {
+    let b: Vec<u8> = row.try_get(col)?;
+    seal.open_str(col, &b)
 }
 
-fn labels_col(row: &SqliteRow, col: &str) -> Result<Vec<String>> {
-    serde_json::from_value(json_col(row, col)?)
+pub(crate) fn opt_sealed_col(
+    seal: &RowSeal<'_>,
+    row: &SqliteRow,
+    col: &str,
+) -> Result<Option<String>> {
+    seal.open_opt(col, row.try_get(col)?)
+}
+
+pub(crate) fn sealed_json_col(
+    seal: &RowSeal<'_>,
+    row: &SqliteRow,
+    col: &str,
+) -> Result<serde_json::Value> {
+    let b: Vec<u8> = row.try_get(col)?;
+    seal.open_json(col, &b)
+}
+
+fn opt_sealed_json_col(
+    seal: &RowSeal<'_>,
+    row: &SqliteRow,
+    col: &str,
+) -> Result<Option<serde_json::Value>> {
+    seal.open_opt_json(col, row.try_get(col)?)
+}
+
+fn sealed_labels_col(seal: &RowSeal<'_>, row: &SqliteRow, col: &str) -> Result<Vec<String>> {
+    serde_json::from_value(sealed_json_col(seal, row, col)?)
         .map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}
+
+/// A row's seal, its identity read from the row's clear columns.
+pub(crate) fn row_seal<'a>(
+    sealer: &'a dyn TenantSealer,
+    tenant: TenantId,
+    table: &'static str,
+    row: &SqliteRow,
+    ids: &[&str],
+) -> Result<RowSeal<'a>> {
+    let mut parts = Vec::with_capacity(ids.len());
+    for c in ids {
+        let v: String = row
+            .try_get::<String, _>(*c)
+            .or_else(|_| row.try_get::<i64, _>(*c).map(|v| v.to_string()))?;
+        parts.push(v);
+    }
+    Ok(RowSeal {
+        sealer,
+        tenant,
+        table,
+        row: parts,
+    })
+}
+
+fn labels_json(labels: &[String]) -> String {
+    serde_json::to_string(labels).unwrap_or_else(|_| "[]".into())
 }
 
 pub(crate) fn tenant_from(row: &SqliteRow) -> Result<Tenant> {
@@ -120,7 +200,9 @@ pub(crate) fn tenant_from(row: &SqliteRow) -> Result<Tenant> {
     })
 }
 
-fn token_from(row: &SqliteRow) -> Result<EnrollmentTokenRow> {
+fn token_from(sealer: &dyn TenantSealer, row: &SqliteRow) -> Result<EnrollmentTokenRow> {
+    let tenant = TenantId(uuid_col(row, "tenant_id")?);
+    let seal = row_seal(sealer, tenant, "enrollment_tokens", row, &["id"])?;
     Ok(EnrollmentTokenRow {
         id: uuid_col(row, "id")?,
         tenant_id: TenantId(uuid_col(row, "tenant_id")?),
@@ -129,38 +211,42 @@ fn token_from(row: &SqliteRow) -> Result<EnrollmentTokenRow> {
         expires_at: row.try_get("expires_at")?,
         max_uses: row.try_get::<i64, _>("max_uses")? as u32,
         uses: row.try_get::<i64, _>("uses")? as u32,
-        labels: labels_col(row, "labels")?,
+        labels: sealed_labels_col(&seal, row, "labels")?,
         needs_approval: row.try_get::<i64, _>("needs_approval")? != 0,
         revoked_at: row.try_get("revoked_at")?,
     })
 }
 
-fn device_from(row: &SqliteRow) -> Result<Device> {
+fn device_from(sealer: &dyn TenantSealer, row: &SqliteRow) -> Result<Device> {
+    let tenant = TenantId(uuid_col(row, "tenant_id")?);
+    let seal = row_seal(sealer, tenant, "devices", row, &["id"])?;
     Ok(Device {
         id: DeviceId(uuid_col(row, "id")?),
-        tenant_id: TenantId(uuid_col(row, "tenant_id")?),
+        tenant_id: tenant,
         public_key: row.try_get("public_key")?,
-        hostname: row.try_get("hostname")?,
-        labels: labels_col(row, "labels")?,
+        hostname: sealed_col(&seal, row, "hostname")?,
+        labels: sealed_labels_col(&seal, row, "labels")?,
         status: row.try_get("status")?,
         enrolled_at: row.try_get("enrolled_at")?,
         enrollment_token_id: opt_uuid_col(row, "enrollment_token_id")?,
         last_seen: row.try_get("last_seen")?,
-        health: opt_json_col(row, "health")?,
+        health: opt_sealed_json_col(&seal, row, "health")?,
     })
 }
 
-fn instruction_from(row: &SqliteRow) -> Result<InstructionRow> {
+fn instruction_from(sealer: &dyn TenantSealer, row: &SqliteRow) -> Result<InstructionRow> {
+    let tenant = TenantId(uuid_col(row, "tenant_id")?);
+    let seal = row_seal(sealer, tenant, "instructions", row, &["device_id", "seq"])?;
     Ok(InstructionRow {
         device_id: DeviceId(uuid_col(row, "device_id")?),
         seq: row.try_get::<i64, _>("seq")? as u64,
         kind: row.try_get("kind")?,
-        payload: json_col(row, "payload")?,
-        signed: json_col(row, "signed")?,
+        payload: sealed_json_col(&seal, row, "payload")?,
+        signed: sealed_json_col(&seal, row, "signed")?,
         issued_at: row.try_get("issued_at")?,
         expires_at: row.try_get("expires_at")?,
         status: row.try_get("status")?,
-        result: opt_json_col(row, "result")?,
+        result: opt_sealed_json_col(&seal, row, "result")?,
         delivered_at: row.try_get("delivered_at")?,
         acked_at: row.try_get("acked_at")?,
     })
@@ -428,9 +514,17 @@ impl Store for SqliteStore {
         tenant: TenantId,
         t: &EnrollmentTokenRow,
     ) -> Result<()> {
+        let sealer = self.sealer(tenant).await?;
+        let seal = RowSeal {
+            sealer: sealer.as_ref(),
+            tenant,
+            table: "enrollment_tokens",
+            row: vec![t.id.to_string()],
+        };
         sqlx::query(
             "INSERT INTO enrollment_tokens (id, tenant_id, secret_hash, created_at, expires_at,
-             max_uses, uses, labels, needs_approval, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             max_uses, uses, labels, needs_approval, revoked_at, key_version)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(t.id.to_string())
         .bind(tenant.0.to_string())
@@ -439,21 +533,23 @@ impl Store for SqliteStore {
         .bind(t.expires_at)
         .bind(t.max_uses as i64)
         .bind(t.uses as i64)
-        .bind(serde_json::to_string(&t.labels).unwrap_or_else(|_| "[]".into()))
+        .bind(seal.seal_str("labels", &labels_json(&t.labels))?)
         .bind(t.needs_approval as i64)
         .bind(t.revoked_at)
+        .bind(sealer.version())
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     async fn list_enrollment_tokens(&self, tenant: TenantId) -> Result<Vec<EnrollmentTokenRow>> {
+        let sealer = self.sealer(tenant).await?;
         sqlx::query("SELECT * FROM enrollment_tokens WHERE tenant_id = ? ORDER BY created_at, id")
             .bind(tenant.0.to_string())
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(token_from)
+            .map(|r| token_from(sealer.as_ref(), r))
             .collect()
     }
 
@@ -476,6 +572,7 @@ impl Store for SqliteStore {
         secret_hash: &str,
         device: &NewDevice,
     ) -> Result<Result<Device, TokenRejection>> {
+        let sealer = self.sealer(tenant).await?;
         // BEGIN IMMEDIATE semantics: the use count check and increment must not
         // interleave with another redemption of the same token.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -488,7 +585,7 @@ impl Store for SqliteStore {
         else {
             return Ok(Err(TokenRejection::Unknown));
         };
-        let tok = token_from(&row)?;
+        let tok = token_from(sealer.as_ref(), &row)?;
         if tok.revoked_at.is_some() {
             return Ok(Err(TokenRejection::Revoked));
         }
@@ -520,18 +617,26 @@ impl Store for SqliteStore {
         } else {
             "active"
         };
+        let seal = RowSeal {
+            sealer: sealer.as_ref(),
+            tenant,
+            table: "devices",
+            row: vec![device.id.0.to_string()],
+        };
         sqlx::query(
-            "INSERT INTO devices (id, tenant_id, public_key, hostname, labels, status, enrolled_at, enrollment_token_id)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO devices (id, tenant_id, public_key, hostname, labels, status, enrolled_at,
+             enrollment_token_id, key_version)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(device.id.0.to_string())
         .bind(tenant.0.to_string())
         .bind(&device.public_key)
-        .bind(&device.hostname)
-        .bind(serde_json::to_string(&tok.labels).unwrap_or_else(|_| "[]".into()))
+        .bind(seal.seal_str("hostname", &device.hostname)?)
+        .bind(seal.seal_str("labels", &labels_json(&tok.labels))?)
         .bind(status)
         .bind(device.now)
         .bind(tok.id.to_string())
+        .bind(sealer.version())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -550,23 +655,26 @@ impl Store for SqliteStore {
     }
 
     async fn get_device(&self, tenant: TenantId, id: DeviceId) -> Result<Option<Device>> {
-        sqlx::query("SELECT * FROM devices WHERE tenant_id = ? AND id = ?")
+        let Some(row) = sqlx::query("SELECT * FROM devices WHERE tenant_id = ? AND id = ?")
             .bind(tenant.0.to_string())
             .bind(id.0.to_string())
             .fetch_optional(&self.pool)
             .await?
-            .as_ref()
-            .map(device_from)
-            .transpose()
+        else {
+            return Ok(None);
+        };
+        let sealer = self.sealer(tenant).await?;
+        device_from(sealer.as_ref(), &row).map(Some)
     }
 
     async fn list_devices(&self, tenant: TenantId) -> Result<Vec<Device>> {
+        let sealer = self.sealer(tenant).await?;
         sqlx::query("SELECT * FROM devices WHERE tenant_id = ? ORDER BY enrolled_at, id")
             .bind(tenant.0.to_string())
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(device_from)
+            .map(|r| device_from(sealer.as_ref(), r))
             .collect()
     }
 
@@ -601,8 +709,16 @@ impl Store for SqliteStore {
         id: DeviceId,
         health: &serde_json::Value,
     ) -> Result<()> {
+        let sealer = self.sealer(tenant).await?;
+        let seal = RowSeal {
+            sealer: sealer.as_ref(),
+            tenant,
+            table: "devices",
+            row: vec![id.0.to_string()],
+        };
+        // key_version stays: it is the row's oldest, and this one is the newest.
         sqlx::query("UPDATE devices SET health = ? WHERE tenant_id = ? AND id = ?")
-            .bind(health.to_string())
+            .bind(seal.seal_json("health", health)?)
             .bind(tenant.0.to_string())
             .bind(id.0.to_string())
             .execute(&self.pool)
@@ -644,24 +760,33 @@ impl Store for SqliteStore {
     }
 
     async fn insert_instructions(&self, tenant: TenantId, rows: &[InstructionRow]) -> Result<()> {
+        let sealer = self.sealer(tenant).await?;
         let mut tx = self.pool.begin().await?;
         for r in rows {
+            let seal = RowSeal {
+                sealer: sealer.as_ref(),
+                tenant,
+                table: "instructions",
+                row: vec![r.device_id.0.to_string(), r.seq.to_string()],
+            };
             sqlx::query(
                 "INSERT INTO instructions (tenant_id, device_id, seq, kind, payload, signed, issued_at,
-                 expires_at, status, result, delivered_at, acked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 expires_at, status, result, delivered_at, acked_at, key_version)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(tenant.0.to_string())
             .bind(r.device_id.0.to_string())
             .bind(r.seq as i64)
             .bind(&r.kind)
-            .bind(r.payload.to_string())
-            .bind(r.signed.to_string())
+            .bind(seal.seal_json("payload", &r.payload)?)
+            .bind(seal.seal_json("signed", &r.signed)?)
             .bind(r.issued_at)
             .bind(r.expires_at)
             .bind(&r.status)
-            .bind(r.result.as_ref().map(|v| v.to_string()))
+            .bind(r.result.as_ref().map(|v| seal.seal_json("result", v)).transpose()?)
             .bind(r.delivered_at)
             .bind(r.acked_at)
+            .bind(sealer.version())
             .execute(&mut *tx)
             .await?;
         }
@@ -677,6 +802,7 @@ impl Store for SqliteStore {
         now: i64,
         limit: u32,
     ) -> Result<Vec<InstructionRow>> {
+        let sealer = self.sealer(tenant).await?;
         sqlx::query(
             "SELECT * FROM instructions WHERE tenant_id = ? AND device_id = ? AND seq > ?
              AND status IN ('queued', 'delivered') AND expires_at >= ? ORDER BY seq LIMIT ?",
@@ -689,7 +815,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(instruction_from)
+        .map(|r| instruction_from(sealer.as_ref(), r))
         .collect()
     }
 
@@ -725,13 +851,20 @@ impl Store for SqliteStore {
         result: &serde_json::Value,
         now: i64,
     ) -> Result<bool> {
+        let sealer = self.sealer(tenant).await?;
+        let seal = RowSeal {
+            sealer: sealer.as_ref(),
+            tenant,
+            table: "instructions",
+            row: vec![device.0.to_string(), seq.to_string()],
+        };
         let r = sqlx::query(
             "UPDATE instructions SET status = ?, result = ?, acked_at = ?
              WHERE tenant_id = ? AND device_id = ? AND seq = ?
              AND status IN ('queued', 'delivered')",
         )
         .bind(status)
-        .bind(result.to_string())
+        .bind(seal.seal_json("result", result)?)
         .bind(now)
         .bind(tenant.0.to_string())
         .bind(device.0.to_string())
@@ -747,6 +880,7 @@ impl Store for SqliteStore {
         device: DeviceId,
         seq: u64,
     ) -> Result<Option<InstructionRow>> {
+        let sealer = self.sealer(tenant).await?;
         sqlx::query("SELECT * FROM instructions WHERE tenant_id = ? AND device_id = ? AND seq = ?")
             .bind(tenant.0.to_string())
             .bind(device.0.to_string())
@@ -754,7 +888,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(instruction_from)
+            .map(|r| instruction_from(sealer.as_ref(), r))
             .transpose()
     }
 
@@ -763,25 +897,37 @@ impl Store for SqliteStore {
         tenant: TenantId,
         device: DeviceId,
     ) -> Result<Vec<InstructionRow>> {
+        let sealer = self.sealer(tenant).await?;
         sqlx::query("SELECT * FROM instructions WHERE tenant_id = ? AND device_id = ? ORDER BY seq")
             .bind(tenant.0.to_string())
             .bind(device.0.to_string())
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(instruction_from)
+            .map(|r| instruction_from(sealer.as_ref(), r))
             .collect()
     }
 
     async fn add_device_event(&self, tenant: TenantId, e: &DeviceEvent) -> Result<()> {
-        sqlx::query("INSERT INTO device_events (tenant_id, device_id, at, kind, detail) VALUES (?, ?, ?, ?, ?)")
-            .bind(tenant.0.to_string())
-            .bind(e.device_id.0.to_string())
-            .bind(e.at)
-            .bind(&e.kind)
-            .bind(e.detail.to_string())
-            .execute(&self.pool)
-            .await?;
+        let sealer = self.sealer(tenant).await?;
+        let seal = RowSeal {
+            sealer: sealer.as_ref(),
+            tenant,
+            table: "device_events",
+            row: vec![e.device_id.0.to_string(), e.at.to_string(), e.kind.clone()],
+        };
+        sqlx::query(
+            "INSERT INTO device_events (tenant_id, device_id, at, kind, detail, key_version)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(tenant.0.to_string())
+        .bind(e.device_id.0.to_string())
+        .bind(e.at)
+        .bind(&e.kind)
+        .bind(seal.seal_json("detail", &e.detail)?)
+        .bind(sealer.version())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -790,6 +936,7 @@ impl Store for SqliteStore {
         tenant: TenantId,
         device: DeviceId,
     ) -> Result<Vec<DeviceEvent>> {
+        let sealer = self.sealer(tenant).await?;
         sqlx::query("SELECT * FROM device_events WHERE tenant_id = ? AND device_id = ? ORDER BY id")
             .bind(tenant.0.to_string())
             .bind(device.0.to_string())
@@ -797,11 +944,18 @@ impl Store for SqliteStore {
             .await?
             .iter()
             .map(|row| {
+                let seal = row_seal(
+                    sealer.as_ref(),
+                    tenant,
+                    "device_events",
+                    row,
+                    &["device_id", "at", "kind"],
+                )?;
                 Ok(DeviceEvent {
                     device_id: DeviceId(uuid_col(row, "device_id")?),
                     at: row.try_get("at")?,
                     kind: row.try_get("kind")?,
-                    detail: json_col(row, "detail")?,
+                    detail: sealed_json_col(&seal, row, "detail")?,
                 })
             })
             .collect()
@@ -1030,14 +1184,22 @@ impl Store for SqliteStore {
         key: &str,
         value: &serde_json::Value,
     ) -> Result<()> {
+        let sealer = self.sealer(tenant).await?;
+        let seal = RowSeal {
+            sealer: sealer.as_ref(),
+            tenant,
+            table: "tenant_settings",
+            row: vec![key.to_string()],
+        };
         sqlx::query(
-            "INSERT INTO tenant_settings (tenant_id, key, value, updated_at) VALUES (?, ?, ?, CAST(strftime('%s', 'now') AS INTEGER)) \
+            "INSERT INTO tenant_settings (tenant_id, key, value, updated_at, key_version) VALUES (?, ?, ?, CAST(strftime('%s', 'now') AS INTEGER), ?) \
              ON CONFLICT (tenant_id, key) DO UPDATE SET value = excluded.value, \
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at, key_version = excluded.key_version",
         )
         .bind(tenant.0.to_string())
         .bind(key)
-        .bind(value.to_string())
+        .bind(seal.seal_json("value", value)?)
+        .bind(sealer.version())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -1048,17 +1210,23 @@ impl Store for SqliteStore {
         tenant: TenantId,
         key: &str,
     ) -> Result<Option<serde_json::Value>> {
-        let v: Option<String> =
+        let v: Option<Vec<u8>> =
             sqlx::query_scalar("SELECT value FROM tenant_settings WHERE tenant_id = ? AND key = ?")
                 .bind(tenant.0.to_string())
                 .bind(key)
                 .fetch_optional(&self.pool)
                 .await?;
-        v.map(|v| {
-            serde_json::from_str(&v)
-                .map_err(|e| StoreError::Corrupt(format!("tenant setting {key}: {e}")))
-        })
-        .transpose()
+        let Some(v) = v else {
+            return Ok(None);
+        };
+        let sealer = self.sealer(tenant).await?;
+        let seal = RowSeal {
+            sealer: sealer.as_ref(),
+            tenant,
+            table: "tenant_settings",
+            row: vec![key.to_string()],
+        };
+        seal.open_json("value", &v).map(Some)
     }
 
     async fn undetected_batches(
@@ -1401,5 +1569,79 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<Option<(MspGrantRow, Revoked)>> {
         self.grants_revoke(tenant, id, now).await
+    }
+
+    fn set_field_cipher(&self, cipher: Arc<dyn FieldCipher>) {
+        self.install_cipher(cipher)
+    }
+
+    async fn data_keys(&self, tenant: TenantId) -> Result<Vec<DataKeyRow>> {
+        self.keys_list(tenant).await
+    }
+
+    async fn add_data_key(&self, tenant: TenantId, row: &DataKeyRow) -> Result<()> {
+        self.keys_add(tenant, row).await
+    }
+
+    async fn retire_data_key(&self, tenant: TenantId, version: u32, now: i64) -> Result<bool> {
+        self.keys_retire(tenant, version, now).await
+    }
+
+    async fn reseal_fields(&self, tenant: TenantId, limit: u32) -> Result<u64> {
+        self.keys_reseal(tenant, limit).await
+    }
+
+    async fn key_usage(&self, tenant: TenantId) -> Result<KeyUsage> {
+        self.keys_usage(tenant).await
+    }
+
+    async fn segments_off_key(
+        &self,
+        tenant: TenantId,
+        version: u32,
+        limit: u32,
+    ) -> Result<Vec<FlowSegment>> {
+        sqlx::query(
+            "SELECT * FROM flow_segments WHERE tenant_id = ?
+             AND (key_version IS NULL OR key_version <> ?) ORDER BY start_ms, id LIMIT ?",
+        )
+        .bind(tenant.0.to_string())
+        .bind(version)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(segment_from)
+        .collect()
+    }
+
+    async fn set_segment_key_version(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+        version: u32,
+    ) -> Result<bool> {
+        let r =
+            sqlx::query("UPDATE flow_segments SET key_version = ? WHERE tenant_id = ? AND id = ?")
+                .bind(version)
+                .bind(tenant.0.to_string())
+                .bind(id.to_string())
+                .execute(&self.pool)
+                .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn destroy_tenant_keys(&self, tenant: TenantId) -> Result<()> {
+        self.keys_destroy(tenant).await
+    }
+
+    async fn replace_meta(&self, key: &str, expected: &[u8], value: &[u8]) -> Result<bool> {
+        let r = sqlx::query("UPDATE portal_meta SET value = ? WHERE key = ? AND value = ?")
+            .bind(value)
+            .bind(key)
+            .bind(expected)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
     }
 }

@@ -5,8 +5,36 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
-use crate::sqlite::{json_col, opt_uuid_col, uuid_col, BatchMark, SqliteStore};
+use crate::cipher::{RowSeal, TenantSealer};
+use crate::sqlite::{
+    json_col, opt_sealed_col, opt_uuid_col, row_seal, sealed_col, sealed_json_col, uuid_col,
+    BatchMark, SqliteStore,
+};
 use crate::*;
+
+/// The associated data of the dedupe key's blind index (one per tenant, not
+/// per row: equal keys must give equal digests).
+fn dedupe_index(sealer: &dyn TenantSealer, tenant: TenantId, key: &str) -> String {
+    sealer.blind_index(
+        &crate::cipher::aad(tenant, "alarms", &[], "dedupe_key"),
+        key.as_bytes(),
+    )
+}
+
+/// Sealers of the tenants among `rows`, for the portal-wide queues.
+async fn sealers_for(
+    store: &SqliteStore,
+    rows: &[SqliteRow],
+) -> Result<std::collections::HashMap<TenantId, std::sync::Arc<dyn TenantSealer>>> {
+    let mut out = std::collections::HashMap::new();
+    for row in rows {
+        let t = TenantId(uuid_col(row, "tenant_id")?);
+        if let std::collections::hash_map::Entry::Vacant(e) = out.entry(t) {
+            e.insert(store.sealer(t).await?);
+        }
+    }
+    Ok(out)
+}
 
 fn state_col(row: &SqliteRow) -> Result<AlarmState> {
     let s: String = row.try_get("state")?;
@@ -19,58 +47,72 @@ fn small_col<T: TryFrom<i64>>(row: &SqliteRow, col: &str) -> Result<Option<T>> {
         .transpose()
 }
 
-fn alarm_from(row: &SqliteRow) -> Result<AlarmRow> {
+fn alarm_from(sealer: &dyn TenantSealer, tenant: TenantId, row: &SqliteRow) -> Result<AlarmRow> {
+    let seal = row_seal(sealer, tenant, "alarms", row, &["id"])?;
     Ok(AlarmRow {
         id: uuid_col(row, "id")?,
         device_id: opt_uuid_col(row, "device_id")?.map(DeviceId),
         kind: row.try_get("kind")?,
         severity: row.try_get("severity")?,
-        title: row.try_get("title")?,
-        dedupe_key: row.try_get("dedupe_key")?,
+        title: sealed_col(&seal, row, "title")?,
+        dedupe_key: sealed_col(&seal, row, "dedupe_sealed")?,
         state: state_col(row)?,
-        assignee: row.try_get("assignee")?,
+        assignee: opt_sealed_col(&seal, row, "assignee")?,
         first_seen: row.try_get("first_seen")?,
         last_seen: row.try_get("last_seen")?,
         count: row.try_get::<i64, _>("count")?.max(0) as u64,
-        src: row.try_get("src")?,
-        dst: row.try_get("dst")?,
+        src: opt_sealed_col(&seal, row, "src")?,
+        dst: opt_sealed_col(&seal, row, "dst")?,
         dst_port: small_col(row, "dst_port")?,
         protocol: small_col(row, "protocol")?,
-        evidence: json_col(row, "evidence")?,
-        flow_filter: row.try_get("flow_filter")?,
+        evidence: sealed_json_col(&seal, row, "evidence")?,
+        flow_filter: opt_sealed_col(&seal, row, "flow_filter")?,
         updated_at: row.try_get("updated_at")?,
     })
 }
 
-fn event_from(row: &SqliteRow) -> Result<AlarmEvent> {
+fn event_from(sealer: &dyn TenantSealer, tenant: TenantId, row: &SqliteRow) -> Result<AlarmEvent> {
+    let seal = row_seal(
+        sealer,
+        tenant,
+        "alarm_history",
+        row,
+        &["alarm_id", "at", "action"],
+    )?;
     Ok(AlarmEvent {
         id: row.try_get("id")?,
         alarm_id: uuid_col(row, "alarm_id")?,
         at: row.try_get("at")?,
         actor: row.try_get("actor")?,
         action: row.try_get("action")?,
-        detail: json_col(row, "detail")?,
+        detail: sealed_json_col(&seal, row, "detail")?,
     })
 }
 
-fn rule_from(row: &SqliteRow) -> Result<AlarmRuleRow> {
+fn rule_from(sealer: &dyn TenantSealer, tenant: TenantId, row: &SqliteRow) -> Result<AlarmRuleRow> {
+    let seal = row_seal(sealer, tenant, "alarm_rules", row, &["id"])?;
     Ok(AlarmRuleRow {
         id: uuid_col(row, "id")?,
         action: row.try_get("action")?,
         kind: row.try_get("kind")?,
-        host: row.try_get("host")?,
-        network: row.try_get("network")?,
+        host: opt_sealed_col(&seal, row, "host")?,
+        network: opt_sealed_col(&seal, row, "network")?,
         port: small_col(row, "port")?,
         expires_at: row.try_get("expires_at")?,
-        comment: row.try_get("comment")?,
+        comment: sealed_col(&seal, row, "comment")?,
         created_at: row.try_get("created_at")?,
     })
 }
 
-fn webhook_from(row: &SqliteRow) -> Result<WebhookRow> {
+fn webhook_from(
+    sealer: &dyn TenantSealer,
+    tenant: TenantId,
+    row: &SqliteRow,
+) -> Result<WebhookRow> {
+    let seal = row_seal(sealer, tenant, "webhooks", row, &["id"])?;
     Ok(WebhookRow {
         id: uuid_col(row, "id")?,
-        url: row.try_get("url")?,
+        url: sealed_col(&seal, row, "url")?,
         secret_wrapped: row.try_get("secret_wrapped")?,
         min_severity: row.try_get("min_severity")?,
         kinds: serde_json::from_value(json_col(row, "kinds")?)
@@ -79,7 +121,12 @@ fn webhook_from(row: &SqliteRow) -> Result<WebhookRow> {
     })
 }
 
-fn delivery_from(row: &SqliteRow) -> Result<DeliveryRow> {
+fn delivery_from(
+    sealer: &dyn TenantSealer,
+    tenant: TenantId,
+    row: &SqliteRow,
+) -> Result<DeliveryRow> {
+    let seal = row_seal(sealer, tenant, "alarm_deliveries", row, &["id"])?;
     let status: String = row.try_get("status")?;
     Ok(DeliveryRow {
         id: uuid_col(row, "id")?,
@@ -91,36 +138,45 @@ fn delivery_from(row: &SqliteRow) -> Result<DeliveryRow> {
         target_id: uuid_col(row, "target_id")?,
         alarm_id: uuid_col(row, "alarm_id")?,
         event_id: row.try_get("event_id")?,
-        body: row.try_get("body")?,
+        body: sealed_col(&seal, row, "body")?,
         status: DeliveryStatus::parse(&status)
             .ok_or_else(|| StoreError::Corrupt(format!("delivery status {status}")))?,
         attempts: row.try_get::<i64, _>("attempts")?.clamp(0, u32::MAX as i64) as u32,
         next_at: row.try_get("next_at")?,
-        last_error: row.try_get("last_error")?,
+        last_error: opt_sealed_col(&seal, row, "last_error")?,
         created_at: row.try_get("created_at")?,
         finished_at: row.try_get("finished_at")?,
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn log_event(
     tx: &mut Transaction<'_, Sqlite>,
-    tenant: &str,
+    sealer: &dyn TenantSealer,
+    tenant: TenantId,
     alarm: Uuid,
     at: i64,
     actor: &str,
     action: &str,
     detail: &serde_json::Value,
 ) -> Result<()> {
+    let seal = RowSeal {
+        sealer,
+        tenant,
+        table: "alarm_history",
+        row: vec![alarm.to_string(), at.to_string(), action.to_string()],
+    };
     sqlx::query(
-        "INSERT INTO alarm_history (tenant_id, alarm_id, at, actor, action, detail)
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO alarm_history (tenant_id, alarm_id, at, actor, action, detail, key_version)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
-    .bind(tenant)
+    .bind(tenant.0.to_string())
     .bind(alarm.to_string())
     .bind(at)
     .bind(actor)
     .bind(action)
-    .bind(detail.to_string())
+    .bind(seal.seal_json("detail", detail)?)
+    .bind(sealer.version())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -174,6 +230,8 @@ impl SqliteStore {
         c: &AlarmCommit<'_>,
     ) -> Result<Vec<AlarmOutcome>> {
         let t = tenant.0.to_string();
+        let sealer = self.sealer(tenant).await?;
+        let sealer = sealer.as_ref();
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         crate::sqlite::mark_batches(&mut tx, &t, BatchMark::Detected, c.detected, c.now).await?;
         let mut out = Vec::with_capacity(c.occurrences.len());
@@ -185,12 +243,18 @@ impl SqliteStore {
                  ORDER BY last_seen DESC LIMIT 1",
             )
             .bind(&t)
-            .bind(&o.dedupe_key)
+            .bind(dedupe_index(sealer, tenant, &o.dedupe_key))
             .bind(o.at.saturating_sub(o.window_ms))
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(row) = open {
-                let a = alarm_from(&row)?;
+                let a = alarm_from(sealer, tenant, &row)?;
+                let seal = RowSeal {
+                    sealer,
+                    tenant,
+                    table: "alarms",
+                    row: vec![a.id.to_string()],
+                };
                 let evidence = merge_evidence(a.evidence, &o.evidence, c.max_evidence);
                 sqlx::query(
                     "UPDATE alarms SET count = count + 1, last_seen = MAX(last_seen, ?),
@@ -199,7 +263,7 @@ impl SqliteStore {
                 )
                 .bind(o.at)
                 .bind(o.at)
-                .bind(evidence.to_string())
+                .bind(seal.seal_json("evidence", &evidence)?)
                 .bind(c.now)
                 .bind(&t)
                 .bind(a.id.to_string())
@@ -212,28 +276,36 @@ impl SqliteStore {
                 out.push(AlarmOutcome::Bumped(a.id));
             } else {
                 let evidence = merge_evidence(serde_json::Value::Null, &o.evidence, c.max_evidence);
+                let seal = RowSeal {
+                    sealer,
+                    tenant,
+                    table: "alarms",
+                    row: vec![o.new_id.to_string()],
+                };
                 sqlx::query(
                     "INSERT INTO alarms (tenant_id, id, device_id, kind, severity, title, dedupe_key,
-                     state, first_seen, last_seen, count, src, dst, dst_port, protocol, evidence,
-                     flow_filter, updated_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
+                     dedupe_sealed, state, first_seen, last_seen, count, src, dst, dst_port,
+                     protocol, evidence, flow_filter, updated_at, key_version)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(&t)
                 .bind(o.new_id.to_string())
                 .bind(o.device_id.map(|d| d.0.to_string()))
                 .bind(&o.kind)
                 .bind(&o.severity)
-                .bind(&o.title)
-                .bind(&o.dedupe_key)
+                .bind(seal.seal_str("title", &o.title)?)
+                .bind(dedupe_index(sealer, tenant, &o.dedupe_key))
+                .bind(seal.seal_str("dedupe_sealed", &o.dedupe_key)?)
                 .bind(o.at)
                 .bind(o.at)
-                .bind(&o.src)
-                .bind(&o.dst)
+                .bind(seal.seal_opt("src", o.src.as_deref())?)
+                .bind(seal.seal_opt("dst", o.dst.as_deref())?)
                 .bind(o.dst_port.map(i64::from))
                 .bind(o.protocol.map(i64::from))
-                .bind(evidence.to_string())
-                .bind(&o.flow_filter)
+                .bind(seal.seal_json("evidence", &evidence)?)
+                .bind(seal.seal_opt("flow_filter", o.flow_filter.as_deref())?)
                 .bind(c.now)
+                .bind(sealer.version())
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| {
@@ -245,7 +317,8 @@ impl SqliteStore {
                 })?;
                 log_event(
                     &mut tx,
-                    &t,
+                    sealer,
+                    tenant,
                     o.new_id,
                     c.now,
                     "detector",
@@ -260,7 +333,8 @@ impl SqliteStore {
         for (id, n) in bumped {
             log_event(
                 &mut tx,
-                &t,
+                sealer,
+                tenant,
                 id,
                 c.now,
                 "detector",
@@ -270,14 +344,22 @@ impl SqliteStore {
             .await?;
         }
         if let Some(state) = c.detector_state {
+            let seal = RowSeal {
+                sealer,
+                tenant,
+                table: "detector_state",
+                row: vec![],
+            };
             sqlx::query(
-                "INSERT INTO detector_state (tenant_id, state, updated_at) VALUES (?, ?, ?)
+                "INSERT INTO detector_state (tenant_id, state, updated_at, key_version)
+                 VALUES (?, ?, ?, ?)
                  ON CONFLICT (tenant_id) DO UPDATE SET state = excluded.state,
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at, key_version = excluded.key_version",
             )
             .bind(&t)
-            .bind(state)
+            .bind(seal.seal("state", state)?)
             .bind(c.now)
+            .bind(sealer.version())
             .execute(&mut *tx)
             .await?;
         }
@@ -286,22 +368,34 @@ impl SqliteStore {
     }
 
     pub(crate) async fn alarms_detector_state(&self, tenant: TenantId) -> Result<Option<Vec<u8>>> {
-        Ok(
+        let sealed: Option<Vec<u8>> =
             sqlx::query_scalar("SELECT state FROM detector_state WHERE tenant_id = ?")
                 .bind(tenant.0.to_string())
                 .fetch_optional(self.pool())
-                .await?,
-        )
+                .await?;
+        let Some(sealed) = sealed else {
+            return Ok(None);
+        };
+        let sealer = self.sealer(tenant).await?;
+        RowSeal {
+            sealer: sealer.as_ref(),
+            tenant,
+            table: "detector_state",
+            row: vec![],
+        }
+        .open("state", &sealed)
+        .map(Some)
     }
 
     pub(crate) async fn alarms_get(&self, tenant: TenantId, id: Uuid) -> Result<Option<AlarmRow>> {
+        let sealer = self.sealer(tenant).await?;
         sqlx::query("SELECT * FROM alarms WHERE tenant_id = ? AND id = ?")
             .bind(tenant.0.to_string())
             .bind(id.to_string())
             .fetch_optional(self.pool())
             .await?
             .as_ref()
-            .map(alarm_from)
+            .map(|r| alarm_from(sealer.as_ref(), tenant, r))
             .transpose()
     }
 
@@ -310,6 +404,7 @@ impl SqliteStore {
         tenant: TenantId,
         f: &AlarmFilter,
     ) -> Result<Vec<AlarmRow>> {
+        let sealer = self.sealer(tenant).await?;
         let mut q = sqlx::QueryBuilder::<Sqlite>::new("SELECT * FROM alarms WHERE tenant_id = ");
         q.push_bind(tenant.0.to_string());
         match f.state {
@@ -350,7 +445,7 @@ impl SqliteStore {
             .fetch_all(self.pool())
             .await?
             .iter()
-            .map(alarm_from)
+            .map(|r| alarm_from(sealer.as_ref(), tenant, r))
             .collect()
     }
 
@@ -387,27 +482,38 @@ impl SqliteStore {
         now: i64,
     ) -> Result<AlarmRow> {
         let t = tenant.0.to_string();
+        let sealer = self.sealer(tenant).await?;
+        let sealer = sealer.as_ref();
+        let seal = RowSeal {
+            sealer,
+            tenant,
+            table: "alarms",
+            row: vec![id.to_string()],
+        };
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        let (set, action, detail, value): (&str, &str, serde_json::Value, Option<String>) =
+        // The state is clear (lists filter on it); an assignee is sealed.
+        let (set, action, detail, value): (&str, &str, serde_json::Value, Option<Vec<u8>>) =
             match update {
                 AlarmUpdate::State(s) => (
                     "state = ?,",
                     "state",
                     serde_json::json!({ "state": s.as_str() }),
-                    Some(s.as_str().to_owned()),
+                    None,
                 ),
                 AlarmUpdate::Assign(who) => (
                     "assignee = ?,",
                     "assigned",
                     serde_json::json!({ "assignee": who }),
-                    who.clone(),
+                    seal.seal_opt("assignee", who.as_deref())?,
                 ),
                 // A note changes only the history (and the update time).
                 AlarmUpdate::Note(text) => ("", "note", serde_json::json!({ "text": text }), None),
             };
         let sql = format!("UPDATE alarms SET {set} updated_at = ? WHERE tenant_id = ? AND id = ?");
         let mut q = sqlx::query(&sql);
-        if !set.is_empty() {
+        if let AlarmUpdate::State(st) = update {
+            q = q.bind(st.as_str());
+        } else if !set.is_empty() {
             q = q.bind(value);
         }
         let r = q
@@ -419,13 +525,13 @@ impl SqliteStore {
         if r.rows_affected() != 1 {
             return Err(StoreError::NotFound(format!("alarm {id}")));
         }
-        log_event(&mut tx, &t, id, now, actor, action, &detail).await?;
+        log_event(&mut tx, sealer, tenant, id, now, actor, action, &detail).await?;
         let row = sqlx::query("SELECT * FROM alarms WHERE tenant_id = ? AND id = ?")
             .bind(&t)
             .bind(id.to_string())
             .fetch_one(&mut *tx)
             .await?;
-        let a = alarm_from(&row)?;
+        let a = alarm_from(sealer, tenant, &row)?;
         tx.commit().await?;
         Ok(a)
     }
@@ -435,13 +541,14 @@ impl SqliteStore {
         tenant: TenantId,
         id: Uuid,
     ) -> Result<Vec<AlarmEvent>> {
+        let sealer = self.sealer(tenant).await?;
         sqlx::query("SELECT * FROM alarm_history WHERE tenant_id = ? AND alarm_id = ? ORDER BY id")
             .bind(tenant.0.to_string())
             .bind(id.to_string())
             .fetch_all(self.pool())
             .await?
             .iter()
-            .map(event_from)
+            .map(|r| event_from(sealer.as_ref(), tenant, r))
             .collect()
     }
 
@@ -450,13 +557,20 @@ impl SqliteStore {
         after: i64,
         limit: u32,
     ) -> Result<Vec<(TenantId, AlarmEvent)>> {
-        sqlx::query("SELECT * FROM alarm_history WHERE id > ? ORDER BY id LIMIT ?")
+        let rows = sqlx::query("SELECT * FROM alarm_history WHERE id > ? ORDER BY id LIMIT ?")
             .bind(after)
             .bind(limit as i64)
             .fetch_all(self.pool())
-            .await?
-            .iter()
-            .map(|row| Ok((TenantId(uuid_col(row, "tenant_id")?), event_from(row)?)))
+            .await?;
+        let sealers = sealers_for(self, &rows).await?;
+        rows.iter()
+            .map(|row| {
+                let t = TenantId(uuid_col(row, "tenant_id")?);
+                let s = sealers
+                    .get(&t)
+                    .ok_or_else(|| StoreError::Crypto(format!("no sealer for tenant {t}")))?;
+                Ok((t, event_from(s.as_ref(), t, row)?))
+            })
             .collect()
     }
 
@@ -465,32 +579,41 @@ impl SqliteStore {
         tenant: TenantId,
         r: &AlarmRuleRow,
     ) -> Result<()> {
+        let sealer = self.sealer(tenant).await?;
+        let seal = RowSeal {
+            sealer: sealer.as_ref(),
+            tenant,
+            table: "alarm_rules",
+            row: vec![r.id.to_string()],
+        };
         sqlx::query(
             "INSERT INTO alarm_rules (tenant_id, id, action, kind, host, network, port,
-             expires_at, comment, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             expires_at, comment, created_at, key_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(tenant.0.to_string())
         .bind(r.id.to_string())
         .bind(&r.action)
         .bind(&r.kind)
-        .bind(&r.host)
-        .bind(&r.network)
+        .bind(seal.seal_opt("host", r.host.as_deref())?)
+        .bind(seal.seal_opt("network", r.network.as_deref())?)
         .bind(r.port.map(i64::from))
         .bind(r.expires_at)
-        .bind(&r.comment)
+        .bind(seal.seal_str("comment", &r.comment)?)
         .bind(r.created_at)
+        .bind(sealer.version())
         .execute(self.pool())
         .await?;
         Ok(())
     }
 
     pub(crate) async fn alarms_list_rules(&self, tenant: TenantId) -> Result<Vec<AlarmRuleRow>> {
+        let sealer = self.sealer(tenant).await?;
         sqlx::query("SELECT * FROM alarm_rules WHERE tenant_id = ? ORDER BY created_at, id")
             .bind(tenant.0.to_string())
             .fetch_all(self.pool())
             .await?
             .iter()
-            .map(rule_from)
+            .map(|r| rule_from(sealer.as_ref(), tenant, r))
             .collect()
     }
 
@@ -517,29 +640,38 @@ impl SqliteStore {
         tenant: TenantId,
         h: &WebhookRow,
     ) -> Result<()> {
+        let sealer = self.sealer(tenant).await?;
+        let seal = RowSeal {
+            sealer: sealer.as_ref(),
+            tenant,
+            table: "webhooks",
+            row: vec![h.id.to_string()],
+        };
         sqlx::query(
-            "INSERT INTO webhooks (tenant_id, id, url, secret_wrapped, min_severity, kinds, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO webhooks (tenant_id, id, url, secret_wrapped, min_severity, kinds,
+             created_at, key_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(tenant.0.to_string())
         .bind(h.id.to_string())
-        .bind(&h.url)
+        .bind(seal.seal_str("url", &h.url)?)
         .bind(&h.secret_wrapped)
         .bind(&h.min_severity)
         .bind(serde_json::to_string(&h.kinds).map_err(|e| StoreError::Corrupt(e.to_string()))?)
         .bind(h.created_at)
+        .bind(sealer.version())
         .execute(self.pool())
         .await?;
         Ok(())
     }
 
     pub(crate) async fn alarms_list_webhooks(&self, tenant: TenantId) -> Result<Vec<WebhookRow>> {
+        let sealer = self.sealer(tenant).await?;
         sqlx::query("SELECT * FROM webhooks WHERE tenant_id = ? ORDER BY created_at, id")
             .bind(tenant.0.to_string())
             .fetch_all(self.pool())
             .await?
             .iter()
-            .map(webhook_from)
+            .map(|r| webhook_from(sealer.as_ref(), tenant, r))
             .collect()
     }
 
@@ -549,12 +681,37 @@ impl SqliteStore {
         cursor: i64,
         rows: &[(TenantId, DeliveryRow)],
     ) -> Result<()> {
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        // Sealed before the transaction: a sealer may read keys from the store.
+        let mut sealed = Vec::with_capacity(rows.len());
+        let mut sealers: std::collections::HashMap<TenantId, std::sync::Arc<dyn TenantSealer>> =
+            std::collections::HashMap::new();
         for (tenant, d) in rows {
+            let sealer = match sealers.get(tenant) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = self.sealer(*tenant).await?;
+                    sealers.insert(*tenant, s.clone());
+                    s
+                }
+            };
+            let seal = RowSeal {
+                sealer: sealer.as_ref(),
+                tenant: *tenant,
+                table: "alarm_deliveries",
+                row: vec![d.id.to_string()],
+            };
+            sealed.push((
+                seal.seal_str("body", &d.body)?,
+                seal.seal_opt("last_error", d.last_error.as_deref())?,
+                sealer.version(),
+            ));
+        }
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        for ((tenant, d), (body, last_error, version)) in rows.iter().zip(sealed) {
             sqlx::query(
                 "INSERT INTO alarm_deliveries (tenant_id, id, channel, target_id, alarm_id, event_id,
-                 body, status, attempts, next_at, last_error, created_at, finished_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 body, status, attempts, next_at, last_error, created_at, finished_at, key_version)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT (target_id, event_id) DO NOTHING",
             )
             .bind(tenant.0.to_string())
@@ -563,13 +720,14 @@ impl SqliteStore {
             .bind(d.target_id.to_string())
             .bind(d.alarm_id.to_string())
             .bind(d.event_id)
-            .bind(&d.body)
+            .bind(body)
             .bind(d.status.as_str())
             .bind(i64::from(d.attempts))
             .bind(d.next_at)
-            .bind(&d.last_error)
+            .bind(last_error)
             .bind(d.created_at)
             .bind(d.finished_at)
+            .bind(version)
             .execute(&mut *tx)
             .await?;
         }
@@ -590,17 +748,24 @@ impl SqliteStore {
         now: i64,
         limit: u32,
     ) -> Result<Vec<(TenantId, DeliveryRow)>> {
-        sqlx::query(
+        let rows = sqlx::query(
             "SELECT * FROM alarm_deliveries WHERE status = 'pending' AND next_at <= ?
              ORDER BY next_at, created_at LIMIT ?",
         )
         .bind(now)
         .bind(limit as i64)
         .fetch_all(self.pool())
-        .await?
-        .iter()
-        .map(|row| Ok((TenantId(uuid_col(row, "tenant_id")?), delivery_from(row)?)))
-        .collect()
+        .await?;
+        let sealers = sealers_for(self, &rows).await?;
+        rows.iter()
+            .map(|row| {
+                let t = TenantId(uuid_col(row, "tenant_id")?);
+                let s = sealers
+                    .get(&t)
+                    .ok_or_else(|| StoreError::Crypto(format!("no sealer for tenant {t}")))?;
+                Ok((t, delivery_from(s.as_ref(), t, row)?))
+            })
+            .collect()
     }
 
     pub(crate) async fn alarms_record_attempt(
@@ -608,6 +773,13 @@ impl SqliteStore {
         tenant: TenantId,
         d: &DeliveryRow,
     ) -> Result<()> {
+        let sealer = self.sealer(tenant).await?;
+        let seal = RowSeal {
+            sealer: sealer.as_ref(),
+            tenant,
+            table: "alarm_deliveries",
+            row: vec![d.id.to_string()],
+        };
         let r = sqlx::query(
             "UPDATE alarm_deliveries SET status = ?, attempts = ?, next_at = ?, last_error = ?,
              finished_at = ? WHERE tenant_id = ? AND id = ?",
@@ -615,7 +787,7 @@ impl SqliteStore {
         .bind(d.status.as_str())
         .bind(i64::from(d.attempts))
         .bind(d.next_at)
-        .bind(&d.last_error)
+        .bind(seal.seal_opt("last_error", d.last_error.as_deref())?)
         .bind(d.finished_at)
         .bind(tenant.0.to_string())
         .bind(d.id.to_string())
@@ -633,6 +805,7 @@ impl SqliteStore {
         status: Option<DeliveryStatus>,
         limit: u32,
     ) -> Result<Vec<DeliveryRow>> {
+        let sealer = self.sealer(tenant).await?;
         let mut q =
             sqlx::QueryBuilder::<Sqlite>::new("SELECT * FROM alarm_deliveries WHERE tenant_id = ");
         q.push_bind(tenant.0.to_string());
@@ -645,7 +818,7 @@ impl SqliteStore {
             .fetch_all(self.pool())
             .await?
             .iter()
-            .map(delivery_from)
+            .map(|r| delivery_from(sealer.as_ref(), tenant, r))
             .collect()
     }
 }

@@ -4,7 +4,8 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use crate::sqlite::{uuid_col, SqliteStore};
+use crate::cipher::{RowSeal, TenantSealer};
+use crate::sqlite::{opt_sealed_col, uuid_col, SqliteStore};
 use crate::*;
 
 /// Applied event ids are kept this long (seconds). The provider retries an
@@ -12,13 +13,25 @@ use crate::*;
 /// is refused before it gets here.
 const EVENT_RETENTION_SECS: i64 = 30 * 86_400;
 
-fn billing_from(row: &SqliteRow) -> Result<BillingRow> {
+/// The billing row's seal: one row per tenant, so no row identity.
+fn seal(sealer: &dyn TenantSealer, tenant: TenantId) -> RowSeal<'_> {
+    RowSeal {
+        sealer,
+        tenant,
+        table: "billing",
+        row: vec![],
+    }
+}
+
+fn billing_from(sealer: &dyn TenantSealer, row: &SqliteRow) -> Result<BillingRow> {
+    let tenant = TenantId(uuid_col(row, "tenant_id")?);
+    let seal = seal(sealer, tenant);
     Ok(BillingRow {
-        tenant_id: TenantId(uuid_col(row, "tenant_id")?),
+        tenant_id: tenant,
         customer_id: row.try_get("customer_id")?,
-        email: row.try_get("email")?,
-        card_brand: row.try_get("card_brand")?,
-        card_last4: row.try_get("card_last4")?,
+        email: opt_sealed_col(&seal, row, "email")?,
+        card_brand: opt_sealed_col(&seal, row, "card_brand")?,
+        card_last4: opt_sealed_col(&seal, row, "card_last4")?,
         plan: row.try_get("plan")?,
         status: row.try_get("status")?,
         status_at: row.try_get("status_at")?,
@@ -33,6 +46,7 @@ impl SqliteStore {
         u: &BillingUpdate,
     ) -> Result<BillingOutcome> {
         let t = tenant.0.to_string();
+        let sealer = self.sealer(tenant).await?;
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("DELETE FROM billing_events WHERE received_at < ?")
             .bind(u.now.saturating_sub(EVENT_RETENTION_SECS))
@@ -55,7 +69,7 @@ impl SqliteStore {
             .fetch_optional(&mut *tx)
             .await?
             .as_ref()
-            .map(billing_from)
+            .map(|r| billing_from(sealer.as_ref(), r))
             .transpose()?;
         let keep = |new: &Option<String>, old: Option<&Option<String>>| {
             new.clone().or_else(|| old.cloned().flatten())
@@ -88,23 +102,26 @@ impl SqliteStore {
                 tenant_status = sub.tenant_status;
             }
         }
+        let seal = seal(sealer.as_ref(), tenant);
         sqlx::query(
             "INSERT INTO billing (tenant_id, customer_id, email, card_brand, card_last4, plan,
-             status, status_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+             status, status_at, updated_at, key_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (tenant_id) DO UPDATE SET customer_id = excluded.customer_id,
              email = excluded.email, card_brand = excluded.card_brand,
              card_last4 = excluded.card_last4, plan = excluded.plan, status = excluded.status,
-             status_at = excluded.status_at, updated_at = excluded.updated_at",
+             status_at = excluded.status_at, updated_at = excluded.updated_at,
+             key_version = excluded.key_version",
         )
         .bind(&t)
         .bind(&row.customer_id)
-        .bind(&row.email)
-        .bind(&row.card_brand)
-        .bind(&row.card_last4)
+        .bind(seal.seal_opt("email", row.email.as_deref())?)
+        .bind(seal.seal_opt("card_brand", row.card_brand.as_deref())?)
+        .bind(seal.seal_opt("card_last4", row.card_last4.as_deref())?)
         .bind(&row.plan)
         .bind(&row.status)
         .bind(row.status_at)
         .bind(row.updated_at)
+        .bind(sealer.version())
         .execute(&mut *tx)
         .await
         .map_err(|e| match &e {
@@ -133,13 +150,15 @@ impl SqliteStore {
     }
 
     pub(crate) async fn billing_get(&self, tenant: TenantId) -> Result<Option<BillingRow>> {
-        sqlx::query("SELECT * FROM billing WHERE tenant_id = ?")
+        let Some(row) = sqlx::query("SELECT * FROM billing WHERE tenant_id = ?")
             .bind(tenant.0.to_string())
             .fetch_optional(self.pool())
             .await?
-            .as_ref()
-            .map(billing_from)
-            .transpose()
+        else {
+            return Ok(None);
+        };
+        let sealer = self.sealer(tenant).await?;
+        billing_from(sealer.as_ref(), &row).map(Some)
     }
 
     pub(crate) async fn billing_tenant_of(&self, customer_id: &str) -> Result<Option<TenantId>> {

@@ -1,9 +1,124 @@
 //! The behaviour every [`Store`] backend must have. Each backend's tests call
 //! [`run_all`] on a fresh, empty store: one suite, many backends.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::XChaCha20Poly1305;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::cipher::{FieldCipher, TenantSealer};
 use crate::*;
+
+/// A real AEAD cipher for the suite (and for tests of other crates that use
+/// a bare store), so the suite checks that what the store seals opens only
+/// with the associated data it was sealed with. Keys come from a random
+/// seed, the tenant and the version; [`TestCipher::rotate`] moves new
+/// writes to the next version. The portal's own cipher is in its crate.
+pub struct TestCipher {
+    seed: [u8; 32],
+    current: AtomicU32,
+}
+
+impl Default for TestCipher {
+    fn default() -> Self {
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(&XChaCha20Poly1305::generate_key(&mut OsRng));
+        TestCipher {
+            seed,
+            current: AtomicU32::new(1),
+        }
+    }
+}
+
+impl TestCipher {
+    /// Moves new writes to the next key version; returns it.
+    pub fn rotate(&self) -> u32 {
+        self.current.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}
+
+struct TestSealer {
+    seed: [u8; 32],
+    tenant: TenantId,
+    version: u32,
+}
+
+impl TestSealer {
+    fn key(&self, version: u32) -> XChaCha20Poly1305 {
+        let k = Sha256::new()
+            .chain_update(self.seed)
+            .chain_update(self.tenant.0.as_bytes())
+            .chain_update(version.to_be_bytes())
+            .finalize();
+        XChaCha20Poly1305::new(&k)
+    }
+}
+
+impl TenantSealer for TestSealer {
+    fn version(&self) -> u32 {
+        self.version
+    }
+
+    fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let ct = self
+            .key(self.version)
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
+            .map_err(|_| StoreError::Crypto("test seal".into()))?;
+        let mut out = self.version.to_be_bytes().to_vec();
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
+        let bad = || StoreError::Crypto("test open: wrong key, row or tampered".into());
+        if sealed.len() < 4 + 24 {
+            return Err(bad());
+        }
+        let (v, rest) = sealed.split_at(4);
+        let (nonce, ct) = rest.split_at(24);
+        let v = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+        self.key(v)
+            .decrypt(nonce.into(), Payload { msg: ct, aad })
+            .map_err(|_| bad())
+    }
+
+    fn blind_index(&self, aad: &[u8], value: &[u8]) -> String {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.seed)
+            .unwrap_or_else(|_| unreachable!("hmac takes any key length"));
+        m.update(self.tenant.0.as_bytes());
+        m.update(aad);
+        m.update(value);
+        m.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl FieldCipher for TestCipher {
+    async fn sealer(&self, _store: &dyn Store, tenant: TenantId) -> Result<Arc<dyn TenantSealer>> {
+        Ok(Arc::new(TestSealer {
+            seed: self.seed,
+            tenant,
+            version: self.current.load(Ordering::SeqCst),
+        }))
+    }
+}
 
 fn tenant(name: &str) -> NewTenant {
     NewTenant {
@@ -75,8 +190,11 @@ fn instruction(device: DeviceId, seq: u64, expires_at: i64) -> InstructionRow {
     }
 }
 
-/// Runs every check in order on one empty store.
+/// Runs every check in order on one empty store, with a [`TestCipher`]
+/// installed.
 pub async fn run_all(s: &dyn Store) {
+    let cipher = Arc::new(TestCipher::default());
+    s.set_field_cipher(cipher.clone());
     meta(s).await;
     tenants(s).await;
     enrollment_and_devices(s).await;
@@ -99,6 +217,7 @@ pub async fn run_all(s: &dyn Store) {
     cancellation_and_purge(s).await;
     tenant_regions(s).await;
     users_and_access(s).await;
+    encryption_at_rest(s, &cipher).await;
 }
 
 async fn meta(s: &dyn Store) {
@@ -2311,4 +2430,201 @@ async fn users_and_access(s: &dyn Store) {
         })
     );
     assert_eq!(s.active_msp_grant(ib, msp.id, 71).await.unwrap(), None);
+}
+
+/// Data key versions, re-sealing after a rotation, segment key versions,
+/// key destruction and the compare-and-swap of portal-wide values.
+async fn encryption_at_rest(s: &dyn Store, cipher: &TestCipher) {
+    let (ta, da) = tenant_with_device(s, "crypto-a").await;
+    let (tb, _) = tenant_with_device(s, "crypto-b").await;
+
+    // Data key rows: ordered, unique per version, retired once.
+    assert!(s.data_keys(ta).await.unwrap().is_empty());
+    let k = |version| DataKeyRow {
+        version,
+        key_wrapped: Some(vec![version as u8; 40]),
+        created_at: 10,
+        retired_at: None,
+    };
+    s.add_data_key(ta, &k(2)).await.unwrap();
+    s.add_data_key(ta, &k(1)).await.unwrap();
+    assert!(matches!(
+        s.add_data_key(ta, &k(1)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(s.data_keys(tb).await.unwrap().is_empty(), "per tenant");
+    let listed = s.data_keys(ta).await.unwrap();
+    assert_eq!(listed, vec![k(1), k(2)]);
+
+    // Content written under the current version.
+    let setting = serde_json::json!({"mask": "10.1.2.0/24"});
+    s.set_tenant_setting(ta, "controls", &setting)
+        .await
+        .unwrap();
+    s.add_device_event(
+        ta,
+        &DeviceEvent {
+            device_id: da,
+            at: 5,
+            kind: "refusal".into(),
+            detail: serde_json::json!({"why": "old"}),
+        },
+    )
+    .await
+    .unwrap();
+    let before = s.key_usage(ta).await.unwrap();
+    let first = before.fields.first().map(|f| f.0).unwrap();
+    // A rotation: new writes use the new version, old rows stay readable.
+    let v = cipher.rotate();
+    assert!(v > first);
+    s.set_tenant_setting(ta, "fresh", &serde_json::json!(1))
+        .await
+        .unwrap();
+    let mid = s.key_usage(ta).await.unwrap();
+    assert!(
+        mid.fields.iter().any(|(ver, n)| *ver == v && *n == 1),
+        "{mid:?}"
+    );
+    assert_eq!(
+        s.tenant_setting(ta, "controls").await.unwrap(),
+        Some(setting.clone())
+    );
+    // Re-sealing is bounded per pass and resumable, and ends.
+    assert_eq!(s.reseal_fields(ta, 1).await.unwrap(), 1);
+    let mut passes = 0;
+    while s.reseal_fields(ta, 2).await.unwrap() > 0 {
+        passes += 1;
+        assert!(passes < 100, "re-sealing does not end");
+    }
+    let after = s.key_usage(ta).await.unwrap();
+    assert_eq!(after.fields.len(), 1, "{after:?}");
+    assert_eq!(after.fields[0].0, v);
+    let rows_before: u64 = before.fields.iter().map(|f| f.1).sum::<u64>() + 1;
+    assert_eq!(after.fields[0].1, rows_before, "every row kept");
+    // Everything still opens.
+    assert_eq!(
+        s.tenant_setting(ta, "controls").await.unwrap(),
+        Some(setting)
+    );
+    let ev = s.list_device_events(ta, da).await.unwrap();
+    assert_eq!(ev[0].detail, serde_json::json!({"why": "old"}));
+    assert_eq!(
+        s.get_device(ta, da).await.unwrap().unwrap().hostname,
+        "edge-1"
+    );
+    // The other tenant was not touched by ta's pass, and its pass works too.
+    assert!(s
+        .key_usage(tb)
+        .await
+        .unwrap()
+        .fields
+        .iter()
+        .all(|f| f.0 < v));
+    while s.reseal_fields(tb, 50).await.unwrap() > 0 {}
+    assert!(s
+        .key_usage(tb)
+        .await
+        .unwrap()
+        .fields
+        .iter()
+        .all(|f| f.0 == v));
+    assert!(s.retire_data_key(ta, 1, 20).await.unwrap());
+    assert!(!s.retire_data_key(ta, 1, 21).await.unwrap(), "once");
+    let retired = &s.data_keys(ta).await.unwrap()[0];
+    assert_eq!(
+        (retired.key_wrapped.as_ref(), retired.retired_at),
+        (None, Some(20))
+    );
+
+    // Segment key versions: unverified until recorded, per tenant.
+    let seg = segment(SegmentLevel::Raw, 0, 1_000);
+    s.commit_flow_segments(
+        ta,
+        &SegmentCommit {
+            insert: std::slice::from_ref(&seg),
+            now: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let u = s.key_usage(ta).await.unwrap();
+    assert_eq!((u.segments_unverified, u.segments.len()), (1, 0));
+    let off = s.segments_off_key(ta, 3, 10).await.unwrap();
+    assert_eq!(off.iter().map(|x| x.id).collect::<Vec<_>>(), vec![seg.id]);
+    assert!(s.segments_off_key(tb, 3, 10).await.unwrap().is_empty());
+    assert!(!s.set_segment_key_version(tb, seg.id, 3).await.unwrap());
+    assert!(s.set_segment_key_version(ta, seg.id, 3).await.unwrap());
+    assert!(s.segments_off_key(ta, 3, 10).await.unwrap().is_empty());
+    assert_eq!(s.segments_off_key(ta, 4, 10).await.unwrap().len(), 1);
+    assert_eq!(s.key_usage(ta).await.unwrap().segments, vec![(3, 1)]);
+    assert!(!s
+        .set_segment_key_version(ta, Uuid::new_v4(), 3)
+        .await
+        .unwrap());
+
+    // Destroying keys leaves the other tenant's, and takes the tenant out
+    // of the portal-wide queues.
+    s.commit_alarms(
+        ta,
+        &AlarmCommit {
+            occurrences: &[AlarmOccurrence {
+                new_id: Uuid::new_v4(),
+                device_id: None,
+                kind: "k".into(),
+                severity: "low".into(),
+                title: "t".into(),
+                dedupe_key: "d".into(),
+                at: 1,
+                src: None,
+                dst: None,
+                dst_port: None,
+                protocol: None,
+                evidence: serde_json::json!([]),
+                flow_filter: None,
+                window_ms: 1,
+                muted: false,
+            }],
+            max_evidence: 1,
+            now: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let queued = |v: Vec<(TenantId, AlarmEvent)>| v.iter().filter(|(t, _)| *t == ta).count();
+    assert!(queued(s.alarm_events_after(0, 10_000).await.unwrap()) > 0);
+    s.record_batch(ta, &batch(da, "flows", 3)).await.unwrap();
+    let spooled = |v: Vec<(TenantId, BatchRow)>| v.iter().filter(|(t, _)| *t == ta).count();
+    assert_eq!(
+        spooled(s.unprocessed_batches("flows", 10_000).await.unwrap()),
+        1
+    );
+    assert_eq!(
+        spooled(s.undetected_batches("flows", 10_000).await.unwrap()),
+        1
+    );
+    s.destroy_tenant_keys(ta).await.unwrap();
+    assert_eq!(queued(s.alarm_events_after(0, 10_000).await.unwrap()), 0);
+    assert_eq!(
+        spooled(s.unprocessed_batches("flows", 10_000).await.unwrap()),
+        0
+    );
+    assert_eq!(
+        spooled(s.undetected_batches("flows", 10_000).await.unwrap()),
+        0
+    );
+    assert!(matches!(
+        s.tenant_keys(ta).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(s.data_keys(ta).await.unwrap().is_empty());
+    assert!(s.tenant_keys(tb).await.is_ok());
+
+    // Compare-and-swap of a portal-wide value.
+    s.init_meta("cas", b"one").await.unwrap();
+    assert!(!s.replace_meta("cas", b"other", b"two").await.unwrap());
+    assert!(s.replace_meta("cas", b"one", b"two").await.unwrap());
+    assert_eq!(s.get_meta("cas").await.unwrap().unwrap(), b"two");
+    assert!(!s.replace_meta("absent", b"one", b"two").await.unwrap());
 }

@@ -33,6 +33,8 @@ impl Env {
     pub async fn at(root: &std::path::Path) -> Env {
         std::fs::create_dir_all(root).unwrap();
         let meta = Arc::new(SqliteStore::open(&root.join("meta.db")).await.unwrap());
+        // Device hostnames and labels are sealed: a bare store needs a cipher.
+        meta.set_field_cipher(Arc::new(rampart_store::suite::TestCipher::default()));
         let blobs = Arc::new(LocalBlobStore::new(root.join("blobs")));
         Env {
             _tmp: None,

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod billing;
 pub mod device;
 pub mod flows;
+pub mod keys;
 pub mod plans;
 pub mod tenant;
 pub mod users;
