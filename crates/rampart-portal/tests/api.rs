@@ -2546,6 +2546,11 @@ async fn admin_actions_exports_and_key_operations_are_audited_per_tenant() {
 
 // ---------------------------------------------------------------- plans and lifecycle
 
+/// A POST on the admin API with the operator token and no body.
+async fn operator_post(h: &Harness, path: &str) -> Reply {
+    h.call("POST", ADMIN, path, Some(&h.operator), None).await
+}
+
 /// Puts `fx`'s tenant on a new plan through the admin API.
 async fn put_on_plan(h: &Harness, fx: &Fx, name: &str, plan: Value) {
     let op = Some(h.operator.as_str());
@@ -2570,27 +2575,17 @@ async fn cancelled_tenants_are_refused_everywhere_until_reactivated_then_deleted
     let a = h.tenant("acme").await;
     let b = h.tenant("bravo").await;
     let op = Some(h.operator.as_str());
-    let v = h
-        .call(
-            "POST",
-            ADMIN,
-            &format!("/api/v1/admin/tenants/{}/cancel", a.tenant.name),
-            op,
-            None,
-        )
-        .await
-        .ok("cancel");
-    assert_eq!(v["lifecycle"], "cancelled");
-    assert!(v["delete_after"].is_string(), "{v}");
-    h.call(
-        "POST",
-        ADMIN,
-        &format!("/api/v1/admin/tenants/{}/cancel", a.tenant.id),
-        op,
-        None,
+    let v = operator_post(
+        &h,
+        &format!("/api/v1/admin/tenants/{}/cancel", a.tenant.name),
     )
     .await
-    .expect(409, Some("conflict"), "cancelling twice");
+    .ok("cancel");
+    assert_eq!(v["lifecycle"], "cancelled");
+    assert!(v["delete_after"].is_string(), "{v}");
+    operator_post(&h, &format!("/api/v1/admin/tenants/{}/cancel", a.tenant.id))
+        .await
+        .expect(409, Some("conflict"), "cancelling twice");
 
     // Every tenant, alarm and device route, and enrollment, is refused.
     let ops = operations(&doc());
@@ -2616,10 +2611,7 @@ async fn cancelled_tenants_are_refused_everywhere_until_reactivated_then_deleted
         .ok("other tenant");
 
     let reactivate = format!("/api/v1/admin/tenants/{}/reactivate", a.tenant.name);
-    let v = h
-        .call("POST", ADMIN, &reactivate, op, None)
-        .await
-        .ok("reactivate");
+    let v = operator_post(&h, &reactivate).await.ok("reactivate");
     assert_eq!(v["lifecycle"], "live");
     h.call("GET", a.host(), "/api/v1/tenant", Some(&a.token), None)
         .await
@@ -2627,7 +2619,7 @@ async fn cancelled_tenants_are_refused_everywhere_until_reactivated_then_deleted
     h.signed(&a.device, "GET", a.host(), POLL_NOW, None)
         .await
         .ok("poll after reactivation");
-    h.call("POST", ADMIN, &reactivate, op, None).await.expect(
+    operator_post(&h, &reactivate).await.expect(
         409,
         Some("conflict"),
         "reactivating a live tenant",
@@ -2641,12 +2633,9 @@ async fn cancelled_tenants_are_refused_everywhere_until_reactivated_then_deleted
         )
         .await;
     assert_eq!(spooled.status, 200, "{}", spooled.text());
-    h.call(
-        "POST",
-        ADMIN,
+    operator_post(
+        &h,
         &format!("/api/v1/admin/tenants/{}/cancel", a.tenant.name),
-        op,
-        None,
     )
     .await
     .ok("cancel again");
@@ -2677,12 +2666,9 @@ async fn cancelled_tenants_are_refused_everywhere_until_reactivated_then_deleted
     h.call("GET", a.host(), "/api/v1/tenant", Some(&a.token), None)
         .await
         .expect(404, Some("unknown_domain"), "a deleted tenant's domain");
-    h.call(
-        "POST",
-        ADMIN,
+    operator_post(
+        &h,
         &format!("/api/v1/admin/tenants/{}/reactivate", a.tenant.id),
-        op,
-        None,
     )
     .await
     .expect(409, Some("conflict"), "reactivating a deleted tenant");
