@@ -151,10 +151,10 @@ async fn note_email(
         Some(_) => {}
         None => {
             use base64::Engine;
-            let sealed = p
-                .secrets(tenant)
-                .await?
-                .wrap_secret(tenant, "audit/email", email.as_bytes());
+            let sealed =
+                p.secrets(tenant)
+                    .await?
+                    .wrap_secret(tenant, "audit/email", email.as_bytes());
             detail["email_sealed"] = base64::engine::general_purpose::STANDARD
                 .encode(sealed)
                 .into();

@@ -125,10 +125,7 @@ pub(crate) fn api_token_from(row: &SqliteRow) -> Result<ApiToken> {
 
 impl SqliteStore {
     /// The scope's sealer: the tenant's, none for MSP users.
-    async fn user_sealer(
-        &self,
-        tenant: Option<TenantId>,
-    ) -> Result<Option<Arc<dyn TenantSealer>>> {
+    async fn user_sealer(&self, tenant: Option<TenantId>) -> Result<Option<Arc<dyn TenantSealer>>> {
         match tenant {
             Some(t) => Ok(Some(self.sealer(t).await?)),
             None => Ok(None),
@@ -168,25 +165,25 @@ impl SqliteStore {
             }
         };
         q.bind(&u.setup_token_hash)
-        .bind(u.setup_expires_at)
-        .bind(&u.totp_secret_wrapped)
-        .bind(i64::from(u.totp_enabled))
-        .bind(u.totp_last_step)
-        .bind(i64::from(u.failed_logins))
-        .bind(u.locked_until)
-        .bind(u.created_at)
-        .bind(u.offboarded_at)
-        .bind(index)
-        .bind(version)
-        .execute(self.pool())
-        .await
-        .map_err(|e| {
-            if crate::sqlite::is_unique_violation(&e) {
-                StoreError::Conflict(format!("user {}", u.email))
-            } else {
-                e.into()
-            }
-        })?;
+            .bind(u.setup_expires_at)
+            .bind(&u.totp_secret_wrapped)
+            .bind(i64::from(u.totp_enabled))
+            .bind(u.totp_last_step)
+            .bind(i64::from(u.failed_logins))
+            .bind(u.locked_until)
+            .bind(u.created_at)
+            .bind(u.offboarded_at)
+            .bind(index)
+            .bind(version)
+            .execute(self.pool())
+            .await
+            .map_err(|e| {
+                if crate::sqlite::is_unique_violation(&e) {
+                    StoreError::Conflict(format!("user {}", u.email))
+                } else {
+                    e.into()
+                }
+            })?;
         Ok(())
     }
 

@@ -2523,7 +2523,9 @@ async fn encryption_at_rest(s: &dyn Store, cipher: &TestCipher) {
         Some(ua.clone())
     );
     assert_eq!(
-        s.user_by_email(None, "cara@crypto-a.example").await.unwrap(),
+        s.user_by_email(None, "cara@crypto-a.example")
+            .await
+            .unwrap(),
         Some(um)
     );
     // A password set after the rotation is sealed under the new version
