@@ -74,9 +74,11 @@ pub enum Actor {
     Portal,
     /// A Stripe webhook, authenticated by its signature.
     Stripe,
-    /// A tenant's user with a session, by email.
-    User(String),
-    /// An MSP operator user acting on a tenant through its grant, by email.
+    /// A tenant's user with a session, by id: the email is tenant content,
+    /// sealed in the users table, and the audit log is clear.
+    User(rampart_store::UserId),
+    /// An MSP operator user acting on a tenant through its grant, by email
+    /// (the MSP's own staff, not tenant content, like operator token names).
     Msp(String),
 }
 

@@ -134,6 +134,35 @@ fn user_target(u: &UserRow) -> String {
     format!("user:{}", u.id)
 }
 
+/// Adds what an audit detail may say of an email. The audit log is clear
+/// and outlives a shredded tenant, so it keeps no tenant content: a
+/// tenant user's email is left out (the target names the user by id), an
+/// email with no account here is sealed under the tenant's secrets key,
+/// and an MSP user's (the MSP's own staff) stays clear.
+async fn note_email(
+    p: &Portal,
+    tenant: TenantId,
+    user: Option<&UserRow>,
+    email: &str,
+    detail: &mut serde_json::Value,
+) -> Result<()> {
+    match user {
+        Some(u) if u.tenant_id.is_none() => detail["email"] = email.into(),
+        Some(_) => {}
+        None => {
+            use base64::Engine;
+            let sealed =
+                p.secrets(tenant)
+                    .await?
+                    .wrap_secret(tenant, "audit/email", email.as_bytes());
+            detail["email_sealed"] = base64::engine::general_purpose::STANDARD
+                .encode(sealed)
+                .into();
+        }
+    }
+    Ok(())
+}
+
 /// Who the caller is in the audit log.
 impl<R: MinRole> TenantCaller<R> {
     pub fn actor(&self) -> Actor {
@@ -141,7 +170,7 @@ impl<R: MinRole> TenantCaller<R> {
             Credential::Token(t) => Actor::Tenant(t.name.clone()),
             Credential::Session {
                 user, grant: None, ..
-            } => Actor::User(user.email.clone()),
+            } => Actor::User(user.id),
             Credential::Session { user, .. } => Actor::Msp(user.email.clone()),
         }
     }
@@ -209,11 +238,13 @@ pub async fn create_user(
     } else {
         "msp_user.create"
     };
-    let detail = serde_json::json!({
-        "email": user.email,
+    let mut detail = serde_json::json!({
         "role": user.role,
         "setup": if setup.is_some() { "token" } else { "password" },
     });
+    if tenant.is_none() {
+        detail["email"] = user.email.clone().into();
+    }
     audit::record(p, tenant, actor, action, &user_target(&user), detail).await?;
     Ok(CreatedUser {
         user,
@@ -249,7 +280,7 @@ pub async fn redeem_setup(p: &Portal, tenant: &Tenant, token: &str, password: &s
     {
         return Err(bad());
     }
-    let actor = Actor::User(user.email.clone());
+    let actor = Actor::User(user.id);
     audit::record(
         p,
         Some(tenant.id),
@@ -290,9 +321,11 @@ async fn login_failure(
     let now = now();
     let target = user
         .map(user_target)
-        .unwrap_or_else(|| format!("email:{email}"));
+        // No account: the email itself goes sealed into the detail.
+        .unwrap_or_else(|| "user:unknown".to_string());
     let mut err = AccessError::BadCredentials;
-    let mut detail = serde_json::json!({"email": email, "reason": reason});
+    let mut detail = serde_json::json!({"reason": reason});
+    note_email(p, tenant.id, user, email, &mut detail).await?;
     if let Some(u) = user {
         let lock = i64::try_from(p.config.login_lockout_secs).unwrap_or(900);
         let f = p
@@ -301,13 +334,15 @@ async fn login_failure(
             .await?;
         detail["failures"] = f.failures.into();
         if let Some(until) = f.locked_until {
+            let mut lock_detail = serde_json::json!({"locked_until": until});
+            note_email(p, tenant.id, user, email, &mut lock_detail).await?;
             audit::record(
                 p,
                 Some(tenant.id),
                 &Actor::Portal,
                 "login.lockout",
                 &target,
-                serde_json::json!({"email": email, "locked_until": until}),
+                lock_detail,
             )
             .await?;
             tracing::warn!(tenant = %tenant.name, user = %u.id, "account locked after failed logins");
@@ -355,7 +390,8 @@ pub async fn login(
     };
     if let Some(u) = &user {
         if let Some(until) = u.locked_until.filter(|t| *t > now) {
-            let detail = serde_json::json!({"email": email, "reason": "locked"});
+            let mut detail = serde_json::json!({"reason": "locked"});
+            note_email(p, tenant.id, Some(u), &email, &mut detail).await?;
             audit::record(
                 p,
                 Some(tenant.id),
@@ -410,13 +446,15 @@ pub async fn login(
                             .use_recovery_code(user.tenant_id, user.id, &h, now)
                             .await?;
                         if used {
+                            let mut detail = serde_json::json!({});
+                            note_email(p, tenant.id, Some(&user), &email, &mut detail).await?;
                             audit::record(
                                 p,
                                 Some(tenant.id),
                                 &Actor::Portal,
                                 "login.recovery_code",
                                 &user_target(&user),
-                                serde_json::json!({"email": email}),
+                                detail,
                             )
                             .await?;
                         }
@@ -450,7 +488,7 @@ pub async fn login(
     let actor = if msp {
         Actor::Msp(user.email.clone())
     } else {
-        Actor::User(user.email.clone())
+        Actor::User(user.id)
     };
     let detail = serde_json::json!({"role": role, "second_factor": user.totp_enabled, "msp": msp});
     audit::record(
@@ -686,7 +724,7 @@ pub async fn set_role<R: MinRole>(
     {
         return Err(AccessError::NotFound(format!("user {id}")));
     }
-    let detail = serde_json::json!({"email": user.email, "from": user.role, "to": role});
+    let detail = serde_json::json!({"from": user.role, "to": role});
     audit::record(
         p,
         Some(c.tenant.id),
@@ -715,12 +753,14 @@ pub async fn offboard(
         .offboard_user(tenant, user.id, now())
         .await?
         .ok_or_else(|| AccessError::NotFound(format!("user {}", user.id)))?;
-    let detail = serde_json::json!({
-        "email": user.email,
+    let mut detail = serde_json::json!({
         "sessions_revoked": n.sessions,
         "tokens_revoked": n.tokens,
         "grants_revoked": n.grants,
     });
+    if user.tenant_id.is_none() {
+        detail["email"] = user.email.clone().into();
+    }
     audit::record(
         p,
         tenant,

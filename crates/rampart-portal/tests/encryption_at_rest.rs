@@ -329,10 +329,74 @@ async fn fill(p: &Portal, tenant: &Tenant, tag: &str) -> (Dev, Vec<String>) {
         )
         .await
         .unwrap();
+    // A tenant user, created and logged in through the service paths the
+    // routes and the CLI use; one failed login for an address with no
+    // account, which the audit entry keeps only sealed.
+    let user_email = format!("{tag}-ana@acme.example");
+    rampart_portal::users::create_user(
+        p,
+        &Actor::Cli,
+        Some(t),
+        &user_email,
+        Some(rampart_portal::access::Role::Admin),
+        Some(USER_PW),
+    )
+    .await
+    .unwrap();
+    // A wrong password first (audited with the account), then the login.
+    let wrong = rampart_portal::users::login(
+        p,
+        tenant,
+        "192.0.2.8".parse().unwrap(),
+        &rampart_portal::users::LoginRequest {
+            email: &user_email,
+            password: "not the password at all",
+            totp_code: None,
+            recovery_code: None,
+        },
+    )
+    .await;
+    assert!(wrong.is_err(), "wrong password");
+    login(p, tenant, &user_email).await;
+    let stranger = format!("{tag}-nobody@acme.example");
+    let miss = rampart_portal::users::login(
+        p,
+        tenant,
+        "192.0.2.9".parse().unwrap(),
+        &rampart_portal::users::LoginRequest {
+            email: &stranger,
+            password: USER_PW,
+            totp_code: None,
+            recovery_code: None,
+        },
+    )
+    .await;
+    assert!(miss.is_err(), "no such account");
     let markers = vec![
         host, label, hb_error, redact, hook, mail, comment, ping, refusal, note, assignee, email,
+        user_email, stranger,
     ];
     (dev, markers)
+}
+
+const USER_PW: &str = "correct horse battery staple";
+
+/// Logs `email` in on the tenant's domain; the session's user.
+async fn login(p: &Portal, tenant: &Tenant, email: &str) -> rampart_store::UserRow {
+    rampart_portal::users::login(
+        p,
+        tenant,
+        "192.0.2.8".parse().unwrap(),
+        &rampart_portal::users::LoginRequest {
+            email,
+            password: USER_PW,
+            totp_code: None,
+            recovery_code: None,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("login of {email}: {e}"))
+    .user
 }
 
 #[tokio::test]
@@ -344,6 +408,17 @@ async fn no_tenant_content_is_found_in_any_file_of_the_data_dir() {
         .await
         .unwrap();
     let (dev, mut markers) = fill(&p, &acme, "kp7731").await;
+    // An MSP operator user belongs to no tenant and stays clear on purpose.
+    rampart_portal::users::create_user(
+        &p,
+        &Actor::Cli,
+        None,
+        "kp7731-noc@msp.example",
+        None,
+        Some(USER_PW),
+    )
+    .await
+    .unwrap();
     // What the uploads carried: the alert's signature and addresses (in
     // alarms, evidence, history, deliveries), the flows' addresses (in
     // segments and detector state), the detector settings' network.
@@ -405,6 +480,27 @@ async fn no_tenant_content_is_found_in_any_file_of_the_data_dir() {
         .await
         .unwrap();
     assert!(!segs.is_empty(), "the flows were stored");
+    // The user reads back, and its login and the failed one were audited.
+    let users = p.store.list_users(Some(acme.id)).await.unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].email, "kp7731-ana@acme.example");
+    assert!(users[0]
+        .password_hash
+        .as_deref()
+        .is_some_and(|h| h.starts_with("$argon2id$")));
+    let audit = p.store.list_audit(acme.id, 0, 1000).await.unwrap();
+    let login_ok = audit.iter().find(|e| e.action == "login.success").unwrap();
+    assert_eq!(login_ok.actor, format!("user:{}", users[0].id));
+    let target = format!("user:{}", users[0].id);
+    assert!(audit
+        .iter()
+        .any(|e| e.action == "login.failure" && e.target == target));
+    let failure = audit
+        .iter()
+        .find(|e| e.action == "login.failure" && e.target == "user:unknown")
+        .unwrap();
+    let detail: Value = serde_json::from_str(&failure.detail).unwrap();
+    assert!(detail["email_sealed"].is_string(), "{failure:?}");
     drop(p);
 
     for m in &markers {
@@ -414,6 +510,7 @@ async fn no_tenant_content_is_found_in_any_file_of_the_data_dir() {
     // The same scan does find what is kept clear on purpose.
     assert!(!holding(dir.path(), b"acme.rampart.test").is_empty());
     assert!(!holding(dir.path(), b"ids_alert").is_empty());
+    assert!(!holding(dir.path(), b"kp7731-noc@msp.example").is_empty());
 }
 
 #[tokio::test]
@@ -535,6 +632,10 @@ async fn data_keys_rotate_new_writes_use_the_new_version_and_old_data_is_reencry
     let app = rampart_portal::app(p.clone());
     let d = p.store.get_device(acme.id, dev.id).await.unwrap().unwrap();
     assert_eq!(d.hostname, "rot-edge-hostname");
+    // The user's sealed email and password hash were re-sealed too: the
+    // login still finds the account and checks the password.
+    let u = login(&p, &acme, "rot-ana@acme.example").await;
+    assert_eq!(u.email, "rot-ana@acme.example");
     let alarms = call(&app, "GET", &acme.domain, "/api/v1/alarms", &tok).await;
     assert!(alarms["alarms"]
         .as_array()

@@ -141,6 +141,13 @@ pub const SEALED: &[SealedTable] = &[
         row: &[],
         columns: &["email", "card_brand", "card_last4"],
     },
+    // A tenant's users (migration 0012); MSP operator users have no tenant
+    // and stay clear (their rows have no key_version, so no pass sees them).
+    SealedTable {
+        table: "users",
+        row: &["id"],
+        columns: &["email", "password_hash"],
+    },
 ];
 
 /// Seals and opens the columns of one row of one table.

@@ -640,7 +640,8 @@ pub struct AuditEntry {
     /// Unix seconds.
     pub at: i64,
     /// `operator:<token name>`, `tenant:<token name>`, `cli`, `device:<id>`,
-    /// `portal` or `stripe`.
+    /// `portal`, `stripe`, `user:<user id>` (a tenant user: never its
+    /// email, which is sealed) or `msp:<email>`.
     pub actor: String,
     /// e.g. `tenant.create`, `api_token.create`, `export.flows`.
     pub action: String,

@@ -2,14 +2,22 @@
 //! (migration 0009). The `Store` impl in `sqlite.rs` calls these.
 //!
 //! A user scope is `Option<TenantId>`: `Some` matches `tenant_id = ?`,
-//! `None` matches `tenant_id IS NULL` (MSP users). `scope_sql` writes the
-//! one condition every user query carries.
+//! `None` matches `tenant_id IS NULL` (MSP users). `SCOPE` is the one
+//! condition every user query carries.
+//!
+//! A tenant user's email and password hash are sealed under the tenant's
+//! data key (migration 0012, `cipher::SEALED`); the email is found by its
+//! blind index `email_index`. An MSP user belongs to no tenant, so no
+//! tenant key applies: its row stays clear (ARCHITECTURE.md › Crypto).
+
+use std::sync::Arc;
 
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::sqlite::{opt_uuid_col, uuid_col, SqliteStore};
+use crate::cipher::{RowSeal, TenantSealer};
+use crate::sqlite::{opt_sealed_col, opt_uuid_col, row_seal, sealed_col, uuid_col, SqliteStore};
 use crate::*;
 
 /// `tenant_id IS ?` matches NULL with NULL and a value with itself.
@@ -19,13 +27,49 @@ fn scope(tenant: Option<TenantId>) -> Option<String> {
     tenant.map(|t| t.0.to_string())
 }
 
-fn user_from(row: &SqliteRow) -> Result<UserRow> {
+/// The email's blind index: one associated data per tenant (not per row),
+/// so equal emails give equal indexes within the tenant and only there.
+fn email_index(sealer: &dyn TenantSealer, tenant: TenantId, email: &str) -> String {
+    sealer.blind_index(
+        &crate::cipher::aad(tenant, "users", &[], "email"),
+        email.to_ascii_lowercase().as_bytes(),
+    )
+}
+
+fn user_seal(sealer: &dyn TenantSealer, tenant: TenantId, id: UserId) -> RowSeal<'_> {
+    RowSeal {
+        sealer,
+        tenant,
+        table: "users",
+        row: vec![id.0.to_string()],
+    }
+}
+
+/// `sealer` is the scope's tenant's (`None` for the MSP scope): every query
+/// is scoped, so a tenant row read here is that tenant's.
+fn user_from(sealer: Option<&dyn TenantSealer>, row: &SqliteRow) -> Result<UserRow> {
+    let tenant_id = opt_uuid_col(row, "tenant_id")?.map(TenantId);
+    let (email, password_hash) = match (tenant_id, sealer) {
+        (None, _) => (row.try_get("email")?, row.try_get("password_hash")?),
+        (Some(t), Some(sealer)) => {
+            let seal = row_seal(sealer, t, "users", row, &["id"])?;
+            (
+                sealed_col(&seal, row, "email")?,
+                opt_sealed_col(&seal, row, "password_hash")?,
+            )
+        }
+        (Some(t), None) => {
+            return Err(StoreError::Corrupt(format!(
+                "user of tenant {t} read in the msp scope"
+            )))
+        }
+    };
     Ok(UserRow {
         id: UserId(uuid_col(row, "id")?),
-        tenant_id: opt_uuid_col(row, "tenant_id")?.map(TenantId),
-        email: row.try_get("email")?,
+        tenant_id,
+        email,
         role: row.try_get("role")?,
-        password_hash: row.try_get("password_hash")?,
+        password_hash,
         setup_token_hash: row.try_get("setup_token_hash")?,
         setup_expires_at: row.try_get("setup_expires_at")?,
         totp_secret_wrapped: row.try_get("totp_secret_wrapped")?,
@@ -80,36 +124,66 @@ pub(crate) fn api_token_from(row: &SqliteRow) -> Result<ApiToken> {
 }
 
 impl SqliteStore {
+    /// The scope's sealer: the tenant's, none for MSP users.
+    async fn user_sealer(&self, tenant: Option<TenantId>) -> Result<Option<Arc<dyn TenantSealer>>> {
+        match tenant {
+            Some(t) => Ok(Some(self.sealer(t).await?)),
+            None => Ok(None),
+        }
+    }
+
     pub(crate) async fn users_create(&self, tenant: Option<TenantId>, u: &UserRow) -> Result<()> {
-        sqlx::query(
+        // A tenant user's email and password hash go in sealed, with the
+        // email's index; an MSP user's stay TEXT (`users_portal_email`).
+        let mut q = sqlx::query(
             "INSERT INTO users (id, tenant_id, email, role, password_hash, setup_token_hash,
              setup_expires_at, totp_secret_wrapped, totp_enabled, totp_last_step, failed_logins,
-             locked_until, created_at, offboarded_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             locked_until, created_at, offboarded_at, email_index, key_version)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(u.id.0.to_string())
-        .bind(scope(tenant))
-        .bind(&u.email)
-        .bind(&u.role)
-        .bind(&u.password_hash)
-        .bind(&u.setup_token_hash)
-        .bind(u.setup_expires_at)
-        .bind(&u.totp_secret_wrapped)
-        .bind(i64::from(u.totp_enabled))
-        .bind(u.totp_last_step)
-        .bind(i64::from(u.failed_logins))
-        .bind(u.locked_until)
-        .bind(u.created_at)
-        .bind(u.offboarded_at)
-        .execute(self.pool())
-        .await
-        .map_err(|e| {
-            if crate::sqlite::is_unique_violation(&e) {
-                StoreError::Conflict(format!("user {}", u.email))
-            } else {
-                e.into()
+        .bind(scope(tenant));
+        let (index, version) = match tenant {
+            Some(t) => {
+                let sealer = self.sealer(t).await?;
+                let seal = user_seal(sealer.as_ref(), t, u.id);
+                q = q
+                    .bind(seal.seal_str("email", &u.email)?)
+                    .bind(&u.role)
+                    .bind(seal.seal_opt("password_hash", u.password_hash.as_deref())?);
+                (
+                    Some(email_index(sealer.as_ref(), t, &u.email)),
+                    Some(sealer.version()),
+                )
             }
-        })?;
+            None => {
+                q = q
+                    .bind(u.email.clone())
+                    .bind(&u.role)
+                    .bind(u.password_hash.clone());
+                (None, None)
+            }
+        };
+        q.bind(&u.setup_token_hash)
+            .bind(u.setup_expires_at)
+            .bind(&u.totp_secret_wrapped)
+            .bind(i64::from(u.totp_enabled))
+            .bind(u.totp_last_step)
+            .bind(i64::from(u.failed_logins))
+            .bind(u.locked_until)
+            .bind(u.created_at)
+            .bind(u.offboarded_at)
+            .bind(index)
+            .bind(version)
+            .execute(self.pool())
+            .await
+            .map_err(|e| {
+                if crate::sqlite::is_unique_violation(&e) {
+                    StoreError::Conflict(format!("user {}", u.email))
+                } else {
+                    e.into()
+                }
+            })?;
         Ok(())
     }
 
@@ -118,13 +192,14 @@ impl SqliteStore {
         tenant: Option<TenantId>,
         id: UserId,
     ) -> Result<Option<UserRow>> {
+        let sealer = self.user_sealer(tenant).await?;
         sqlx::query(&format!("SELECT * FROM users WHERE {SCOPE} AND id = ?"))
             .bind(scope(tenant))
             .bind(id.0.to_string())
             .fetch_optional(self.pool())
             .await?
             .as_ref()
-            .map(user_from)
+            .map(|r| user_from(sealer.as_deref(), r))
             .transpose()
     }
 
@@ -133,15 +208,21 @@ impl SqliteStore {
         tenant: Option<TenantId>,
         email: &str,
     ) -> Result<Option<UserRow>> {
+        let sealer = self.user_sealer(tenant).await?;
+        // A tenant's users by the email's blind index, MSP users by email.
+        let (column, key) = match (tenant, &sealer) {
+            (Some(t), Some(s)) => ("email_index", email_index(s.as_ref(), t, email)),
+            _ => ("email", email.to_ascii_lowercase()),
+        };
         sqlx::query(&format!(
-            "SELECT * FROM users WHERE {SCOPE} AND email = ? AND offboarded_at IS NULL"
+            "SELECT * FROM users WHERE {SCOPE} AND {column} = ? AND offboarded_at IS NULL"
         ))
         .bind(scope(tenant))
-        .bind(email.to_ascii_lowercase())
+        .bind(key)
         .fetch_optional(self.pool())
         .await?
         .as_ref()
-        .map(user_from)
+        .map(|r| user_from(sealer.as_deref(), r))
         .transpose()
     }
 
@@ -151,6 +232,7 @@ impl SqliteStore {
         hash: &str,
         now: i64,
     ) -> Result<Option<UserRow>> {
+        let sealer = self.user_sealer(tenant).await?;
         sqlx::query(&format!(
             "SELECT * FROM users WHERE {SCOPE} AND setup_token_hash = ? AND setup_expires_at > ?
              AND offboarded_at IS NULL"
@@ -161,20 +243,24 @@ impl SqliteStore {
         .fetch_optional(self.pool())
         .await?
         .as_ref()
-        .map(user_from)
+        .map(|r| user_from(sealer.as_deref(), r))
         .transpose()
     }
 
     pub(crate) async fn users_list(&self, tenant: Option<TenantId>) -> Result<Vec<UserRow>> {
-        sqlx::query(&format!(
-            "SELECT * FROM users WHERE {SCOPE} AND offboarded_at IS NULL ORDER BY email"
+        let sealer = self.user_sealer(tenant).await?;
+        let mut users = sqlx::query(&format!(
+            "SELECT * FROM users WHERE {SCOPE} AND offboarded_at IS NULL"
         ))
         .bind(scope(tenant))
         .fetch_all(self.pool())
         .await?
         .iter()
-        .map(user_from)
-        .collect()
+        .map(|r| user_from(sealer.as_deref(), r))
+        .collect::<Result<Vec<_>>>()?;
+        // Sealed emails do not sort in SQL.
+        users.sort_by(|a, b| a.email.cmp(&b.email).then(a.id.cmp(&b.id)));
+        Ok(users)
     }
 
     pub(crate) async fn users_update(
@@ -184,6 +270,11 @@ impl SqliteStore {
         u: &UserUpdate,
     ) -> Result<bool> {
         let uid = id.0.to_string();
+        // Before the transaction: a sealer may read the store on a miss.
+        let sealer = match (&u.password_hash, tenant) {
+            (Some(_), Some(t)) => Some(self.sealer(t).await?),
+            _ => None,
+        };
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let live = sqlx::query(&format!(
             "SELECT 1 FROM users WHERE {SCOPE} AND id = ? AND offboarded_at IS NULL"
@@ -204,14 +295,18 @@ impl SqliteStore {
                 .await?;
         }
         if let Some(hash) = &u.password_hash {
-            sqlx::query(
+            // key_version stays: it is the row's oldest, and this one is the newest.
+            let q = sqlx::query(
                 "UPDATE users SET password_hash = ?, setup_token_hash = NULL,
                  setup_expires_at = NULL WHERE id = ?",
-            )
-            .bind(hash)
-            .bind(&uid)
-            .execute(&mut *tx)
-            .await?;
+            );
+            let q = match (tenant, &sealer) {
+                (Some(t), Some(s)) => {
+                    q.bind(user_seal(s.as_ref(), t, id).seal_str("password_hash", hash)?)
+                }
+                _ => q.bind(hash.clone()),
+            };
+            q.bind(&uid).execute(&mut *tx).await?;
         }
         if let Some(secret) = &u.totp_secret_wrapped {
             sqlx::query(

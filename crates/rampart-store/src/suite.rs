@@ -2472,6 +2472,12 @@ async fn encryption_at_rest(s: &dyn Store, cipher: &TestCipher) {
     )
     .await
     .unwrap();
+    // A tenant user (email and password hash sealed) and an MSP user (clear,
+    // no key version: the re-sealing pass never sees it).
+    let ua = user(Some(ta), "cara@crypto-a.example", Some("admin"));
+    s.create_user(Some(ta), &ua).await.unwrap();
+    let um = user(None, "cara@crypto-a.example", None);
+    s.create_user(None, &um).await.unwrap();
     let before = s.key_usage(ta).await.unwrap();
     let first = before.fields.first().map(|f| f.0).unwrap();
     // A rotation: new writes use the new version, old rows stay readable.
@@ -2508,6 +2514,43 @@ async fn encryption_at_rest(s: &dyn Store, cipher: &TestCipher) {
     );
     let ev = s.list_device_events(ta, da).await.unwrap();
     assert_eq!(ev[0].detail, serde_json::json!({"why": "old"}));
+    // The re-sealed user is still found by its email (the blind index does
+    // not depend on the data key version) and opens whole.
+    assert_eq!(
+        s.user_by_email(Some(ta), "cara@crypto-a.example")
+            .await
+            .unwrap(),
+        Some(ua.clone())
+    );
+    assert_eq!(
+        s.user_by_email(None, "cara@crypto-a.example")
+            .await
+            .unwrap(),
+        Some(um)
+    );
+    // A password set after the rotation is sealed under the new version
+    // and opens; the row's key version stays its oldest value's.
+    let phc = "$argon2id$v=19$m=19456,t=2,p=1$bmV3$bmV3";
+    assert!(s
+        .update_user(
+            Some(ta),
+            ua.id,
+            &UserUpdate {
+                password_hash: Some(phc.into()),
+                ..UserUpdate::default()
+            },
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        s.get_user(Some(ta), ua.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash
+            .as_deref(),
+        Some(phc)
+    );
     assert_eq!(
         s.get_device(ta, da).await.unwrap().unwrap().hostname,
         "edge-1"

@@ -327,7 +327,7 @@ async fn get_alarm(
 }
 
 /// The alarm history's actor: `token:<name>` for an API token,
-/// `user:<email>` or `msp:<email>` for a person.
+/// `user:<id>` (a tenant user) or `msp:<email>` for a person.
 fn actor<R: MinRole>(a: &TenantCaller<R>) -> String {
     match &a.credential {
         crate::extract::Credential::Token(t) => format!("token:{}", t.name),
