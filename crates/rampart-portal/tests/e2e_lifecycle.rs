@@ -126,7 +126,7 @@ async fn a_cancelled_tenants_agents_pause_keep_their_data_and_its_deletion_destr
     assert_eq!(s, 200, "{v}");
     let ids = eventually(
         "the batch kept during the cancellation",
-        Duration::from_secs(40),
+        Duration::from_secs(90),
         || async {
             batch_ids(&portal, &t, &device)
                 .await
