@@ -87,11 +87,7 @@ pub fn validate_plan(
 }
 
 pub fn validate_plan_name(name: &str) -> Result<()> {
-    let ok = (1..=63).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
+    if crate::service::is_slug(name) {
         Ok(())
     } else {
         Err(ServiceError::Invalid(format!(

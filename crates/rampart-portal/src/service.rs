@@ -80,11 +80,16 @@ pub fn now_ms() -> i64 {
 }
 
 /// Tenant names are short slugs: they appear in URLs, logs and file names.
-pub fn validate_name(name: &str) -> Result<()> {
-    let ok = (1..=63).contains(&name.len())
+/// 1 to 63 of a-z, 0-9 and -: the names of tenants and plans.
+pub fn is_slug(name: &str) -> bool {
+    (1..=63).contains(&name.len())
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = is_slug(name)
         && !name.starts_with('-')
         && !name.ends_with('-')
         // Deleted tenants are renamed `deleted-<id>`.

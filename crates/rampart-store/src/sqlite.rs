@@ -597,7 +597,10 @@ impl Store for SqliteStore {
         }
         // Counted inside the write transaction, so two redemptions at once
         // cannot both take the last place.
-        if let Some(max) = crate::sqlite_lifecycle::max_devices(&mut tx, tenant).await? {
+        if let Some(max) = crate::sqlite_lifecycle::effective(&mut *tx, tenant)
+            .await?
+            .max_devices
+        {
             let n: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM devices WHERE tenant_id = ? AND status <> 'revoked'",
             )

@@ -21,17 +21,27 @@ fn dedupe_index(sealer: &dyn TenantSealer, tenant: TenantId, key: &str) -> Strin
     )
 }
 
-/// Sealers of the tenants among `rows`, for the portal-wide queues.
-async fn sealers_for(
+/// Opens rows of several tenants (the portal-wide queues), each with its
+/// tenant's sealer, fetched once per tenant.
+async fn open_across_tenants<T>(
     store: &SqliteStore,
     rows: &[SqliteRow],
-) -> Result<std::collections::HashMap<TenantId, std::sync::Arc<dyn TenantSealer>>> {
-    let mut out = std::collections::HashMap::new();
+    open: impl Fn(&dyn TenantSealer, TenantId, &SqliteRow) -> Result<T>,
+) -> Result<Vec<(TenantId, T)>> {
+    let mut sealers: std::collections::HashMap<TenantId, std::sync::Arc<dyn TenantSealer>> =
+        std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let t = TenantId(uuid_col(row, "tenant_id")?);
-        if let std::collections::hash_map::Entry::Vacant(e) = out.entry(t) {
-            e.insert(store.sealer(t).await?);
-        }
+        let sealer = match sealers.get(&t) {
+            Some(s) => s.clone(),
+            None => {
+                let s = store.sealer(t).await?;
+                sealers.insert(t, s.clone());
+                s
+            }
+        };
+        out.push((t, open(sealer.as_ref(), t, row)?));
     }
     Ok(out)
 }
@@ -562,16 +572,7 @@ impl SqliteStore {
             .bind(limit as i64)
             .fetch_all(self.pool())
             .await?;
-        let sealers = sealers_for(self, &rows).await?;
-        rows.iter()
-            .map(|row| {
-                let t = TenantId(uuid_col(row, "tenant_id")?);
-                let s = sealers
-                    .get(&t)
-                    .ok_or_else(|| StoreError::Crypto(format!("no sealer for tenant {t}")))?;
-                Ok((t, event_from(s.as_ref(), t, row)?))
-            })
-            .collect()
+        open_across_tenants(self, &rows, event_from).await
     }
 
     pub(crate) async fn alarms_create_rule(
@@ -756,16 +757,7 @@ impl SqliteStore {
         .bind(limit as i64)
         .fetch_all(self.pool())
         .await?;
-        let sealers = sealers_for(self, &rows).await?;
-        rows.iter()
-            .map(|row| {
-                let t = TenantId(uuid_col(row, "tenant_id")?);
-                let s = sealers
-                    .get(&t)
-                    .ok_or_else(|| StoreError::Crypto(format!("no sealer for tenant {t}")))?;
-                Ok((t, delivery_from(s.as_ref(), t, row)?))
-            })
-            .collect()
+        open_across_tenants(self, &rows, delivery_from).await
     }
 
     pub(crate) async fn alarms_record_attempt(

@@ -61,25 +61,35 @@ fn features_json(f: &[String]) -> String {
     serde_json::to_string(f).unwrap_or_else(|_| "[]".into())
 }
 
-/// The tenant's effective device limit, read inside the caller's
-/// transaction (enrollment counts devices in the same one).
-pub(crate) async fn max_devices(
-    tx: &mut Transaction<'_, Sqlite>,
+/// The tenant's plan with its overrides applied, in one query: it is read
+/// on every upload and gated request, and inside the enrollment's write
+/// transaction (which counts devices against it).
+pub(crate) async fn effective<'e, E: sqlx::Executor<'e, Database = Sqlite>>(
+    ex: E,
     tenant: TenantId,
-) -> Result<Option<u32>> {
+) -> Result<EffectivePlan> {
     let row = sqlx::query(
-        "SELECT COALESCE(tp.max_devices, p.max_devices) AS max_devices
+        "SELECT p.name,
+                COALESCE(tp.visible_days, p.visible_days) AS visible_days,
+                COALESCE(tp.stored_days, p.stored_days) AS stored_days,
+                COALESCE(tp.max_devices, p.max_devices) AS max_devices,
+                COALESCE(tp.features, p.features) AS features, p.updated_at
          FROM plans p LEFT JOIN tenant_plans tp ON tp.tenant_id = ?1
          WHERE p.name = COALESCE(tp.plan, ?2)",
     )
     .bind(tenant.0.to_string())
     .bind(DEFAULT_PLAN)
-    .fetch_optional(&mut **tx)
-    .await?;
-    match row {
-        Some(r) => days(&r, "max_devices"),
-        None => Ok(None),
-    }
+    .fetch_optional(ex)
+    .await?
+    .ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant} is on an unknown plan")))?;
+    let plan = plan_from(&row)?;
+    Ok(EffectivePlan {
+        plan: plan.name,
+        visible_days: plan.visible_days,
+        stored_days: plan.stored_days,
+        max_devices: plan.max_devices,
+        features: plan.features,
+    })
 }
 
 impl SqliteStore {
@@ -187,11 +197,7 @@ impl SqliteStore {
     }
 
     pub(crate) async fn plan_effective(&self, tenant: TenantId) -> Result<EffectivePlan> {
-        let t = self.tenant_plan_get(tenant).await?;
-        let plan = self.plan_get(&t.plan).await?.ok_or_else(|| {
-            StoreError::Corrupt(format!("tenant {tenant} is on unknown plan {}", t.plan))
-        })?;
-        Ok(EffectivePlan::resolve(&plan, &t))
+        effective(self.pool(), tenant).await
     }
 
     pub(crate) async fn tenant_cancel(

@@ -464,30 +464,23 @@ impl SqliteStore {
         if n == 0 {
             return Ok(None);
         }
-        let sessions = sqlx::query(
-            "UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(&uid)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let tokens = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = ? WHERE created_by = ? AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(&uid)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let grants = sqlx::query(
-            "UPDATE msp_grants SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(&uid)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        // What the user holds, by the column naming them.
+        let mut revoked = [0u64; 3];
+        for (n, (table, col)) in revoked.iter_mut().zip([
+            ("sessions", "user_id"),
+            ("api_tokens", "created_by"),
+            ("msp_grants", "user_id"),
+        ]) {
+            *n = sqlx::query(&format!(
+                "UPDATE {table} SET revoked_at = ? WHERE {col} = ? AND revoked_at IS NULL"
+            ))
+            .bind(now)
+            .bind(&uid)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        let [sessions, tokens, grants] = revoked;
         tx.commit().await?;
         Ok(Some(Revoked {
             sessions,
