@@ -47,6 +47,7 @@ pub const DEFAULT_V6_PREFIX: u8 = 48;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(schemars::JsonSchema)]
 pub enum FlowField {
     SrcPort,
     DstPort,
@@ -64,6 +65,7 @@ pub enum FlowField {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(schemars::JsonSchema)]
 pub enum TextField {
     /// The flow's application label (Zeek `service`, Suricata `app_proto`).
     App,
@@ -73,6 +75,7 @@ pub enum TextField {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(schemars::JsonSchema)]
 pub struct Truncate {
     /// 0 to 32.
     #[serde(default = "default_v4_prefix")]
@@ -104,6 +107,7 @@ impl Default for Truncate {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(schemars::JsonSchema)]
 pub struct Redaction {
     pub field: TextField,
     pub pattern: String,
@@ -122,9 +126,12 @@ pub struct Redaction {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(schemars::JsonSchema)]
 pub struct DataControls {
     /// Set by the portal, increasing with each change; the agent acks the
-    /// version it applied.
+    /// version it applied. Absent in a config document's `masking`: the
+    /// agent numbers those by the config revision.
+    #[serde(default)]
     pub version: u64,
     #[serde(default)]
     pub drop_fields: Vec<FlowField>,

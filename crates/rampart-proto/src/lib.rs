@@ -13,12 +13,14 @@
 pub mod alerts;
 pub mod api;
 pub mod batch;
+pub mod config;
 pub mod controls;
 pub mod envelope;
 pub mod keys;
 pub mod pin;
 pub mod reqsig;
 pub mod token;
+pub mod wg;
 pub mod wrap;
 
 /// Errors from decoding or verifying protocol data.
