@@ -216,6 +216,21 @@ impl StateDir {
         self.write_json("status.json", s)
     }
 
+    /// The configuration the agent runs (last applied and healthy), if any.
+    /// It holds no secret: configurations never carry one.
+    pub fn running_config(
+        &self,
+    ) -> Result<Option<rampart_proto::config::EffectiveConfig>, AgentError> {
+        self.read_json("config.json")
+    }
+
+    pub fn save_running_config(
+        &self,
+        c: &rampart_proto::config::EffectiveConfig,
+    ) -> Result<(), AgentError> {
+        self.write_json("config.json", c)
+    }
+
     /// The data controls last applied, if any were ever set.
     pub fn data_controls(
         &self,

@@ -15,6 +15,7 @@
 
 pub mod backoff;
 pub mod client;
+pub mod config;
 pub mod decode;
 pub mod identity;
 pub mod masking;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use rampart_agent::config::LogControl;
 use rampart_agent::identity::StateDir;
 use rampart_agent::run::{self, RunOptions};
 use rampart_proto::batch::Priority;
@@ -172,15 +173,28 @@ fn print_flows(f: &rampart_agent::pipeline::FlowStatus) {
     }
 }
 
+/// Logs to stderr with `RAMPART_LOG` (default `info`) as the filter, and
+/// returns the control a configuration's `log_level` changes it through.
+fn init_logging() -> LogControl {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{reload, EnvFilter};
+    let initial = std::env::var("RAMPART_LOG").unwrap_or_else(|_| "info".into());
+    let filter = EnvFilter::try_new(&initial).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
+    LogControl(std::sync::Arc::new(move |level: Option<&str>| {
+        let f = EnvFilter::try_new(level.unwrap_or(&initial)).map_err(|e| e.to_string())?;
+        handle.reload(f).map_err(|e| e.to_string())
+    }))
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RAMPART_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let log = init_logging();
     // One thread is plenty for an agent, and keeps its memory small.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -232,6 +246,7 @@ fn main() -> anyhow::Result<()> {
                     max_flows_per_exporter,
                     ..Default::default()
                 },
+                log: Some(log),
             };
             rt.block_on(run::run(dir, opts, shutdown_signal()))
                 .context("agent failed")?;

@@ -6,9 +6,12 @@
 //! - heartbeat: seal a health batch into the outbox and write `status.json`;
 //! - pseudonym key: fetch the tenant's key when the data controls need it.
 //!
-//! With collectors configured it also starts the flow threads
-//! ([`crate::pipeline`]), after loading the data controls, so the first
-//! batch after a restart is masked like the last one before it.
+//! With collectors configured (by flags or by the running configuration)
+//! it also starts the flow threads ([`crate::pipeline`]), after loading the
+//! data controls, so the first batch after a restart is masked like the
+//! last one before it. An `apply_config` instruction validates, applies,
+//! health-checks and keeps a configuration, or rolls back to the last good
+//! one and says why ([`apply_config`]).
 //!
 //! Every portal connection is outbound; the only sockets the agent listens
 //! on are the UDP flow collectors the operator asks for.
@@ -25,8 +28,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use rampart_proto::config::{self as cfg, ApplyReport, ConfigDoc, EffectiveConfig};
+
 use crate::backoff::Backoff;
 use crate::client::{time_now, ClientError, PortalClient};
+use crate::config::{self, LogControl};
 use crate::identity::{Identity, PendingAck, RunState, StateDir};
 use crate::masking::Controls;
 use crate::outbox::{Outbox, PushOutcome};
@@ -148,8 +154,11 @@ pub struct RunOptions {
     pub outbox_max_bytes: u64,
     /// Overrides the poll wait the portal gave at enrollment.
     pub poll_wait: Option<Duration>,
-    /// Flow collectors; none by default.
+    /// Flow collectors; none by default. A running configuration's
+    /// `collectors` and `upload` sections replace these values.
     pub flows: FlowOptions,
+    /// Applies a configuration's `log_level`; none: the level stays.
+    pub log: Option<LogControl>,
 }
 
 impl Default for RunOptions {
@@ -159,6 +168,7 @@ impl Default for RunOptions {
             outbox_max_bytes: 256 * 1024 * 1024,
             poll_wait: None,
             flows: FlowOptions::default(),
+            log: None,
         }
     }
 }
@@ -182,6 +192,9 @@ pub struct Status {
     /// Flow collectors' counters and the data controls in force.
     #[serde(default)]
     pub flows: Option<FlowStatus>,
+    /// The configuration revision running, if one was ever applied.
+    #[serde(default)]
+    pub config_revision: Option<u64>,
 }
 
 struct Shared {
@@ -193,7 +206,14 @@ struct Shared {
     state: Mutex<RunState>,
     upload_wake: Arc<Notify>,
     controls: Arc<Controls>,
-    flow_stats: Arc<FlowStats>,
+    /// The flag values collectors start from.
+    base_flows: FlowOptions,
+    /// The options the collectors run with, and the collectors.
+    flow_opts: Mutex<FlowOptions>,
+    collectors: Mutex<Option<FlowCollectors>>,
+    /// The last applied, healthy configuration.
+    running: Mutex<Option<EffectiveConfig>>,
+    log: Option<LogControl>,
     /// Wakes the pseudonym key task; `key_refresh` asks it to fetch even
     /// when a key is held (new controls may come with a rotated key).
     key_wake: Notify,
@@ -209,6 +229,80 @@ impl Shared {
         let msg = format!("{what}: {e}");
         tracing::warn!(error = %msg, "portal exchange failed");
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
+    }
+
+    fn lock_collectors(&self) -> std::sync::MutexGuard<'_, Option<FlowCollectors>> {
+        self.collectors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn running(&self) -> Option<EffectiveConfig> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn flow_status(&self) -> FlowStatus {
+        match self.lock_collectors().as_ref() {
+            Some(c) => c.status(),
+            None => FlowStats::default().snapshot(&self.controls),
+        }
+    }
+
+    /// Starts collectors with `opts` (none when it names no source).
+    async fn start_collectors(
+        &self,
+        opts: &FlowOptions,
+    ) -> Result<Option<FlowCollectors>, AgentError> {
+        if !opts.is_enabled() {
+            return Ok(None);
+        }
+        let wake = self.upload_wake.clone();
+        let shipper = Shipper {
+            id: self.id.clone(),
+            outbox: self.outbox.clone(),
+            on_stored: Arc::new(move || wake.notify_one()),
+        };
+        let (dir, controls, o) = (self.dir.clone(), self.controls.clone(), opts.clone());
+        let c =
+            tokio::task::spawn_blocking(move || FlowCollectors::start(&dir, shipper, controls, o))
+                .await
+                .map_err(|e| AgentError::State(format!("starting collectors: {e}")))??;
+        tracing::info!(listening = ?c.local_addrs(), zeek = ?opts.zeek_conn, eve = ?opts.eve, "flow collectors running");
+        Ok(Some(c))
+    }
+
+    /// Restarts the collectors when `want` differs from what runs; if the
+    /// new ones cannot start, the old options are started again.
+    async fn set_collectors(&self, want: FlowOptions) -> Result<(), String> {
+        let cur = self
+            .flow_opts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if !config::collectors_differ(&cur, &want) {
+            return Ok(());
+        }
+        let old = self.lock_collectors().take();
+        if let Some(c) = old {
+            // Ships what the pipeline holds and saves the tail positions.
+            let _ = tokio::task::spawn_blocking(move || c.stop()).await;
+        }
+        match self.start_collectors(&want).await {
+            Ok(c) => {
+                *self.lock_collectors() = c;
+                *self.flow_opts.lock().unwrap_or_else(|p| p.into_inner()) = want;
+                Ok(())
+            }
+            Err(e) => {
+                let back = self.start_collectors(&cur).await;
+                if let Err(e2) = &back {
+                    tracing::error!(error = %e2, "previous collectors did not start again");
+                }
+                *self.lock_collectors() = back.ok().flatten();
+                Err(format!("collectors did not start: {e}"))
+            }
+        }
     }
 
     fn note_contact(&self) {
@@ -243,20 +337,14 @@ pub async fn run(
     // Loaded before any collector starts: no flow leaves under older controls.
     let controls = Arc::new(Controls::load(&dir));
     let upload_wake = Arc::new(Notify::new());
-    let collectors = if opts.flows.is_enabled() {
-        let wake = upload_wake.clone();
-        let shipper = Shipper {
-            id: id.clone(),
-            outbox: outbox.clone(),
-            on_stored: Arc::new(move || wake.notify_one()),
-        };
-        let c = FlowCollectors::start(&dir, shipper, controls.clone(), opts.flows.clone())?;
-        tracing::info!(listening = ?c.local_addrs(), zeek = ?opts.flows.zeek_conn, eve = ?opts.flows.eve, "flow collectors running");
-        Some(c)
-    } else {
-        None
-    };
-    let flow_stats = collectors.as_ref().map(|c| c.stats()).unwrap_or_default();
+    let running = dir.running_config()?;
+    let doc = config::doc_of(running.as_ref());
+    if let (Some(log), Some(level)) = (&opts.log, doc.log_level) {
+        if let Err(e) = (log.0)(Some(level.as_str())) {
+            tracing::warn!(error = %e, "log level of the running configuration not applied");
+        }
+    }
+    let flow_opts = config::flow_options(&opts.flows, &doc);
     let shared = Arc::new(Shared {
         dir,
         id,
@@ -266,7 +354,11 @@ pub async fn run(
         state: Mutex::new(state),
         upload_wake,
         controls,
-        flow_stats,
+        base_flows: opts.flows.clone(),
+        flow_opts: Mutex::new(flow_opts.clone()),
+        collectors: Mutex::new(None),
+        running: Mutex::new(running),
+        log: opts.log.clone(),
         key_wake: Notify::new(),
         key_refresh: std::sync::atomic::AtomicBool::new(false),
         started: Instant::now(),
@@ -274,6 +366,7 @@ pub async fn run(
         last_error: Mutex::new(None),
         last_contact: Mutex::new(None),
     });
+    *shared.lock_collectors() = shared.start_collectors(&flow_opts).await?;
     let tasks = [
         tokio::spawn(checkin_loop(shared.clone(), opts.clone())),
         tokio::spawn(upload_loop(shared.clone())),
@@ -284,6 +377,7 @@ pub async fn run(
     for t in &tasks {
         t.abort();
     }
+    let collectors = shared.lock_collectors().take();
     if let Some(c) = collectors {
         // Ships what the pipeline holds and saves the tail positions.
         let _ = tokio::task::spawn_blocking(move || c.stop()).await;
@@ -418,6 +512,7 @@ async fn handle_instruction(s: &Shared, si: &SignedInstruction) {
 async fn execute(s: &Shared, env: &Envelope) -> AckRequest {
     match env.kind.as_str() {
         SET_DATA_CONTROLS => set_data_controls(s, &env.payload).await,
+        cfg::INSTRUCTION_KIND => apply_config(s, &env.payload).await,
         "ping" => AckRequest {
             status: AckStatus::Ok,
             result: serde_json::json!({
@@ -469,6 +564,166 @@ async fn set_data_controls(s: &Shared, payload: &serde_json::Value) -> AckReques
             "pseudonym_key": if !wants_key { "not_needed" } else if masker.waiting_for_key() { "fetching" } else { "held" },
         }),
     }
+}
+
+/// Validates, applies, health-checks and keeps a configuration; anything
+/// short of that leaves the last good one running (rolled back if it was
+/// partly applied) and fails the instruction with the reason.
+async fn apply_config(s: &Shared, payload: &serde_json::Value) -> AckRequest {
+    let running = s.running();
+    let report = |c: Option<&EffectiveConfig>, error: Option<String>, rolled_back, health| {
+        let r = ApplyReport {
+            running_revision: c.map(|c| c.revision).unwrap_or(0),
+            running_hash: c.map(|c| c.hash.clone()).unwrap_or_default(),
+            error: error.clone(),
+            rolled_back,
+            health,
+        };
+        AckRequest {
+            status: if error.is_some() {
+                AckStatus::Failed
+            } else {
+                AckStatus::Ok
+            },
+            result: serde_json::to_value(r).unwrap_or_default(),
+        }
+    };
+    let kept = |what: String| {
+        let rev = running.as_ref().map(|c| c.revision).unwrap_or(0);
+        format!("{what}; kept revision {rev}")
+    };
+    let eff: EffectiveConfig = match serde_json::from_value(payload.clone()) {
+        Ok(e) => e,
+        Err(e) => {
+            return report(
+                running.as_ref(),
+                Some(kept(format!("configuration does not parse: {e}"))),
+                false,
+                vec![],
+            )
+        }
+    };
+    let doc = match eff.check() {
+        Ok(d) => d,
+        Err(e) => {
+            return report(
+                running.as_ref(),
+                Some(kept(format!("revision {} refused at {e}", eff.revision))),
+                false,
+                vec![],
+            )
+        }
+    };
+    if running.as_ref().is_some_and(|r| r.hash == eff.hash) {
+        // Sent again (or the same content under a newer revision).
+        return keep_config(s, eff, vec!["already running this content".into()], report).await;
+    }
+    let before = config::doc_of(running.as_ref());
+    let prev_controls = s.controls.current().controls().clone();
+    let undo = || async {
+        if let Err(e) = apply_doc(s, &before, None).await {
+            tracing::error!(error = %e, "rolling back the configuration failed");
+        }
+        if doc.masking.is_some() {
+            let c = s.controls.clone();
+            let _ = tokio::task::spawn_blocking(move || c.set(prev_controls)).await;
+        }
+    };
+    if let Err(e) = apply_doc(s, &doc, Some(eff.revision)).await {
+        undo().await;
+        return report(
+            running.as_ref(),
+            Some(kept(format!(
+                "applying revision {} failed: {e}",
+                eff.revision
+            ))),
+            true,
+            vec![],
+        );
+    }
+    let bound: Vec<std::net::SocketAddr> = s
+        .lock_collectors()
+        .as_ref()
+        .map(|c| c.local_addrs().to_vec())
+        .unwrap_or_default();
+    match config::health_check(&doc, &bound).await {
+        Ok(lines) => keep_config(s, eff, lines, report).await,
+        Err(lines) => {
+            undo().await;
+            tracing::warn!(revision = eff.revision, health = ?lines, "configuration failed its health check: rolled back");
+            let why = format!(
+                "health check of revision {} failed: {}",
+                eff.revision,
+                lines.join("; ")
+            );
+            let rev = running.as_ref().map(|c| c.revision).unwrap_or(0);
+            report(
+                running.as_ref(),
+                Some(format!("{why}; rolled back to revision {rev}")),
+                true,
+                lines,
+            )
+        }
+    }
+}
+
+/// Makes `eff` the running configuration on disk and in memory.
+async fn keep_config(
+    s: &Shared,
+    eff: EffectiveConfig,
+    health: Vec<String>,
+    report: impl Fn(Option<&EffectiveConfig>, Option<String>, bool, Vec<String>) -> AckRequest,
+) -> AckRequest {
+    let dir = s.dir.clone();
+    let e2 = eff.clone();
+    match tokio::task::spawn_blocking(move || dir.save_running_config(&e2)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return report(
+                s.running().as_ref(),
+                Some(format!("saving the configuration failed: {e}")),
+                false,
+                health,
+            )
+        }
+        Err(e) => {
+            return report(
+                s.running().as_ref(),
+                Some(format!("saving the configuration failed: {e}")),
+                false,
+                health,
+            )
+        }
+    }
+    tracing::info!(revision = eff.revision, hash = %eff.hash, "configuration applied");
+    *s.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(eff.clone());
+    report(Some(&eff), None, false, health)
+}
+
+/// Applies the parts of a document that run in this process: log level,
+/// masking (numbered by `revision`; `None` when restoring, which leaves
+/// masking to the caller) and collectors with upload limits.
+async fn apply_doc(s: &Shared, doc: &ConfigDoc, revision: Option<u64>) -> Result<(), String> {
+    if let Some(log) = &s.log {
+        (log.0)(doc.log_level.map(|l| l.as_str()))?;
+    }
+    if let (Some(m), Some(rev)) = (&doc.masking, revision) {
+        let mut c = m.clone();
+        c.version = rev;
+        let wants_key = c.needs_pseudonym_key();
+        let controls = s.controls.clone();
+        tokio::task::spawn_blocking(move || controls.set(c))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        if wants_key {
+            s.key_refresh
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            s.key_wake.notify_one();
+        }
+    }
+    s.set_collectors(config::flow_options(&s.base_flows, doc))
+        .await
 }
 
 /// Fetches the pseudonym key when the controls need one and none is held
@@ -631,7 +886,8 @@ fn beat(s: &Shared, heartbeat_secs: u64) -> Result<(), AgentError> {
         outbox_dropped_batches: stats.dropped_batches,
         outbox_dropped_bytes: stats.dropped_bytes,
         heartbeat_secs,
-        flows: Some(s.flow_stats.snapshot(&s.controls)),
+        flows: Some(s.flow_status()),
+        config_revision: s.running().map(|c| c.revision),
     };
     s.dir.save_status(&status)
 }

@@ -61,6 +61,9 @@ pub struct Config {
     /// How often the lifecycle job runs: retention per plan, the spool
     /// cleaner and the deletion of cancelled tenants.
     pub lifecycle_interval_secs: u64,
+    /// How often the config job sends again configurations whose
+    /// instruction expired or was lost, and moves staged rollouts on.
+    pub config_reconcile_secs: u64,
     /// A batch's sealed frame stays in the spool this long after its flows
     /// and alarms were taken from it (for reprocessing after a bug fix);
     /// then only its record stays.
@@ -140,6 +143,7 @@ impl Default for Config {
             default_plan: rampart_store::DEFAULT_PLAN.into(),
             tenant_delete_after_secs: 7 * 86_400,
             lifecycle_interval_secs: 60,
+            config_reconcile_secs: 15,
             spool_keep_secs: 86_400,
             flow_cache_mib: 256,
             agent_offline_alarm_secs: 600,
@@ -226,6 +230,9 @@ impl Config {
         }
         if self.lifecycle_interval_secs == 0 || self.lifecycle_interval_secs > 86_400 {
             return Err("lifecycle_interval_secs must be between 1 and 86400".into());
+        }
+        if self.config_reconcile_secs == 0 || self.config_reconcile_secs > 3_600 {
+            return Err("config_reconcile_secs must be between 1 and 3600".into());
         }
         if self.tenant_delete_after_secs > 366 * 86_400 {
             return Err("tenant_delete_after_secs must be at most a year (31622400)".into());

@@ -30,6 +30,8 @@ pub struct ApiError {
     pub position: Option<u32>,
     /// Seconds sent as `retry-after` (429s).
     pub retry_after: Option<u64>,
+    /// JSON path of the refused part of a document, sent as `path`.
+    pub path: Option<String>,
 }
 
 impl ApiError {
@@ -41,6 +43,7 @@ impl ApiError {
             internal: None,
             position: None,
             retry_after: None,
+            path: None,
         }
     }
     /// A 400 for an expression that does not parse, naming the column.
@@ -85,6 +88,7 @@ impl ApiError {
             internal: Some(detail.to_string()),
             position: None,
             retry_after: None,
+            path: None,
         }
     }
     pub fn unavailable(detail: impl std::fmt::Display) -> Self {
@@ -95,6 +99,7 @@ impl ApiError {
             internal: Some(detail.to_string()),
             position: None,
             retry_after: None,
+            path: None,
         }
     }
 }
@@ -119,6 +124,13 @@ impl From<crate::service::ServiceError> for ApiError {
         match e {
             S::Store(s) => s.into(),
             S::Invalid(m) => ApiError::bad_request("invalid", m),
+            S::InvalidConfig(c) => ApiError {
+                path: Some(c.path.clone()),
+                ..ApiError::bad_request(
+                    "invalid_config",
+                    format!("{}: {}: fix the document and save again", c.path, c.reason),
+                )
+            },
             S::NotFound(what) => ApiError::not_found(what),
             S::Conflict(m) => ApiError::conflict(m),
             S::Enrollment(r) => {
@@ -161,6 +173,7 @@ impl IntoResponse for ApiError {
                     message: self.message,
                     request_id,
                     position: self.position,
+                    path: self.path,
                 },
             }),
         )

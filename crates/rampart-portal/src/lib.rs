@@ -20,6 +20,7 @@ pub mod billing;
 pub mod ca;
 pub mod config;
 pub mod crypto;
+pub mod devconf;
 pub mod email;
 pub mod error;
 pub mod extract;
@@ -69,6 +70,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::audit::router())
         .merge(routes::billing::router())
         .merge(routes::plans::router())
+        .merge(routes::configs::router())
         .merge(routes::users::router())
 }
 
@@ -218,6 +220,7 @@ pub async fn run(
     tokio::spawn(flows::jobs(portal.clone()));
     tokio::spawn(alarms::jobs(portal.clone()));
     tokio::spawn(lifecycle::jobs(portal.clone()));
+    tokio::spawn(devconf::jobs(portal.clone()));
     tokio::spawn(keys::jobs(portal.clone()));
     let tls = tls::server_config(portal.certs.clone());
     tracing::info!(addr = %listener.local_addr()?, admin_domain = %portal.config.admin_domain, "portal listening (https)");

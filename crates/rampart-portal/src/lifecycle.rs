@@ -35,6 +35,7 @@ pub fn feature_of_path(path: &str) -> Option<&'static str> {
         "flows" | "data-controls" => Some("flows"),
         "alarms" | "alarm-rules" | "alarm-settings" | "alarm-email" | "alarm-deliveries"
         | "webhooks" => Some("alarms"),
+        "config" => Some("config"),
         _ => None,
     }
 }

@@ -118,6 +118,9 @@ enum Cmd {
     /// A tenant's alarms: list, show, acknowledge, resolve.
     #[command(subcommand)]
     Alarms(AlarmsCmd),
+    /// Device configuration: layered documents, rollout, rollback, drift.
+    #[command(subcommand)]
+    Fleet(FleetCmd),
     /// The audit log: verify its hash chain, list entries.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -263,6 +266,49 @@ enum TokenCmd {
         #[arg(long)]
         tenant: String,
         id: uuid::Uuid,
+    },
+}
+
+/// `--doc` is `tenant`, `group:NAME` or `device:ID`.
+#[derive(Subcommand)]
+enum FleetCmd {
+    /// Print a document (the newest version, or --version).
+    Show {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "tenant")]
+        doc: String,
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Save a new version from a JSON file and roll it out.
+    Set {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "tenant")]
+        doc: String,
+        /// The document (JSON).
+        file: PathBuf,
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// The version this edit is based on: a newer one refuses the save.
+        /// Without it, the newest version is the base.
+        #[arg(long)]
+        base_version: Option<u64>,
+    },
+    /// Save an earlier version's content as the newest and roll it out.
+    Rollback {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "tenant")]
+        doc: String,
+        #[arg(long)]
+        to: u64,
+    },
+    /// Desired and applied configuration revision of every device.
+    Drift {
+        #[arg(long)]
+        tenant: String,
     },
 }
 
@@ -593,6 +639,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Token(t) => token_cmd(&portal, t, cli.json).await?,
         Cmd::Alarms(a) => alarms_cmd(&portal, a, cli.json).await?,
         Cmd::Audit(a) => audit_cmd(&portal, a, cli.json).await?,
+        Cmd::Fleet(f) => fleet_cmd(&portal, f, cli.json).await?,
         Cmd::User(u) => user_cmd(&portal, u, cli.json).await?,
         Cmd::Keys(k) => keys_cmd(&portal, k, cli.json).await?,
         Cmd::AdminToken(AdminTokenCmd::Create { name }) => {
@@ -937,6 +984,108 @@ async fn restore_cmd(
             s.bytes
         )
     });
+    Ok(())
+}
+
+fn doc_ref(doc: &str) -> anyhow::Result<rampart_portal::devconf::DocRef> {
+    let (layer, scope) = doc.split_once(':').unwrap_or((doc, "-"));
+    Ok(rampart_portal::devconf::DocRef::parse(layer, scope)?)
+}
+
+async fn fleet_cmd(p: &Portal, cmd: FleetCmd, json: bool) -> anyhow::Result<()> {
+    use rampart_portal::devconf;
+    let newest = |t: rampart_store::TenantId, d: devconf::DocRef| async move {
+        let row = p
+            .store
+            .config_doc(t, d.layer.as_str(), &d.scope, None)
+            .await?;
+        anyhow::Ok(row.map(|r| r.version).unwrap_or(0))
+    };
+    match cmd {
+        FleetCmd::Show {
+            tenant,
+            doc,
+            version,
+        } => {
+            let t = p.find_tenant(&tenant).await?;
+            let d = doc_ref(&doc)?;
+            let row = p
+                .store
+                .config_doc(t.id, d.layer.as_str(), &d.scope, version)
+                .await?
+                .with_context(|| {
+                    format!("{doc} has no such version: see the versions with the API")
+                })?;
+            print(json, &row, || {
+                format!(
+                    "version {} by {} at {}: {}\n{}",
+                    row.version,
+                    row.author,
+                    rampart_portal::routes::rfc3339(row.created_at),
+                    row.comment,
+                    serde_json::to_string_pretty(&row.body).unwrap_or_default()
+                )
+            });
+        }
+        FleetCmd::Set {
+            tenant,
+            doc,
+            file,
+            comment,
+            base_version,
+        } => {
+            let t = p.find_tenant(&tenant).await?;
+            let d = doc_ref(&doc)?;
+            let body: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?,
+            )
+            .with_context(|| format!("{} is not JSON", file.display()))?;
+            let base = match base_version {
+                Some(b) => b,
+                None => newest(t.id, d.clone()).await?,
+            };
+            let out = devconf::save(p, &Actor::Cli, t.id, &d, body, base, &comment, None).await?;
+            print(json, &out, || {
+                format!(
+                    "saved version {}; {} devices sent it",
+                    out.version, out.queued
+                )
+            });
+        }
+        FleetCmd::Rollback { tenant, doc, to } => {
+            let t = p.find_tenant(&tenant).await?;
+            let out = devconf::rollback(p, &Actor::Cli, t.id, &doc_ref(&doc)?, to, None).await?;
+            print(json, &out, || {
+                format!(
+                    "version {} has version {to}'s content; {} devices sent it",
+                    out.version, out.queued
+                )
+            });
+        }
+        FleetCmd::Drift { tenant } => {
+            let t = p.find_tenant(&tenant).await?;
+            let rows = p.store.device_configs(t.id).await?;
+            print(json, &rows, || {
+                rows.iter()
+                    .map(|r| {
+                        let applied = r
+                            .applied_revision
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "-".into());
+                        format!(
+                            "{}  desired {:<6} applied {:<6} {:<8} {}",
+                            r.device_id,
+                            r.desired_revision,
+                            applied,
+                            r.status,
+                            r.error.as_deref().unwrap_or("")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+    }
     Ok(())
 }
 

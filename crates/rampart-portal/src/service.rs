@@ -34,6 +34,9 @@ pub enum ServiceError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Invalid(String),
+    /// A configuration document refused, with the JSON path.
+    #[error("invalid configuration at {0}")]
+    InvalidConfig(rampart_proto::config::ConfigError),
     #[error("{0} not found")]
     NotFound(String),
     #[error("{0}")]
@@ -918,6 +921,14 @@ impl Portal {
         )
         .await?;
         crate::flows::send_controls_to(self, tenant.id, dev.id).await?;
+        // Every device gets the tenant's configuration, including future
+        // ones; a failure here must not undo the enrollment (the config
+        // job sends it again).
+        if let Err(e) =
+            crate::devconf::refresh(self, &Actor::Portal, tenant.id, Some(&[dev.id])).await
+        {
+            tracing::warn!(device = %dev.id, error = %e, "first configuration not queued");
+        }
         Ok(EnrollResponse {
             tenant_id: tenant.id.0,
             device_id: dev.id.0,

@@ -162,4 +162,7 @@ pub struct ErrorDetail {
     /// in characters, where parsing failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<u32>,
+    /// For a refused document: the JSON path (from `$`) of what is wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }

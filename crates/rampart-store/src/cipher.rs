@@ -148,6 +148,21 @@ pub const SEALED: &[SealedTable] = &[
         row: &["id"],
         columns: &["email", "password_hash"],
     },
+    SealedTable {
+        table: "config_docs",
+        row: &["layer", "scope", "version"],
+        columns: &["body", "comment"],
+    },
+    SealedTable {
+        table: "device_configs",
+        row: &["device_id"],
+        columns: &["desired_body", "error"],
+    },
+    SealedTable {
+        table: "device_config_history",
+        row: &["device_id", "at", "event"],
+        columns: &["detail"],
+    },
 ];
 
 /// Seals and opens the columns of one row of one table.

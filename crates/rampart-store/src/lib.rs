@@ -15,11 +15,13 @@
 pub mod audit;
 pub mod blob;
 pub mod cipher;
+pub mod configs;
 pub mod model;
 pub mod sqlite;
 mod sqlite_alarms;
 mod sqlite_audit;
 mod sqlite_billing;
+mod sqlite_config;
 mod sqlite_keys;
 mod sqlite_lifecycle;
 mod sqlite_snapshot;
@@ -34,6 +36,7 @@ use uuid::Uuid;
 
 use crate::cipher::FieldCipher;
 
+pub use configs::*;
 pub use model::*;
 pub use users::*;
 
@@ -574,6 +577,85 @@ pub trait Store: Send + Sync + 'static {
         id: Uuid,
         now: i64,
     ) -> Result<Option<(MspGrantRow, Revoked)>>;
+    // --- config management (migration 0013, `configs`) ---
+    /// Versions of one layer's document, newest first, at most `limit`.
+    async fn config_doc_versions(
+        &self,
+        tenant: TenantId,
+        layer: &str,
+        scope: &str,
+        limit: u32,
+    ) -> Result<Vec<ConfigDocRow>>;
+    /// One version, or the newest with `None`.
+    async fn config_doc(
+        &self,
+        tenant: TenantId,
+        layer: &str,
+        scope: &str,
+        version: Option<u64>,
+    ) -> Result<Option<ConfigDocRow>>;
+    /// The newest version of every document of the tenant.
+    async fn latest_config_docs(&self, tenant: TenantId) -> Result<Vec<ConfigDocRow>>;
+    /// Stores `row` (its `version` must be `expected + 1`) if the newest
+    /// version is still `expected` (0: none yet); false when another save
+    /// came first, so no edit is silently lost.
+    async fn save_config_doc(
+        &self,
+        tenant: TenantId,
+        row: &ConfigDocRow,
+        expected: u64,
+    ) -> Result<bool>;
+    /// Creates a group; false when it exists.
+    async fn create_config_group(&self, tenant: TenantId, name: &str, now: i64) -> Result<bool>;
+    /// Deletes a group with no devices, its documents and rollouts; false
+    /// when it does not exist, [`StoreError::Raced`] when a device is in it.
+    async fn delete_config_group(&self, tenant: TenantId, name: &str) -> Result<bool>;
+    async fn config_groups(&self, tenant: TenantId) -> Result<Vec<String>>;
+    /// Puts the device in a group (`None`: in none).
+    async fn set_device_group(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        group: Option<&str>,
+    ) -> Result<()>;
+    /// Every device that is in a group, with its group.
+    async fn device_groups(&self, tenant: TenantId) -> Result<Vec<(DeviceId, String)>>;
+    /// Reserves `n` effective-configuration revisions; returns the first.
+    async fn allocate_config_revisions(&self, tenant: TenantId, n: u64) -> Result<u64>;
+    async fn device_configs(&self, tenant: TenantId) -> Result<Vec<DeviceConfigRow>>;
+    async fn device_config(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+    ) -> Result<Option<DeviceConfigRow>>;
+    /// Writes each device's row and appends its event, in one transaction.
+    async fn put_device_configs(
+        &self,
+        tenant: TenantId,
+        rows: &[(DeviceConfigRow, ConfigEvent)],
+    ) -> Result<()>;
+    /// The device's history, newest first.
+    async fn config_history(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        limit: u32,
+    ) -> Result<Vec<ConfigEvent>>;
+    /// Marks the device's undelivered or unacked instructions of `kind`
+    /// below `seq` superseded, so a device that was offline gets only the
+    /// newest; returns how many.
+    async fn supersede_instructions(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        kind: &str,
+        below_seq: u64,
+    ) -> Result<u64>;
+    /// Inserts or replaces a rollout.
+    async fn put_rollout(&self, tenant: TenantId, r: &RolloutRow) -> Result<()>;
+    async fn rollouts(&self, tenant: TenantId, limit: u32) -> Result<Vec<RolloutRow>>;
+    /// Rollouts in `canary` or `paused` state of every tenant.
+    async fn active_rollouts(&self) -> Result<Vec<(TenantId, RolloutRow)>>;
     // --- encryption at rest (see `cipher`) ---
     /// Installs the cipher tenant content is sealed with; until one is,
     /// every read or write of tenant content fails with

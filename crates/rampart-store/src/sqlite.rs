@@ -1574,6 +1574,119 @@ impl Store for SqliteStore {
         self.grants_revoke(tenant, id, now).await
     }
 
+    async fn config_doc_versions(
+        &self,
+        tenant: TenantId,
+        layer: &str,
+        scope: &str,
+        limit: u32,
+    ) -> Result<Vec<ConfigDocRow>> {
+        self.cfg_doc_versions(tenant, layer, scope, limit).await
+    }
+
+    async fn config_doc(
+        &self,
+        tenant: TenantId,
+        layer: &str,
+        scope: &str,
+        version: Option<u64>,
+    ) -> Result<Option<ConfigDocRow>> {
+        self.cfg_doc(tenant, layer, scope, version).await
+    }
+
+    async fn latest_config_docs(&self, tenant: TenantId) -> Result<Vec<ConfigDocRow>> {
+        self.cfg_latest_docs(tenant).await
+    }
+
+    async fn save_config_doc(
+        &self,
+        tenant: TenantId,
+        row: &ConfigDocRow,
+        expected: u64,
+    ) -> Result<bool> {
+        self.cfg_save_doc(tenant, row, expected).await
+    }
+
+    async fn create_config_group(&self, tenant: TenantId, name: &str, now: i64) -> Result<bool> {
+        self.cfg_create_group(tenant, name, now).await
+    }
+
+    async fn delete_config_group(&self, tenant: TenantId, name: &str) -> Result<bool> {
+        self.cfg_delete_group(tenant, name).await
+    }
+
+    async fn config_groups(&self, tenant: TenantId) -> Result<Vec<String>> {
+        self.cfg_groups(tenant).await
+    }
+
+    async fn set_device_group(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        group: Option<&str>,
+    ) -> Result<()> {
+        self.cfg_set_device_group(tenant, device, group).await
+    }
+
+    async fn device_groups(&self, tenant: TenantId) -> Result<Vec<(DeviceId, String)>> {
+        self.cfg_device_groups(tenant).await
+    }
+
+    async fn allocate_config_revisions(&self, tenant: TenantId, n: u64) -> Result<u64> {
+        self.cfg_allocate_revisions(tenant, n).await
+    }
+
+    async fn device_configs(&self, tenant: TenantId) -> Result<Vec<DeviceConfigRow>> {
+        self.cfg_device_configs(tenant, None).await
+    }
+
+    async fn device_config(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+    ) -> Result<Option<DeviceConfigRow>> {
+        Ok(self.cfg_device_configs(tenant, Some(device)).await?.pop())
+    }
+
+    async fn put_device_configs(
+        &self,
+        tenant: TenantId,
+        rows: &[(DeviceConfigRow, ConfigEvent)],
+    ) -> Result<()> {
+        self.cfg_put_device_configs(tenant, rows).await
+    }
+
+    async fn config_history(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        limit: u32,
+    ) -> Result<Vec<ConfigEvent>> {
+        self.cfg_history(tenant, device, limit).await
+    }
+
+    async fn supersede_instructions(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        kind: &str,
+        below_seq: u64,
+    ) -> Result<u64> {
+        self.cfg_supersede(tenant, device, kind, below_seq).await
+    }
+
+    async fn put_rollout(&self, tenant: TenantId, r: &RolloutRow) -> Result<()> {
+        self.cfg_put_rollout(tenant, r).await
+    }
+
+    async fn rollouts(&self, tenant: TenantId, limit: u32) -> Result<Vec<RolloutRow>> {
+        self.cfg_rollouts(tenant, limit).await
+    }
+
+    async fn active_rollouts(&self) -> Result<Vec<(TenantId, RolloutRow)>> {
+        self.cfg_active_rollouts().await
+    }
+
     fn set_field_cipher(&self, cipher: Arc<dyn FieldCipher>) {
         self.install_cipher(cipher)
     }

@@ -196,6 +196,23 @@ async fn ack(
         .await?
     {
         p.metrics.instructions_acked.inc();
+        let kind = p
+            .store
+            .get_instruction(req.tenant.id, req.device_id(), seq)
+            .await?
+            .map(|i| i.kind);
+        if kind.as_deref() == Some(rampart_proto::config::INSTRUCTION_KIND) {
+            // The outcome is stored either way; if drift is not updated,
+            // the config job sends the configuration again and the agent's
+            // repeated ack (it already runs it) records it.
+            let ok = matches!(body.status, AckStatus::Ok);
+            if let Err(e) =
+                crate::devconf::on_ack(&p, req.tenant.id, req.device_id(), seq, ok, &body.result)
+                    .await
+            {
+                tracing::warn!(device = %req.device_id(), seq, error = %e, "configuration result not recorded");
+            }
+        }
         tracing::info!(tenant = %req.tenant.name, device = %req.device_id(), seq, status, "instruction acked");
         Ok(StatusCode::NO_CONTENT)
     } else if p

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod alarms;
 pub mod audit;
 pub mod billing;
+pub mod configs;
 pub mod device;
 pub mod flows;
 pub mod keys;
@@ -102,6 +103,7 @@ impl Modify for Security {
         (name = "tenant", description = "A tenant's API, on the tenant's domain"),
         (name = "flows", description = "A tenant's flows: top-N, time series, search, totals"),
         (name = "alarms", description = "A tenant's alarms, their rules, detector settings and webhooks"),
+        (name = "config", description = "A tenant's device configuration: layered documents, rollout, drift, rollback"),
         (name = "device", description = "Agent API, on the tenant's domain, signed by the device key"),
         (name = "billing", description = "Billing provider webhooks, on the admin domain, authenticated by their signature"),
         (name = "meta", description = "Health and API description"),
