@@ -18,7 +18,10 @@ pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// built on `tracing_subscriber::reload`. `None` restores the filter the
 /// agent started with.
 #[derive(Clone)]
-pub struct LogControl(pub Arc<dyn Fn(Option<&str>) -> Result<(), String> + Send + Sync>);
+pub struct LogControl(pub Arc<SetLogLevel>);
+
+/// Sets the log filter (`None`: the one the agent started with).
+pub type SetLogLevel = dyn Fn(Option<&str>) -> Result<(), String> + Send + Sync;
 
 impl std::fmt::Debug for LogControl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

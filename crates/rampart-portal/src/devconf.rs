@@ -257,6 +257,14 @@ async fn store_version(
     Ok(row.version)
 }
 
+/// Parses a document's address and checks that its group or device is the
+/// tenant's (another tenant's device id is not found, like any unknown id).
+pub async fn doc_ref(p: &Portal, tenant: TenantId, layer: &str, scope: &str) -> Result<DocRef> {
+    let doc = DocRef::parse(layer, scope)?;
+    check_scope(p, tenant, &doc).await?;
+    Ok(doc)
+}
+
 async fn check_scope(p: &Portal, tenant: TenantId, doc: &DocRef) -> Result<()> {
     match doc.layer {
         Layer::Tenant => Ok(()),
@@ -484,22 +492,25 @@ impl Docs {
     }
 }
 
-/// A device's effective configuration, without its revision.
+/// A device's effective configuration (revision 0: not issued yet).
 async fn effective(
     p: &Portal,
     tenant: TenantId,
     docs: &Docs,
     device: DeviceId,
-) -> Result<(
-    Value,
-    BTreeMap<String, Vec<String>>,
-    Option<rampart_proto::wg::WgInterface>,
-)> {
-    let merged = docs.merged(device);
-    let parsed = ConfigDoc::parse(&merged, Layer::Device).map_err(ServiceError::InvalidConfig)?;
+) -> Result<EffectiveConfig> {
+    let config = docs.merged(device);
+    let parsed = ConfigDoc::parse(&config, Layer::Device).map_err(ServiceError::InvalidConfig)?;
     let lists = resolve_lists(p, tenant, &parsed.list_names()).await?;
     let vpn = vpn_interface(p, tenant, device).await?;
-    Ok((merged, lists, vpn))
+    let hash = EffectiveConfig::content_hash(&config, &lists, vpn.as_ref());
+    Ok(EffectiveConfig {
+        revision: 0,
+        hash,
+        config,
+        lists,
+        vpn,
+    })
 }
 
 /// The target lists the rules name.
@@ -555,27 +566,24 @@ pub async fn refresh(
         .map(|r| (r.device_id, r))
         .collect();
     // Devices by the content they should run, where it changed.
-    let mut by_hash: BTreeMap<
-        String,
-        (
-            Value,
-            BTreeMap<String, Vec<String>>,
-            Option<rampart_proto::wg::WgInterface>,
-            Vec<DeviceId>,
-        ),
-    > = BTreeMap::new();
+    let mut by_hash: BTreeMap<String, (EffectiveConfig, Vec<DeviceId>)> = BTreeMap::new();
     let mut failures = Vec::new();
     for d in devices {
         match effective(p, tenant, &docs, d).await {
-            Ok((cfg, lists, vpn)) => {
-                let hash = EffectiveConfig::content_hash(&cfg, &lists, vpn.as_ref());
-                if current.get(&d).is_some_and(|c| c.desired_hash == hash) {
+            Ok(eff) => {
+                let unchanged = match current.get(&d) {
+                    Some(c) => c.desired_hash == eff.hash,
+                    // A tenant that does not use config management sends
+                    // its devices nothing.
+                    None => eff.is_empty(),
+                };
+                if unchanged {
                     continue;
                 }
                 by_hash
-                    .entry(hash)
-                    .or_insert((cfg, lists, vpn, Vec::new()))
-                    .3
+                    .entry(eff.hash.clone())
+                    .or_insert((eff, Vec::new()))
+                    .1
                     .push(d);
             }
             Err(e) => failures.push((d, e.to_string())),
@@ -609,15 +617,9 @@ pub async fn refresh(
         .allocate_config_revisions(tenant, by_hash.len() as u64)
         .await?;
     let mut queued = 0;
-    for (i, (hash, (cfg, lists, vpn, devs))) in by_hash.into_iter().enumerate() {
+    for (i, (hash, (eff, devs))) in by_hash.into_iter().enumerate() {
         let revision = first + i as u64;
-        let eff = EffectiveConfig {
-            revision,
-            hash: hash.clone(),
-            config: cfg,
-            lists,
-            vpn,
-        };
+        let eff = EffectiveConfig { revision, ..eff };
         let payload =
             serde_json::to_value(&eff).map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let rows = p

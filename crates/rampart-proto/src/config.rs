@@ -753,6 +753,13 @@ impl EffectiveConfig {
         hex::encode(Sha256::digest(body.to_string().as_bytes()))
     }
 
+    /// Nothing configured: no section, list or VPN interface.
+    pub fn is_empty(&self) -> bool {
+        self.config.as_object().is_none_or(|m| m.is_empty())
+            && self.lists.is_empty()
+            && self.vpn.is_none()
+    }
+
     /// Checks the hash, the document and that every list a rule names is
     /// present and within bounds: what an agent does before applying.
     pub fn check(&self) -> Result<ConfigDoc, ConfigError> {

@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::rfc3339;
-use crate::devconf::{self, Change, DocRef, SaveOutcome, Staged};
+use crate::devconf::{self, Change, SaveOutcome, Staged};
 use crate::error::ApiError;
 use crate::extract::{AppState, Json, Path, Query, TenantAdmin, TenantReader};
 
@@ -252,7 +252,7 @@ async fn get_doc(
     a: TenantReader,
     Path((layer, scope)): Path<(String, String)>,
 ) -> Result<axum::Json<DocView>, ApiError> {
-    let doc = DocRef::parse(&layer, &scope)?;
+    let doc = devconf::doc_ref(&p, a.tenant.id, &layer, &scope).await?;
     let row = p
         .store
         .config_doc(a.tenant.id, doc.layer.as_str(), &doc.scope, None)
@@ -284,7 +284,7 @@ async fn put_doc(
     Path((layer, scope)): Path<(String, String)>,
     Json(b): Json<SaveBody>,
 ) -> Result<axum::Json<SaveOutcome>, ApiError> {
-    let doc = DocRef::parse(&layer, &scope)?;
+    let doc = devconf::doc_ref(&p, a.tenant.id, &layer, &scope).await?;
     let out = devconf::save(
         &p,
         &a.actor(),
@@ -308,7 +308,7 @@ async fn list_versions(
     a: TenantReader,
     Path((layer, scope)): Path<(String, String)>,
 ) -> Result<axum::Json<Vec<DocView>>, ApiError> {
-    let doc = DocRef::parse(&layer, &scope)?;
+    let doc = devconf::doc_ref(&p, a.tenant.id, &layer, &scope).await?;
     let rows = p
         .store
         .config_doc_versions(
@@ -337,7 +337,7 @@ async fn get_version(
     a: TenantReader,
     Path((layer, scope, version)): Path<(String, String, u64)>,
 ) -> Result<axum::Json<DocView>, ApiError> {
-    let doc = DocRef::parse(&layer, &scope)?;
+    let doc = devconf::doc_ref(&p, a.tenant.id, &layer, &scope).await?;
     let row = p
         .store
         .config_doc(a.tenant.id, doc.layer.as_str(), &doc.scope, Some(version))
@@ -356,7 +356,7 @@ async fn diff_versions(
     Path((layer, scope)): Path<(String, String)>,
     Query(q): Query<DiffQuery>,
 ) -> Result<axum::Json<DiffView>, ApiError> {
-    let doc = DocRef::parse(&layer, &scope)?;
+    let doc = devconf::doc_ref(&p, a.tenant.id, &layer, &scope).await?;
     let mut bodies = Vec::with_capacity(2);
     for v in [q.from, q.to] {
         // Version 0 is the empty document before the first save.
@@ -391,7 +391,7 @@ async fn rollback(
     Path((layer, scope)): Path<(String, String)>,
     Json(b): Json<RollbackBody>,
 ) -> Result<axum::Json<SaveOutcome>, ApiError> {
-    let doc = DocRef::parse(&layer, &scope)?;
+    let doc = devconf::doc_ref(&p, a.tenant.id, &layer, &scope).await?;
     let out = devconf::rollback(
         &p,
         &a.actor(),
