@@ -174,13 +174,19 @@ fn print_flows(f: &rampart_agent::pipeline::FlowStatus) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RAMPART_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        // The log ring feeds diagnostics bundles (remote actions).
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::EnvFilter::try_from_env("RAMPART_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(rampart_agent::actions::LogLayer::new())
+            .init();
+    }
     // One thread is plenty for an agent, and keeps its memory small.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -233,8 +239,18 @@ fn main() -> anyhow::Result<()> {
                     ..Default::default()
                 },
             };
-            rt.block_on(run::run(dir, opts, shutdown_signal()))
+            let end = rt
+                .block_on(async {
+                    let shutdown = std::pin::pin!(shutdown_signal());
+                    run::run_until(dir, opts, shutdown).await
+                })
                 .context("agent failed")?;
+            if end == run::RunEnd::Restart {
+                // Nothing of this run may linger into the next image.
+                drop(rt);
+                return Err(rampart_agent::actions::reexec())
+                    .context("restarting the agent (re-executing it) failed");
+            }
         }
         Cmd::Status { health, json } => {
             let status = dir.status().context("reading status")?;

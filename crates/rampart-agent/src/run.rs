@@ -37,6 +37,10 @@ use crate::AgentError;
 /// (suspended or cancelled): often enough that a reactivation is noticed
 /// soon, rarely enough to cost the portal nothing.
 const TENANT_PAUSED_RETRY: Duration = Duration::from_secs(15);
+use crate::actions;
+use rampart_proto::actions::{
+    COLLECT_DIAGNOSTICS, CONNECTIVITY_TEST, RESTART_AGENT, ROTATE_DEVICE_KEY,
+};
 use rampart_proto::controls::{DataControls, INSTRUCTION_KIND as SET_DATA_CONTROLS};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -202,6 +206,9 @@ struct Shared {
     started_at: i64,
     last_error: Mutex<Option<String>>,
     last_contact: Mutex<Option<i64>>,
+    /// The options this run loop was started with (diagnostics show them).
+    options: RunOptions,
+    restart: actions::RestartSignal,
 }
 
 impl Shared {
@@ -225,12 +232,38 @@ impl Shared {
     }
 }
 
-/// Runs until `shutdown` resolves.
+/// Why [`run_until`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    Shutdown,
+    /// A `restart_agent` instruction: the loops stopped cleanly and the
+    /// caller starts again (the binary re-executes itself).
+    Restart,
+}
+
+/// Runs until `shutdown` resolves; a `restart_agent` instruction restarts
+/// the loops in this process.
 pub async fn run(
     dir: StateDir,
     opts: RunOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        match run_until(dir.clone(), opts.clone(), shutdown.as_mut()).await? {
+            RunEnd::Shutdown => return Ok(()),
+            RunEnd::Restart => tracing::info!("restarting the run loop"),
+        }
+    }
+}
+
+/// Runs until `shutdown` resolves or a `restart_agent` instruction asks
+/// for a restart, then stops cleanly (collectors flushed, state saved).
+pub async fn run_until<F: std::future::Future<Output = ()>>(
+    dir: StateDir,
+    opts: RunOptions,
+    mut shutdown: std::pin::Pin<&mut F>,
+) -> Result<RunEnd, AgentError> {
     let id = dir.identity()?;
     let key = Arc::new(dir.device_key()?);
     let instruction_key = VerifyingKey::from_b64(&id.instruction_key)
@@ -238,6 +271,12 @@ pub async fn run(
     let outbox = Arc::new(Outbox::open(&dir.outbox_dir(), opts.outbox_max_bytes)?);
     let client =
         PortalClient::new(&id.portal_url, &id.pin, id.resolve)?.with_device(id.device_id, key);
+    // A key rotation cut short by a crash is settled before anything else
+    // is signed.
+    tokio::select! {
+        r = actions::settle_pending_key(&dir, &client) => r?,
+        _ = shutdown.as_mut() => return Ok(RunEnd::Shutdown),
+    }
     let state = dir.run_state()?;
     tracing::info!(device = %id.device_id, portal = %id.portal_url, last_applied_seq = state.last_applied_seq, "agent running");
     // Loaded before any collector starts: no flow leaves under older controls.
@@ -273,6 +312,8 @@ pub async fn run(
         started_at: time_now(),
         last_error: Mutex::new(None),
         last_contact: Mutex::new(None),
+        options: opts.clone(),
+        restart: actions::RestartSignal::default(),
     });
     let tasks = [
         tokio::spawn(checkin_loop(shared.clone(), opts.clone())),
@@ -280,17 +321,24 @@ pub async fn run(
         tokio::spawn(heartbeat_loop(shared.clone(), opts)),
         tokio::spawn(pseudonym_key_loop(shared.clone())),
     ];
-    shutdown.await;
+    let end = tokio::select! {
+        _ = shutdown => RunEnd::Shutdown,
+        _ = shared.restart.fired() => RunEnd::Restart,
+    };
     for t in &tasks {
         t.abort();
+    }
+    // Wait for them to go, so nothing of this run outlives it.
+    for t in tasks {
+        let _ = t.await;
     }
     if let Some(c) = collectors {
         // Ships what the pipeline holds and saves the tail positions.
         let _ = tokio::task::spawn_blocking(move || c.stop()).await;
     }
     let _ = shared.save_state().await;
-    tracing::info!("agent stopped");
-    Ok(())
+    tracing::info!(?end, "agent stopped");
+    Ok(end)
 }
 
 async fn checkin_loop(s: Arc<Shared>, opts: RunOptions) {
@@ -315,6 +363,16 @@ async fn checkin_loop(s: Arc<Shared>, opts: RunOptions) {
                 s.note_contact();
                 for si in resp.instructions {
                     handle_instruction(&s, &si).await;
+                    if s.restart.is_requested() {
+                        break;
+                    }
+                }
+                if s.restart.is_requested() {
+                    // The ack is recorded; deliver it now if the portal
+                    // answers, else it goes out after the restart.
+                    let _ = tokio::time::timeout(Duration::from_secs(10), flush_pending(&s)).await;
+                    s.restart.fire();
+                    return;
                 }
             }
             Err(e) => {
@@ -418,6 +476,10 @@ async fn handle_instruction(s: &Shared, si: &SignedInstruction) {
 async fn execute(s: &Shared, env: &Envelope) -> AckRequest {
     match env.kind.as_str() {
         SET_DATA_CONTROLS => set_data_controls(s, &env.payload).await,
+        RESTART_AGENT => actions::restart_agent(&s.restart, s.started_at),
+        ROTATE_DEVICE_KEY => actions::rotate_device_key(&s.dir, &s.id, &s.client, env.seq).await,
+        COLLECT_DIAGNOSTICS => collect_diagnostics(s).await,
+        CONNECTIVITY_TEST => actions::connectivity_test(&s.id, &env.payload).await,
         "ping" => AckRequest {
             status: AckStatus::Ok,
             result: serde_json::json!({
@@ -433,6 +495,32 @@ async fn execute(s: &Shared, env: &Envelope) -> AckRequest {
             }),
         },
     }
+}
+
+/// Gathers what a diagnostics bundle shows and hands it to
+/// [`actions::collect_diagnostics`].
+async fn collect_diagnostics(s: &Shared) -> AckRequest {
+    let status = match status_now(s) {
+        Ok(st) => st,
+        Err(e) => {
+            return AckRequest {
+                status: AckStatus::Failed,
+                result: serde_json::json!({ "error": format!("reading the agent status: {e}") }),
+            }
+        }
+    };
+    let input = actions::DiagnosticsInput {
+        dir: s.dir.clone(),
+        id: s.id.clone(),
+        outbox: s.outbox.clone(),
+        options: s.options.clone(),
+        status,
+        run_state: s.state.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        controls: serde_json::to_value(s.controls.current().controls())
+            .unwrap_or(serde_json::Value::Null),
+        started_at: s.started_at,
+    };
+    actions::collect_diagnostics(input, &s.upload_wake).await
 }
 
 /// Validates, persists and applies new data controls; acks with the version
@@ -584,8 +672,7 @@ async fn heartbeat_loop(s: Arc<Shared>, opts: RunOptions) {
     loop {
         tick.tick().await;
         let s2 = s.clone();
-        let secs = opts.heartbeat_every.as_secs();
-        let r = tokio::task::spawn_blocking(move || beat(&s2, secs)).await;
+        let r = tokio::task::spawn_blocking(move || beat(&s2)).await;
         match r {
             Ok(Ok(())) => s.upload_wake.notify_one(),
             Ok(Err(e)) => tracing::error!(error = %e, "heartbeat failed"),
@@ -594,26 +681,33 @@ async fn heartbeat_loop(s: Arc<Shared>, opts: RunOptions) {
     }
 }
 
-fn beat(s: &Shared, heartbeat_secs: u64) -> Result<(), AgentError> {
+fn beat(s: &Shared) -> Result<(), AgentError> {
+    let status = status_now(s)?;
+    let hb = Heartbeat {
+        agent_version: VERSION.into(),
+        uptime_secs: s.started.elapsed().as_secs(),
+        sent_at: status.updated_at,
+        outbox_batches: status.outbox_batches,
+        outbox_bytes: status.outbox_bytes,
+        outbox_dropped_batches: status.outbox_dropped_batches,
+        outbox_dropped_bytes: status.outbox_dropped_bytes,
+        last_error: status.last_error.clone(),
+        started_at: s.started_at,
+    };
+    let line = serde_json::to_vec(&hb).map_err(|e| AgentError::State(e.to_string()))?;
+    enqueue(&s.id, &s.outbox, "health", Priority::Health, 1, &line)?;
+    s.dir.save_status(&status)
+}
+
+/// The agent's state now, as `status.json` and diagnostics show it.
+fn status_now(s: &Shared) -> Result<Status, AgentError> {
     let stats = s.outbox.stats()?;
     let last_error = s
         .last_error
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let hb = Heartbeat {
-        agent_version: VERSION.into(),
-        uptime_secs: s.started.elapsed().as_secs(),
-        sent_at: time_now(),
-        outbox_batches: stats.batches,
-        outbox_bytes: stats.bytes,
-        outbox_dropped_batches: stats.dropped_batches,
-        outbox_dropped_bytes: stats.dropped_bytes,
-        last_error: last_error.clone(),
-    };
-    let line = serde_json::to_vec(&hb).map_err(|e| AgentError::State(e.to_string()))?;
-    enqueue(&s.id, &s.outbox, "health", Priority::Health, 1, &line)?;
-    let status = Status {
+    Ok(Status {
         pid: std::process::id(),
         version: VERSION.into(),
         device_id: s.id.device_id,
@@ -630,10 +724,9 @@ fn beat(s: &Shared, heartbeat_secs: u64) -> Result<(), AgentError> {
         outbox_bytes: stats.bytes,
         outbox_dropped_batches: stats.dropped_batches,
         outbox_dropped_bytes: stats.dropped_bytes,
-        heartbeat_secs,
+        heartbeat_secs: s.options.heartbeat_every.as_secs(),
         flows: Some(s.flow_stats.snapshot(&s.controls)),
-    };
-    s.dir.save_status(&status)
+    })
 }
 
 /// Whether `status` is fresh enough for a container health check: the run

@@ -106,6 +106,14 @@ const POLICY: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/msp-grants", "owner"),
     ("POST", "/api/v1/msp-grants", "owner"),
     ("POST", "/api/v1/msp-grants/{id}/revoke", "owner"),
+    ("POST", "/api/v1/devices/{id}/actions", "admin"),
+    ("GET", "/api/v1/devices/{id}/actions/{seq}", "read_only"),
+    ("GET", "/api/v1/devices/{id}/diagnostics", "admin"),
+    (
+        "GET",
+        "/api/v1/devices/{id}/diagnostics/{batch_id}",
+        "admin",
+    ),
 ];
 
 /// The tenant roles, least first.
@@ -375,6 +383,9 @@ fn sample_body(op: &Op) -> Value {
         "/api/v1/instructions" => json!({"kind": "ping", "payload": {}, "devices": []}),
         p if p.ends_with("/instructions") => json!({"kind": "ping", "payload": {}}),
         p if p.ends_with("/ack") => json!({"status": "ok", "result": {}}),
+        p if p.ends_with("/actions") => {
+            json!({"action": "connectivity_test", "params": {"portal": true}})
+        }
         "/api/v1/device/refusals" => json!({"code": "bad_signature", "message": "test"}),
         p if p.ends_with("/assign") => json!({"assignee": "ana"}),
         p if p.ends_with("/notes") => json!({"text": "looked at it"}),
