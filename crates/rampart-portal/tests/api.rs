@@ -476,6 +476,10 @@ struct Fx {
     offboard_user_id: Uuid,
     api_token_id: Uuid,
     grant_id: Uuid,
+    /// A remote action queued for the device and a diagnostics bundle it
+    /// uploaded, once [`Harness::add_action_fixtures`] made them.
+    action_seq: u64,
+    diagnostics_id: Uuid,
 }
 
 impl Fx {
@@ -487,6 +491,10 @@ impl Fx {
     /// enrollment-token routes, else its device; seq 1; no long-poll wait.
     fn fill(&self, op: &Op, p: &Param) -> Option<String> {
         match (p.in_path, p.kind) {
+            (true, Kind::Integer) if op.path.contains("/actions/") => {
+                Some(self.action_seq.to_string())
+            }
+            (true, _) if p.name == "batch_id" => Some(self.diagnostics_id.to_string()),
             (true, Kind::Integer) => Some("1".into()),
             (true, _) if op.path.starts_with("/api/v1/enrollment-tokens/") => {
                 Some(self.enroll_token_id.to_string())
@@ -815,7 +823,42 @@ impl Harness {
             offboard_user_id,
             api_token_id,
             grant_id,
+            action_seq: 0,
+            diagnostics_id: Uuid::nil(),
         }
+    }
+
+    /// Gives `fx`'s device a remote action and a diagnostics bundle (left
+    /// out of [`Harness::tenant`]: other checks count instructions and
+    /// batches from none).
+    async fn add_action_fixtures(&self, fx: &mut Fx) {
+        let device = rampart_store::DeviceId(fx.device.id);
+        fx.action_seq = self
+            .portal
+            .queue_action(
+                &Actor::Cli,
+                fx.tenant.id,
+                device,
+                "diagnostics",
+                Value::Null,
+                None,
+            )
+            .await
+            .unwrap()
+            .seq;
+        fx.diagnostics_id = Uuid::new_v4();
+        let frame = seal_kind(
+            "diagnostics",
+            fx.diagnostics_id,
+            b"{\"format\":\"rampart-diagnostics/1\"}",
+            &fx.device.upload_key,
+            fx.tenant.id.0,
+            fx.device.id,
+        );
+        self.portal
+            .ingest_batch(fx.tenant.id, device, &frame)
+            .await
+            .unwrap();
     }
 
     /// Queues a `ping` for `device` through the tenant API.
@@ -930,10 +973,11 @@ async fn every_route_has_an_auth_policy() {
 #[tokio::test]
 async fn cross_tenant_access_is_refused_on_every_route() {
     let h = Harness::new().await;
-    let (a, b) = (h.tenant("acme").await, h.tenant("beta").await);
+    let (mut a, mut b) = (h.tenant("acme").await, h.tenant("beta").await);
     // B gets data of every kind a leak could show. A's device has no
     // instruction at all, so seq 1 is B's only.
     h.instruct(&b, b.device.id).await;
+    h.add_action_fixtures(&mut b).await;
     h.upload(
         &b.device,
         seal(&b.device.upload_key, b.device.tenant, b.device.id),
@@ -1084,6 +1128,7 @@ async fn cross_tenant_access_is_refused_on_every_route() {
     // Control: the same requests with A's own token and ids get through, so
     // the refusals above were about the tenant, not about the request
     // (the routes only a logged-in person may use refuse any token).
+    h.add_action_fixtures(&mut a).await;
     for op in tenant_ops
         .iter()
         .filter(|o| !SESSION_ONLY.contains(&o.path.as_str()))

@@ -368,3 +368,208 @@ async fn bad_actions_are_refused_with_400_and_a_message() {
         "{v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_needs_a_pending_instruction_and_a_proof_by_the_new_key() {
+    use rampart_agent::client::{ClientError, PortalClient};
+    use rampart_proto::actions::KeyRotateRequest;
+    use rampart_proto::keys::SigningKey;
+
+    let portal = PortalProc::start().await;
+    let t = portal.create_tenant("acme").await;
+    let token = portal.enrollment_token(&t, json!({})).await;
+    let agent = Agent::new();
+    assert!(agent.enroll(&token, portal.addr()).0);
+    let state = StateDir::new(agent.dir.path().join("state"), None);
+    let id = state.identity().unwrap();
+    let old = state.device_key().unwrap();
+    // The key it holds is not used: each request names its signer.
+    let client = PortalClient::new(&id.portal_url, &id.pin, id.resolve)
+        .unwrap()
+        .with_device(
+            id.device_id,
+            std::sync::Arc::new(state.device_key().unwrap()),
+        );
+    let request = |new: &SigningKey, prover: &SigningKey, seq: u64, proof_seq: u64| {
+        let pk = new.verifying_key().to_b64();
+        let proof = prover.sign(&KeyRotateRequest::proof_input(
+            id.tenant_id,
+            id.device_id,
+            &pk,
+            proof_seq,
+        ));
+        KeyRotateRequest {
+            seq,
+            new_public_key: pk,
+            proof: rampart_proto::b64(&proof),
+        }
+    };
+    let refused = |r: Result<_, ClientError>| match r {
+        Err(ClientError::Refused {
+            status, message, ..
+        }) => (status, message),
+        Ok(v) => panic!("accepted: {v:?}"),
+        Err(e) => panic!("{e}"),
+    };
+    let new = SigningKey::generate();
+
+    // No rotation was asked for.
+    let (s, m) = refused(client.rotate_key_as(&old, &request(&new, &new, 1, 1)).await);
+    assert_eq!(s, 409, "{m}");
+    assert!(m.contains("not a pending rotate_device_key"), "{m}");
+
+    let (s, v) = portal
+        .post(
+            &t.domain,
+            &format!("/api/v1/devices/{}/actions", id.device_id),
+            &t.token,
+            Some(json!({"action": "rotate_key"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let seq = v["seq"].as_u64().unwrap();
+    // A proof for another seq, or by another key than the one offered.
+    for bad in [
+        request(&new, &new, seq, seq + 1),
+        request(&new, &SigningKey::generate(), seq, seq),
+    ] {
+        let (s, m) = refused(client.rotate_key_as(&old, &bad).await);
+        assert_eq!(s, 400, "{m}");
+        assert!(m.contains("proof does not verify"), "{m}");
+    }
+    // Signed by a key the portal does not hold.
+    let (s, m) = refused(
+        client
+            .rotate_key_as(&SigningKey::generate(), &request(&new, &new, seq, seq))
+            .await,
+    );
+    assert_eq!(s, 401, "{m}");
+
+    let view = client
+        .rotate_key_as(&old, &request(&new, &new, seq, seq))
+        .await
+        .unwrap();
+    assert_eq!(view.public_key, new.verifying_key().to_b64());
+    let (s, _) = refused(client.device_key_as(&old).await);
+    assert_eq!(s, 401, "the old key is refused");
+    assert_eq!(
+        client.device_key_as(&new).await.unwrap().public_key,
+        view.public_key
+    );
+    // The old key cannot rotate again either.
+    let (s, _) = refused(
+        client
+            .rotate_key_as(&old, &request(&SigningKey::generate(), &old, seq, seq))
+            .await,
+    );
+    assert_eq!(s, 401);
+}
+
+/// A crash during a rotation leaves `device.key.next`: at start the agent
+/// keeps whichever key the portal holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_rotation_is_settled_at_start_with_the_key_the_portal_holds() {
+    use rampart_agent::client::PortalClient;
+    use rampart_proto::actions::KeyRotateRequest;
+    use rampart_proto::keys::SigningKey;
+
+    let portal = PortalProc::start().await;
+    let t = portal.create_tenant("acme").await;
+    let token = portal.enrollment_token(&t, json!({})).await;
+    let mut agent = Agent::new();
+    assert!(agent.enroll(&token, portal.addr()).0);
+    let device = agent.device_id();
+    let state_path = agent.dir.path().join("state");
+    let state = StateDir::new(&state_path, None);
+    let id = state.identity().unwrap();
+
+    // Crashed before the portal heard of the new key: it is discarded.
+    let old_file = std::fs::read(state_path.join("device.key")).unwrap();
+    state.save_next_device_key(&SigningKey::generate()).unwrap();
+    agent.start();
+    let r = act(
+        &portal,
+        &t,
+        &device,
+        json!({"action": "connectivity_test", "params": {"portal": true}}),
+    )
+    .await;
+    assert_eq!(r["status"], "ok", "{r}");
+    assert!(!state_path.join("device.key.next").exists());
+    assert_eq!(
+        std::fs::read(state_path.join("device.key")).unwrap(),
+        old_file
+    );
+    agent.proc.take().unwrap().kill();
+
+    // Crashed after the portal took the new key, before device.key was
+    // replaced: the agent must switch to it or be locked out.
+    let (s, v) = portal
+        .post(
+            &t.domain,
+            &format!("/api/v1/devices/{device}/actions"),
+            &t.token,
+            Some(json!({"action": "rotate_key"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let seq = v["seq"].as_u64().unwrap();
+    let old = state.device_key().unwrap();
+    let new = SigningKey::generate();
+    state.save_next_device_key(&new).unwrap();
+    let pk = new.verifying_key().to_b64();
+    let proof = new.sign(&KeyRotateRequest::proof_input(
+        id.tenant_id,
+        id.device_id,
+        &pk,
+        seq,
+    ));
+    let client = PortalClient::new(&id.portal_url, &id.pin, id.resolve)
+        .unwrap()
+        .with_device(
+            id.device_id,
+            std::sync::Arc::new(state.device_key().unwrap()),
+        );
+    client
+        .rotate_key_as(
+            &old,
+            &KeyRotateRequest {
+                seq,
+                new_public_key: pk.clone(),
+                proof: rampart_proto::b64(&proof),
+            },
+        )
+        .await
+        .unwrap();
+    agent.start();
+    // The agent can only fetch and run the pending rotation once it signs
+    // with the key the portal now holds.
+    let done = eventually(
+        "the pending rotation to run",
+        Duration::from_secs(60),
+        || async {
+            let (_, v) = portal
+                .get(
+                    &t.domain,
+                    &format!("/api/v1/devices/{device}/actions/{seq}"),
+                    &t.token,
+                )
+                .await;
+            (v["status"] == "ok" || v["status"] == "failed").then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(done["status"], "ok", "{done}");
+    assert_eq!(done["result"]["previous_public_key"], pk.as_str());
+    assert!(!state_path.join("device.key.next").exists());
+    assert!(
+        agent
+            .proc
+            .as_ref()
+            .unwrap()
+            .stderr()
+            .contains("the portal holds the new device key"),
+        "{}",
+        agent.proc.as_ref().unwrap().stderr()
+    );
+}
