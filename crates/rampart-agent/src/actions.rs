@@ -657,3 +657,29 @@ pub async fn connectivity_test(id: &Identity, payload: &Value) -> AckRequest {
         result: serde_json::to_value(result).unwrap_or(Value::Null),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[test]
+    fn the_log_ring_keeps_the_newest_lines_each_cut_to_its_limit() {
+        let subscriber = tracing_subscriber::registry().with(LogLayer::new());
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..LOG_LINES + 100 {
+                tracing::info!(line = i, "event {i}");
+            }
+            tracing::warn!(long = %"x".repeat(3 * MAX_LOG_LINE), "long");
+        });
+        let lines = RING.lines.lock().unwrap().clone();
+        assert_eq!(lines.len(), LOG_LINES);
+        // 601 events into 500 places: the first 101 went.
+        assert_eq!(RING.evicted.load(Ordering::Relaxed), 101);
+        assert!(lines[0].ends_with(" event 101 line=101"), "{}", lines[0]);
+        assert!(lines[0].contains(" INFO rampart_agent::actions::tests:"));
+        let last = lines.back().unwrap();
+        assert_eq!(last.len(), MAX_LOG_LINE);
+        assert!(last.contains(" WARN ") && last.contains(" long long=xxx"));
+    }
+}

@@ -271,12 +271,6 @@ pub async fn run_until<F: std::future::Future<Output = ()>>(
     let outbox = Arc::new(Outbox::open(&dir.outbox_dir(), opts.outbox_max_bytes)?);
     let client =
         PortalClient::new(&id.portal_url, &id.pin, id.resolve)?.with_device(id.device_id, key);
-    // A key rotation cut short by a crash is settled before anything else
-    // is signed.
-    tokio::select! {
-        r = actions::settle_pending_key(&dir, &client) => r?,
-        _ = shutdown.as_mut() => return Ok(RunEnd::Shutdown),
-    }
     let state = dir.run_state()?;
     tracing::info!(device = %id.device_id, portal = %id.portal_url, last_applied_seq = state.last_applied_seq, "agent running");
     // Loaded before any collector starts: no flow leaves under older controls.
@@ -296,6 +290,18 @@ pub async fn run_until<F: std::future::Future<Output = ()>>(
         None
     };
     let flow_stats = collectors.as_ref().map(|c| c.stats()).unwrap_or_default();
+    // A key rotation cut short by a crash is settled before anything is
+    // signed; the collectors, which need no portal, run meanwhile.
+    let settled = tokio::select! {
+        r = actions::settle_pending_key(&dir, &client) => r.map(|()| true),
+        _ = shutdown.as_mut() => Ok(false),
+    };
+    if !matches!(settled, Ok(true)) {
+        if let Some(c) = collectors {
+            let _ = tokio::task::spawn_blocking(move || c.stop()).await;
+        }
+        return settled.map(|_| RunEnd::Shutdown);
+    }
     let shared = Arc::new(Shared {
         dir,
         id,
