@@ -44,7 +44,7 @@ use crate::backoff::Backoff;
 use crate::client::{time_now, ClientError, PortalClient};
 use crate::identity::{Identity, RunState, StateDir};
 use crate::outbox::Outbox;
-use crate::run::{RunOptions, Status};
+use crate::run::RunOptions;
 use crate::AgentError;
 
 fn failed(msg: impl Into<String>) -> AckRequest {
@@ -389,7 +389,6 @@ pub struct DiagnosticsInput {
     pub id: Identity,
     pub outbox: Arc<Outbox>,
     pub options: RunOptions,
-    pub status: Status,
     pub run_state: RunState,
     pub controls: Value,
     pub started_at: i64,
@@ -429,12 +428,14 @@ fn state_files(dir: &StateDir) -> Vec<Value> {
     out
 }
 
-/// Builds the bundle: JSON, at most [`MAX_DIAGNOSTICS_BYTES`] (oldest log
+/// Builds the bundle (blocking: reads files): JSON, at most [`MAX_DIAGNOSTICS_BYTES`] (oldest log
 /// lines go first when it would be larger). It holds no key, token or
 /// wrapping key: the identity's public fields only, file names without
 /// contents, and log lines, which never carry secrets.
 fn build_bundle(input: &DiagnosticsInput) -> Result<(Vec<u8>, usize), AgentError> {
     let outbox = input.outbox.stats()?;
+    // status.json as the last heartbeat wrote it (at most one heartbeat old).
+    let status = input.dir.status()?;
     let mut logs: Vec<String> = RING
         .lines
         .lock()
@@ -464,7 +465,7 @@ fn build_bundle(input: &DiagnosticsInput) -> Result<(Vec<u8>, usize), AgentError
         },
         "options": options_json(&input.options),
         "controls": input.controls,
-        "status": input.status,
+        "status": status,
         "run_state": {
             "last_applied_seq": input.run_state.last_applied_seq,
             "pending_acks": input.run_state.pending_acks.iter().map(|a| a.seq).collect::<Vec<_>>(),

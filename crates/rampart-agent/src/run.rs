@@ -506,21 +506,11 @@ async fn execute(s: &Shared, env: &Envelope) -> AckRequest {
 /// Gathers what a diagnostics bundle shows and hands it to
 /// [`actions::collect_diagnostics`].
 async fn collect_diagnostics(s: &Shared) -> AckRequest {
-    let status = match status_now(s) {
-        Ok(st) => st,
-        Err(e) => {
-            return AckRequest {
-                status: AckStatus::Failed,
-                result: serde_json::json!({ "error": format!("reading the agent status: {e}") }),
-            }
-        }
-    };
     let input = actions::DiagnosticsInput {
         dir: s.dir.clone(),
         id: s.id.clone(),
         outbox: s.outbox.clone(),
         options: s.options.clone(),
-        status,
         run_state: s.state.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         controls: serde_json::to_value(s.controls.current().controls())
             .unwrap_or(serde_json::Value::Null),
@@ -678,7 +668,8 @@ async fn heartbeat_loop(s: Arc<Shared>, opts: RunOptions) {
     loop {
         tick.tick().await;
         let s2 = s.clone();
-        let r = tokio::task::spawn_blocking(move || beat(&s2)).await;
+        let secs = opts.heartbeat_every.as_secs();
+        let r = tokio::task::spawn_blocking(move || beat(&s2, secs)).await;
         match r {
             Ok(Ok(())) => s.upload_wake.notify_one(),
             Ok(Err(e)) => tracing::error!(error = %e, "heartbeat failed"),
@@ -687,33 +678,27 @@ async fn heartbeat_loop(s: Arc<Shared>, opts: RunOptions) {
     }
 }
 
-fn beat(s: &Shared) -> Result<(), AgentError> {
-    let status = status_now(s)?;
-    let hb = Heartbeat {
-        agent_version: VERSION.into(),
-        uptime_secs: s.started.elapsed().as_secs(),
-        sent_at: status.updated_at,
-        outbox_batches: status.outbox_batches,
-        outbox_bytes: status.outbox_bytes,
-        outbox_dropped_batches: status.outbox_dropped_batches,
-        outbox_dropped_bytes: status.outbox_dropped_bytes,
-        last_error: status.last_error.clone(),
-        started_at: s.started_at,
-    };
-    let line = serde_json::to_vec(&hb).map_err(|e| AgentError::State(e.to_string()))?;
-    enqueue(&s.id, &s.outbox, "health", Priority::Health, 1, &line)?;
-    s.dir.save_status(&status)
-}
-
-/// The agent's state now, as `status.json` and diagnostics show it.
-fn status_now(s: &Shared) -> Result<Status, AgentError> {
+fn beat(s: &Shared, heartbeat_secs: u64) -> Result<(), AgentError> {
     let stats = s.outbox.stats()?;
     let last_error = s
         .last_error
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    Ok(Status {
+    let hb = Heartbeat {
+        agent_version: VERSION.into(),
+        uptime_secs: s.started.elapsed().as_secs(),
+        sent_at: time_now(),
+        outbox_batches: stats.batches,
+        outbox_bytes: stats.bytes,
+        outbox_dropped_batches: stats.dropped_batches,
+        outbox_dropped_bytes: stats.dropped_bytes,
+        last_error: last_error.clone(),
+        started_at: s.started_at,
+    };
+    let line = serde_json::to_vec(&hb).map_err(|e| AgentError::State(e.to_string()))?;
+    enqueue(&s.id, &s.outbox, "health", Priority::Health, 1, &line)?;
+    let status = Status {
         pid: std::process::id(),
         version: VERSION.into(),
         device_id: s.id.device_id,
@@ -730,9 +715,10 @@ fn status_now(s: &Shared) -> Result<Status, AgentError> {
         outbox_bytes: stats.bytes,
         outbox_dropped_batches: stats.dropped_batches,
         outbox_dropped_bytes: stats.dropped_bytes,
-        heartbeat_secs: s.options.heartbeat_every.as_secs(),
+        heartbeat_secs,
         flows: Some(s.flow_stats.snapshot(&s.controls)),
-    })
+    };
+    s.dir.save_status(&status)
 }
 
 /// Whether `status` is fresh enough for a container health check: the run
