@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rampart_proto::actions::{DeviceKeyView, KeyRotateRequest};
 use rampart_proto::api::{
     AckRequest, BatchAck, EnrollRequest, EnrollResponse, ErrorBody, PollResponse, RefusalReport,
 };
@@ -70,7 +71,12 @@ pub struct PortalClient {
     http: reqwest::Client,
     base: reqwest::Url,
     host: String,
-    device: Option<(Uuid, Arc<SigningKey>)>,
+    device: Option<Uuid>,
+    /// The device key. Every request holds it for reading until its answer
+    /// is in; a key rotation holds it for writing, so no request signed with
+    /// the old key is in flight when the portal switches keys, and none is
+    /// signed with it afterwards.
+    key: tokio::sync::RwLock<Option<Arc<SigningKey>>>,
 }
 
 impl PortalClient {
@@ -107,13 +113,22 @@ impl PortalClient {
             base,
             host,
             device: None,
+            key: tokio::sync::RwLock::new(None),
         })
     }
 
     /// Signs every later request as this device.
     pub fn with_device(mut self, device: Uuid, key: Arc<SigningKey>) -> Self {
-        self.device = Some((device, key));
+        self.device = Some(device);
+        self.key = tokio::sync::RwLock::new(Some(key));
         self
+    }
+
+    /// Waits for the requests in flight to finish and holds off new ones
+    /// while the guard lives; writing through it changes the key later
+    /// requests are signed with (see [`crate::actions`]).
+    pub async fn lock_key(&self) -> tokio::sync::RwLockWriteGuard<'_, Option<Arc<SigningKey>>> {
+        self.key.write().await
     }
 
     fn url(&self, path_and_query: &str) -> Result<reqwest::Url, ClientError> {
@@ -130,17 +145,40 @@ impl PortalClient {
         content_type: &str,
         timeout: Duration,
     ) -> Result<reqwest::Response, ClientError> {
+        let key = self.key.read().await;
+        self.send_as(
+            key.as_deref(),
+            method,
+            path_and_query,
+            body,
+            content_type,
+            timeout,
+        )
+        .await
+    }
+
+    /// [`Self::send`] signed with `signer` (none: unsigned), for the key
+    /// rotation, which holds the key lock itself.
+    async fn send_as(
+        &self,
+        signer: Option<&SigningKey>,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, ClientError> {
         let url = self.url(path_and_query)?;
         let mut req = self
             .http
             .request(method.clone(), url)
             .timeout(timeout)
             .header("content-type", content_type);
-        if let Some((device, key)) = &self.device {
+        if let (Some(device), Some(key)) = (self.device, signer) {
             let now = time_now();
             let auth = DeviceAuth::sign(
                 key,
-                *device,
+                device,
                 method.as_str(),
                 &self.host,
                 path_and_query,
@@ -253,6 +291,43 @@ impl PortalClient {
         key.key_bytes()
             .map_err(|e| ClientError::Decode(e.to_string()))?;
         Ok(key)
+    }
+
+    /// `POST /api/v1/device/key`, signed with `old`: the portal replaces
+    /// `old` with the request's new key and answers the key it now holds.
+    pub async fn rotate_key_as(
+        &self,
+        old: &SigningKey,
+        req: &KeyRotateRequest,
+    ) -> Result<DeviceKeyView, ClientError> {
+        let body = serde_json::to_vec(req).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let resp = self
+            .send_as(
+                Some(old),
+                reqwest::Method::POST,
+                "/api/v1/device/key",
+                body,
+                "application/json",
+                Duration::from_secs(30),
+            )
+            .await?;
+        Self::json(resp).await
+    }
+
+    /// `GET /api/v1/device/key` signed with `signer`: succeeds only if the
+    /// portal holds that key for this device.
+    pub async fn device_key_as(&self, signer: &SigningKey) -> Result<DeviceKeyView, ClientError> {
+        let resp = self
+            .send_as(
+                Some(signer),
+                reqwest::Method::GET,
+                "/api/v1/device/key",
+                Vec::new(),
+                "application/json",
+                Duration::from_secs(30),
+            )
+            .await?;
+        Self::json(resp).await
     }
 
     pub async fn upload(&self, frame: Vec<u8>) -> Result<BatchAck, ClientError> {

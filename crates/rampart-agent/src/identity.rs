@@ -4,6 +4,8 @@
 //!   public keys. Public data only.
 //! - `device.key`: the device's Ed25519 key, wrapped (XChaCha20-Poly1305)
 //!   under the agent's wrapping key. Never written in the clear.
+//! - `device.key.next`: during a key rotation, the new key, wrapped the
+//!   same way, until the portal's answer settles which key is in force.
 //! - `state.json`: the last applied instruction seq and results not yet
 //!   acknowledged by the portal, so a restart neither re-runs nor forgets.
 //! - `status.json`: written by `run` for `status` and health checks.
@@ -281,6 +283,55 @@ impl StateDir {
         serde_json::from_slice(&clear)
             .map(Some)
             .map_err(|e| AgentError::State(format!("{} is corrupt: {e}", path.display())))
+    }
+
+    /// Keeps a new device key, wrapped like the current one, beside it:
+    /// written before the portal hears of the key, so a crash during a
+    /// rotation leaves both keys on disk (see [`crate::actions`]).
+    pub fn save_next_device_key(&self, key: &SigningKey) -> Result<(), AgentError> {
+        let wrapped = self.wrap_key()?.wrap(&key.secret_bytes(), KEY_AAD);
+        write_atomic(&self.path("device.key.next"), &wrapped, true)
+    }
+
+    /// The key of a rotation whose outcome is not settled yet, if any.
+    pub fn next_device_key(&self) -> Result<Option<SigningKey>, AgentError> {
+        let path = self.path("device.key.next");
+        let blob = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path, "read", e)),
+        };
+        let secret = self.wrap_key()?.unwrap(&blob, KEY_AAD).map_err(|_| {
+            AgentError::State(format!(
+                "{} does not unwrap: is this the wrapping key the agent runs with?",
+                path.display()
+            ))
+        })?;
+        SigningKey::from_secret(&secret)
+            .map(Some)
+            .map_err(|e| AgentError::State(e.to_string()))
+    }
+
+    /// Makes the next key the device key: one rename, so `device.key` is
+    /// always one whole key, the old or the new.
+    pub fn promote_next_device_key(&self) -> Result<(), AgentError> {
+        let (next, cur) = (self.path("device.key.next"), self.path("device.key"));
+        std::fs::rename(&next, &cur).map_err(|e| io_err(&cur, "replace", e))?;
+        #[cfg(unix)]
+        if let Ok(d) = std::fs::File::open(&self.root) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Forgets the next key: the portal never took it.
+    pub fn discard_next_device_key(&self) -> Result<(), AgentError> {
+        let path = self.path("device.key.next");
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path, "remove", e)),
+        }
     }
 
     /// How far each tailed file was shipped, by source label.

@@ -13,6 +13,7 @@
 //!   and a batch is masked under one version of them;
 //! - the device key is written only wrapped.
 
+pub mod actions;
 pub mod backoff;
 pub mod client;
 pub mod config;

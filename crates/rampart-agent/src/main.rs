@@ -185,6 +185,8 @@ fn init_logging() -> LogControl {
     tracing_subscriber::registry()
         .with(filter)
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        // The log ring feeds diagnostics bundles (remote actions).
+        .with(rampart_agent::actions::LogLayer::new())
         .init();
     LogControl(std::sync::Arc::new(move |level: Option<&str>| {
         let f = EnvFilter::try_new(level.unwrap_or(&initial)).map_err(|e| e.to_string())?;
@@ -248,8 +250,18 @@ fn main() -> anyhow::Result<()> {
                 },
                 log: Some(log),
             };
-            rt.block_on(run::run(dir, opts, shutdown_signal()))
+            let end = rt
+                .block_on(async {
+                    let shutdown = std::pin::pin!(shutdown_signal());
+                    run::run_until(dir, opts, shutdown).await
+                })
                 .context("agent failed")?;
+            if end == run::RunEnd::Restart {
+                // Nothing of this run may linger into the next image.
+                drop(rt);
+                return Err(rampart_agent::actions::reexec())
+                    .context("restarting the agent (re-executing it) failed");
+            }
         }
         Cmd::Status { health, json } => {
             let status = dir.status().context("reading status")?;

@@ -43,6 +43,10 @@ use crate::AgentError;
 /// (suspended or cancelled): often enough that a reactivation is noticed
 /// soon, rarely enough to cost the portal nothing.
 const TENANT_PAUSED_RETRY: Duration = Duration::from_secs(15);
+use crate::actions;
+use rampart_proto::actions::{
+    COLLECT_DIAGNOSTICS, CONNECTIVITY_TEST, RESTART_AGENT, ROTATE_DEVICE_KEY,
+};
 use rampart_proto::controls::{DataControls, INSTRUCTION_KIND as SET_DATA_CONTROLS};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -222,6 +226,9 @@ struct Shared {
     started_at: i64,
     last_error: Mutex<Option<String>>,
     last_contact: Mutex<Option<i64>>,
+    /// The options this run loop was started with (diagnostics show them).
+    options: RunOptions,
+    restart: actions::RestartSignal,
 }
 
 impl Shared {
@@ -319,12 +326,38 @@ impl Shared {
     }
 }
 
-/// Runs until `shutdown` resolves.
+/// Why [`run_until`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    Shutdown,
+    /// A `restart_agent` instruction: the loops stopped cleanly and the
+    /// caller starts again (the binary re-executes itself).
+    Restart,
+}
+
+/// Runs until `shutdown` resolves; a `restart_agent` instruction restarts
+/// the loops in this process.
 pub async fn run(
     dir: StateDir,
     opts: RunOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        match run_until(dir.clone(), opts.clone(), shutdown.as_mut()).await? {
+            RunEnd::Shutdown => return Ok(()),
+            RunEnd::Restart => tracing::info!("restarting the run loop"),
+        }
+    }
+}
+
+/// Runs until `shutdown` resolves or a `restart_agent` instruction asks
+/// for a restart, then stops cleanly (collectors flushed, state saved).
+pub async fn run_until<F: std::future::Future<Output = ()>>(
+    dir: StateDir,
+    opts: RunOptions,
+    mut shutdown: std::pin::Pin<&mut F>,
+) -> Result<RunEnd, AgentError> {
     let id = dir.identity()?;
     let key = Arc::new(dir.device_key()?);
     let instruction_key = VerifyingKey::from_b64(&id.instruction_key)
@@ -365,17 +398,39 @@ pub async fn run(
         started_at: time_now(),
         last_error: Mutex::new(None),
         last_contact: Mutex::new(None),
+        options: opts.clone(),
+        restart: actions::RestartSignal::default(),
     });
     *shared.lock_collectors() = shared.start_collectors(&flow_opts).await?;
+    // A key rotation cut short by a crash is settled before anything is
+    // signed; the collectors, which need no portal, run meanwhile.
+    let settled = tokio::select! {
+        r = actions::settle_pending_key(&shared.dir, &shared.client) => r.map(|()| true),
+        _ = shutdown.as_mut() => Ok(false),
+    };
+    if !matches!(settled, Ok(true)) {
+        let collectors = shared.lock_collectors().take();
+        if let Some(c) = collectors {
+            let _ = tokio::task::spawn_blocking(move || c.stop()).await;
+        }
+        return settled.map(|_| RunEnd::Shutdown);
+    }
     let tasks = [
         tokio::spawn(checkin_loop(shared.clone(), opts.clone())),
         tokio::spawn(upload_loop(shared.clone())),
         tokio::spawn(heartbeat_loop(shared.clone(), opts)),
         tokio::spawn(pseudonym_key_loop(shared.clone())),
     ];
-    shutdown.await;
+    let end = tokio::select! {
+        _ = shutdown => RunEnd::Shutdown,
+        _ = shared.restart.fired() => RunEnd::Restart,
+    };
     for t in &tasks {
         t.abort();
+    }
+    // Wait for them to go, so nothing of this run outlives it.
+    for t in tasks {
+        let _ = t.await;
     }
     let collectors = shared.lock_collectors().take();
     if let Some(c) = collectors {
@@ -383,8 +438,8 @@ pub async fn run(
         let _ = tokio::task::spawn_blocking(move || c.stop()).await;
     }
     let _ = shared.save_state().await;
-    tracing::info!("agent stopped");
-    Ok(())
+    tracing::info!(?end, "agent stopped");
+    Ok(end)
 }
 
 async fn checkin_loop(s: Arc<Shared>, opts: RunOptions) {
@@ -409,6 +464,16 @@ async fn checkin_loop(s: Arc<Shared>, opts: RunOptions) {
                 s.note_contact();
                 for si in resp.instructions {
                     handle_instruction(&s, &si).await;
+                    if s.restart.is_requested() {
+                        break;
+                    }
+                }
+                if s.restart.is_requested() {
+                    // The ack is recorded; deliver it now if the portal
+                    // answers, else it goes out after the restart.
+                    let _ = tokio::time::timeout(Duration::from_secs(10), flush_pending(&s)).await;
+                    s.restart.fire();
+                    return;
                 }
             }
             Err(e) => {
@@ -513,6 +578,10 @@ async fn execute(s: &Shared, env: &Envelope) -> AckRequest {
     match env.kind.as_str() {
         SET_DATA_CONTROLS => set_data_controls(s, &env.payload).await,
         cfg::INSTRUCTION_KIND => apply_config(s, &env.payload).await,
+        RESTART_AGENT => actions::restart_agent(&s.restart, s.started_at),
+        ROTATE_DEVICE_KEY => actions::rotate_device_key(&s.dir, &s.id, &s.client, env.seq).await,
+        COLLECT_DIAGNOSTICS => collect_diagnostics(s).await,
+        CONNECTIVITY_TEST => actions::connectivity_test(&s.id, &env.payload).await,
         "ping" => AckRequest {
             status: AckStatus::Ok,
             result: serde_json::json!({
@@ -528,6 +597,22 @@ async fn execute(s: &Shared, env: &Envelope) -> AckRequest {
             }),
         },
     }
+}
+
+/// Gathers what a diagnostics bundle shows and hands it to
+/// [`actions::collect_diagnostics`].
+async fn collect_diagnostics(s: &Shared) -> AckRequest {
+    let input = actions::DiagnosticsInput {
+        dir: s.dir.clone(),
+        id: s.id.clone(),
+        outbox: s.outbox.clone(),
+        options: s.options.clone(),
+        run_state: s.state.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        controls: serde_json::to_value(s.controls.current().controls())
+            .unwrap_or(serde_json::Value::Null),
+        started_at: s.started_at,
+    };
+    actions::collect_diagnostics(input, &s.upload_wake).await
 }
 
 /// Validates, persists and applies new data controls; acks with the version
@@ -865,6 +950,7 @@ fn beat(s: &Shared, heartbeat_secs: u64) -> Result<(), AgentError> {
         outbox_dropped_batches: stats.dropped_batches,
         outbox_dropped_bytes: stats.dropped_bytes,
         last_error: last_error.clone(),
+        started_at: s.started_at,
     };
     let line = serde_json::to_vec(&hb).map_err(|e| AgentError::State(e.to_string()))?;
     enqueue(&s.id, &s.outbox, "health", Priority::Health, 1, &line)?;

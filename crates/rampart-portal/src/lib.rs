@@ -13,6 +13,7 @@
 //! - the library never uses the agent crate (only the demo command does).
 
 pub mod access;
+pub mod actions;
 pub mod alarms;
 pub mod audit;
 pub mod backup;
@@ -72,6 +73,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::plans::router())
         .merge(routes::configs::router())
         .merge(routes::users::router())
+        .merge(routes::actions::router())
 }
 
 /// The whole HTTP application. Serving (TLS, sockets) is separate: tests

@@ -56,10 +56,26 @@ const POLICY: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/config/schema", "read_only"),
     ("GET", "/api/v1/config/docs/{layer}/{scope}", "read_only"),
     ("PUT", "/api/v1/config/docs/{layer}/{scope}", "admin"),
-    ("GET", "/api/v1/config/docs/{layer}/{scope}/versions", "read_only"),
-    ("GET", "/api/v1/config/docs/{layer}/{scope}/versions/{version}", "read_only"),
-    ("GET", "/api/v1/config/docs/{layer}/{scope}/diff", "read_only"),
-    ("POST", "/api/v1/config/docs/{layer}/{scope}/rollback", "admin"),
+    (
+        "GET",
+        "/api/v1/config/docs/{layer}/{scope}/versions",
+        "read_only",
+    ),
+    (
+        "GET",
+        "/api/v1/config/docs/{layer}/{scope}/versions/{version}",
+        "read_only",
+    ),
+    (
+        "GET",
+        "/api/v1/config/docs/{layer}/{scope}/diff",
+        "read_only",
+    ),
+    (
+        "POST",
+        "/api/v1/config/docs/{layer}/{scope}/rollback",
+        "admin",
+    ),
     ("GET", "/api/v1/config/groups", "read_only"),
     ("POST", "/api/v1/config/groups", "admin"),
     ("DELETE", "/api/v1/config/groups/{group}", "admin"),
@@ -121,6 +137,14 @@ const POLICY: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/msp-grants", "owner"),
     ("POST", "/api/v1/msp-grants", "owner"),
     ("POST", "/api/v1/msp-grants/{id}/revoke", "owner"),
+    ("POST", "/api/v1/devices/{id}/actions", "admin"),
+    ("GET", "/api/v1/devices/{id}/actions/{seq}", "read_only"),
+    ("GET", "/api/v1/devices/{id}/diagnostics", "admin"),
+    (
+        "GET",
+        "/api/v1/devices/{id}/diagnostics/{batch_id}",
+        "admin",
+    ),
 ];
 
 /// The tenant roles, least first.
@@ -396,6 +420,9 @@ fn sample_body(op: &Op) -> Value {
         "/api/v1/instructions" => json!({"kind": "ping", "payload": {}, "devices": []}),
         p if p.ends_with("/instructions") => json!({"kind": "ping", "payload": {}}),
         p if p.ends_with("/ack") => json!({"status": "ok", "result": {}}),
+        p if p.ends_with("/actions") => {
+            json!({"action": "connectivity_test", "params": {"portal": true}})
+        }
         "/api/v1/device/refusals" => json!({"code": "bad_signature", "message": "test"}),
         p if p.ends_with("/assign") => json!({"assignee": "ana"}),
         p if p.ends_with("/notes") => json!({"text": "looked at it"}),
@@ -494,6 +521,10 @@ struct Fx {
     grant_id: Uuid,
     /// A canary rollout of group `grp`, which holds the device.
     rollout_id: Uuid,
+    /// A remote action queued for the device and a diagnostics bundle it
+    /// uploaded, once [`Harness::add_action_fixtures`] made them.
+    action_seq: u64,
+    diagnostics_id: Uuid,
 }
 
 impl Fx {
@@ -505,6 +536,10 @@ impl Fx {
     /// enrollment-token routes, else its device; seq 1; no long-poll wait.
     fn fill(&self, op: &Op, p: &Param) -> Option<String> {
         match (p.in_path, p.kind) {
+            (true, Kind::Integer) if op.path.contains("/actions/") => {
+                Some(self.action_seq.to_string())
+            }
+            (true, _) if p.name == "batch_id" => Some(self.diagnostics_id.to_string()),
             (true, Kind::Integer) => Some("1".into()),
             (true, _) if op.path.starts_with("/api/v1/enrollment-tokens/") => {
                 Some(self.enroll_token_id.to_string())
@@ -846,6 +881,8 @@ impl Harness {
             api_token_id,
             grant_id,
             rollout_id,
+            action_seq: 0,
+            diagnostics_id: Uuid::nil(),
         }
     }
 
@@ -854,24 +891,77 @@ impl Harness {
     async fn fixture_config(&self, tenant: &Tenant, device: Uuid) -> Uuid {
         use rampart_portal::devconf::{self, DocRef, Staged};
         let (p, t) = (&self.portal, tenant.id);
-        devconf::create_group(p, &Actor::Cli, t, "grp").await.unwrap();
+        devconf::create_group(p, &Actor::Cli, t, "grp")
+            .await
+            .unwrap();
         devconf::set_group(p, &Actor::Cli, t, DeviceId(device), Some("grp"))
             .await
             .unwrap();
         let doc = DocRef::parse("device", &device.to_string()).unwrap();
-        devconf::save(p, &Actor::Cli, t, &doc, json!({"log_level": "info"}), 0, "fixture", None)
-            .await
-            .unwrap();
+        devconf::save(
+            p,
+            &Actor::Cli,
+            t,
+            &doc,
+            json!({"log_level": "info"}),
+            0,
+            "fixture",
+            None,
+        )
+        .await
+        .unwrap();
         let grp = DocRef::parse("group", "grp").unwrap();
         let staged = Staged {
             canary_percent: 50,
             bake_secs: 60,
         };
-        devconf::save(p, &Actor::Cli, t, &grp, json!({"upload": {"batch_max_records": 100}}), 0, "fixture", Some(staged))
+        devconf::save(
+            p,
+            &Actor::Cli,
+            t,
+            &grp,
+            json!({"upload": {"batch_max_records": 100}}),
+            0,
+            "fixture",
+            Some(staged),
+        )
+        .await
+        .unwrap()
+        .rollout
+        .unwrap()
+    }
+
+    /// Gives `fx`'s device a remote action and a diagnostics bundle (left
+    /// out of [`Harness::tenant`]: other checks count instructions and
+    /// batches from none).
+    async fn add_action_fixtures(&self, fx: &mut Fx) {
+        let device = rampart_store::DeviceId(fx.device.id);
+        fx.action_seq = self
+            .portal
+            .queue_action(
+                &Actor::Cli,
+                fx.tenant.id,
+                device,
+                "diagnostics",
+                Value::Null,
+                None,
+            )
             .await
             .unwrap()
-            .rollout
-            .unwrap()
+            .seq;
+        fx.diagnostics_id = Uuid::new_v4();
+        let frame = seal_kind(
+            "diagnostics",
+            fx.diagnostics_id,
+            b"{\"format\":\"rampart-diagnostics/1\"}",
+            &fx.device.upload_key,
+            fx.tenant.id.0,
+            fx.device.id,
+        );
+        self.portal
+            .ingest_batch(fx.tenant.id, device, &frame)
+            .await
+            .unwrap();
     }
 
     /// Queues a `ping` for `device` through the tenant API.
@@ -986,10 +1076,11 @@ async fn every_route_has_an_auth_policy() {
 #[tokio::test]
 async fn cross_tenant_access_is_refused_on_every_route() {
     let h = Harness::new().await;
-    let (a, b) = (h.tenant("acme").await, h.tenant("beta").await);
+    let (mut a, mut b) = (h.tenant("acme").await, h.tenant("beta").await);
     // B gets data of every kind a leak could show. A's device has no
     // instruction at all, so seq 1 is B's only.
     h.instruct(&b, b.device.id).await;
+    h.add_action_fixtures(&mut b).await;
     h.upload(
         &b.device,
         seal(&b.device.upload_key, b.device.tenant, b.device.id),
@@ -1160,6 +1251,7 @@ async fn cross_tenant_access_is_refused_on_every_route() {
     // Control: the same requests with A's own token and ids get through, so
     // the refusals above were about the tenant, not about the request
     // (the routes only a logged-in person may use refuse any token).
+    h.add_action_fixtures(&mut a).await;
     for op in tenant_ops
         .iter()
         .filter(|o| !SESSION_ONLY.contains(&o.path.as_str()))

@@ -163,6 +163,7 @@ fn heartbeat(last_error: &str) -> Vec<u8> {
         outbox_dropped_batches: 0,
         outbox_dropped_bytes: 0,
         last_error: Some(last_error.into()),
+        ..Default::default()
     })
     .unwrap();
     v.push(b'\n');

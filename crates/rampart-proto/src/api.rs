@@ -132,6 +132,10 @@ pub struct Heartbeat {
     pub outbox_dropped_batches: u64,
     pub outbox_dropped_bytes: u64,
     pub last_error: Option<String>,
+    /// Unix seconds when this agent process started its run loop: a restart
+    /// shows as a new value (0 from agents older than remote actions).
+    #[serde(default)]
+    pub started_at: i64,
 }
 
 /// `POST /api/v1/device/batches` answer.

@@ -10,6 +10,7 @@
 //! - no knowledge of storage, HTTP frameworks or tenancy policy;
 //! - every decoder bounds its input before it allocates.
 
+pub mod actions;
 pub mod alerts;
 pub mod api;
 pub mod batch;

@@ -18,6 +18,7 @@ pub mod cipher;
 pub mod configs;
 pub mod model;
 pub mod sqlite;
+mod sqlite_actions;
 mod sqlite_alarms;
 mod sqlite_audit;
 mod sqlite_billing;
@@ -700,4 +701,23 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a portal-wide value if it is still `expected`; false when it
     /// is not (someone else replaced it first).
     async fn replace_meta(&self, key: &str, expected: &[u8], value: &[u8]) -> Result<bool>;
+    // --- remote actions (issue 7) ---
+    /// Replaces a device's public key if it is still `old` (of two
+    /// rotations signed with the same old key, one wins); false when the
+    /// device is not this tenant's or its key changed meanwhile.
+    async fn replace_device_key(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool>;
+    /// A device's batches of `kind`, newest first.
+    async fn list_device_batches(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        kind: &str,
+        limit: u32,
+    ) -> Result<Vec<BatchRow>>;
 }

@@ -1760,4 +1760,26 @@ impl Store for SqliteStore {
             .await?;
         Ok(r.rows_affected() == 1)
     }
+
+    async fn replace_device_key(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool> {
+        self.actions_replace_device_key(tenant, device, old, new)
+            .await
+    }
+
+    async fn list_device_batches(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        kind: &str,
+        limit: u32,
+    ) -> Result<Vec<BatchRow>> {
+        self.actions_device_batches(tenant, device, kind, limit)
+            .await
+    }
 }

@@ -218,6 +218,7 @@ pub async fn run_all(s: &dyn Store) {
     tenant_regions(s).await;
     users_and_access(s).await;
     encryption_at_rest(s, &cipher).await;
+    remote_actions(s).await;
 }
 
 async fn meta(s: &dyn Store) {
@@ -2670,4 +2671,58 @@ async fn encryption_at_rest(s: &dyn Store, cipher: &TestCipher) {
     assert!(s.replace_meta("cas", b"one", b"two").await.unwrap());
     assert_eq!(s.get_meta("cas").await.unwrap().unwrap(), b"two");
     assert!(!s.replace_meta("absent", b"one", b"two").await.unwrap());
+}
+
+/// Key rotation is a compare-and-swap on the old key, per tenant; a
+/// device's batches of one kind list newest first, per tenant.
+async fn remote_actions(s: &dyn Store) {
+    let (ta, da) = tenant_with_device(s, "actions-a").await;
+    let (tb, db) = tenant_with_device(s, "actions-b").await;
+    let old = s.get_device(ta, da).await.unwrap().unwrap().public_key;
+    let new = vec![7u8; 32];
+    assert!(
+        !s.replace_device_key(tb, da, &old, &new).await.unwrap(),
+        "another tenant cannot rotate the key"
+    );
+    assert!(
+        !s.replace_device_key(ta, da, &new, &[8; 32]).await.unwrap(),
+        "a stale old key loses"
+    );
+    assert!(s.replace_device_key(ta, da, &old, &new).await.unwrap());
+    assert_eq!(s.get_device(ta, da).await.unwrap().unwrap().public_key, new);
+    assert!(
+        !s.replace_device_key(ta, da, &old, &[9; 32]).await.unwrap(),
+        "a second rotation from the same old key loses"
+    );
+    assert_eq!(s.get_device(ta, da).await.unwrap().unwrap().public_key, new);
+    assert_eq!(
+        s.get_device(tb, db).await.unwrap().unwrap().public_key,
+        old,
+        "the other tenant's device kept its key"
+    );
+
+    let d1 = batch(da, "diagnostics", 100);
+    let d2 = batch(da, "diagnostics", 200);
+    let f = batch(da, "flows", 300);
+    let other = batch(db, "diagnostics", 400);
+    for (t, b) in [(ta, &d1), (ta, &d2), (ta, &f), (tb, &other)] {
+        assert!(s.record_batch(t, b).await.unwrap());
+    }
+    assert_eq!(
+        s.list_device_batches(ta, da, "diagnostics", 10)
+            .await
+            .unwrap(),
+        vec![d2.clone(), d1.clone()]
+    );
+    assert_eq!(
+        s.list_device_batches(ta, da, "diagnostics", 1)
+            .await
+            .unwrap(),
+        vec![d2]
+    );
+    assert!(s
+        .list_device_batches(tb, da, "diagnostics", 10)
+        .await
+        .unwrap()
+        .is_empty());
 }

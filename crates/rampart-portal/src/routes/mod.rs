@@ -1,6 +1,7 @@
 //! HTTP routes. Each module is one audience: the operator's admin API, a
 //! tenant's own API, and the device API agents call.
 
+pub mod actions;
 pub mod admin;
 pub mod alarms;
 pub mod audit;
