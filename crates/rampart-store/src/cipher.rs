@@ -148,6 +148,12 @@ pub const SEALED: &[SealedTable] = &[
         row: &["id"],
         columns: &["email", "password_hash"],
     },
+    // A report's numbers (migration 0014): top talkers, ports, hostnames.
+    SealedTable {
+        table: "reports",
+        row: &["id"],
+        columns: &["body"],
+    },
 ];
 
 /// Seals and opens the columns of one row of one table.

@@ -756,3 +756,18 @@ pub struct KeyUsage {
     /// Segments not yet looked at by the re-encryption job.
     pub segments_unverified: u64,
 }
+
+/// A stored report's clear columns (migration 0014): what it covers and
+/// when it was made and mailed. Its body is sealed and read on its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportInfo {
+    pub id: Uuid,
+    /// `daily` or `weekly`.
+    pub kind: String,
+    /// Unix seconds: the period is `[period_start, period_end)`.
+    pub period_start: i64,
+    pub period_end: i64,
+    pub created_at: i64,
+    /// When its email went out; `None` until then (or without recipients).
+    pub emailed_at: Option<i64>,
+}
