@@ -4169,6 +4169,28 @@ async fn a_daily_report_of_uploaded_flows_and_alarms_agrees_with_the_query_api()
     rampart_portal::alarms::raise(&h.portal, a.tenant.id, cands)
         .await
         .unwrap();
+    // A heartbeat with an outbox backlog: the device health section.
+    let mut hb = serde_json::to_vec(&rampart_proto::api::Heartbeat {
+        agent_version: "9.8.7".into(),
+        uptime_secs: 60,
+        sent_at: now(),
+        outbox_batches: 17,
+        outbox_bytes: 123_456,
+        outbox_dropped_batches: 3,
+        outbox_dropped_bytes: 999,
+        last_error: None,
+    })
+    .unwrap();
+    hb.push(b'\n');
+    let frame = seal_kind(
+        "health",
+        Uuid::new_v4(),
+        &hb,
+        &a.device.upload_key,
+        a.device.tenant,
+        a.device.id,
+    );
+    h.upload(&a.device, frame).await.ok("upload a heartbeat");
 
     let r = h
         .call(
@@ -4213,6 +4235,32 @@ async fn a_daily_report_of_uploaded_flows_and_alarms_agrees_with_the_query_api()
     assert_eq!(devs.len(), 1);
     assert_eq!(devs[0]["hostname"], "host-1");
     assert_eq!(devs[0]["id"], a.device.id.to_string());
+    assert_eq!(devs[0]["agent_version"], "9.8.7");
+    assert_eq!(devs[0]["outbox_batches"], 17);
+    assert_eq!(devs[0]["outbox_bytes"], 123_456);
+    assert_eq!(devs[0]["outbox_dropped_batches"], 3);
+    assert_eq!(devs[0]["connectivity"], "online");
+    let api_dev = h
+        .call(
+            "GET",
+            &host,
+            &format!("/api/v1/devices/{}", a.device.id),
+            tok,
+            None,
+        )
+        .await
+        .ok("device");
+    for (k, v) in [
+        ("status", "status"),
+        ("connectivity", "connectivity"),
+        ("last_seen", "last_seen"),
+    ] {
+        assert_eq!(devs[0][k], api_dev[v], "{k}");
+    }
+    assert_eq!(
+        devs[0]["outbox_batches"],
+        api_dev["health"]["outbox_batches"]
+    );
 
     // Against the query API, for the same window.
     let (from, to) = (
@@ -4322,6 +4370,10 @@ async fn a_daily_report_of_uploaded_flows_and_alarms_agrees_with_the_query_api()
         "total bytes missing"
     );
     assert!(page.contains(">instruction_refused<") && page.contains(">agent_offline<"));
+    assert!(
+        page.contains("<td class=\"n\">123456</td>"),
+        "outbox bytes missing"
+    );
     assert_eq!(
         page.matches("http://").count(),
         3,
@@ -4345,6 +4397,7 @@ async fn a_daily_report_of_uploaded_flows_and_alarms_agrees_with_the_query_api()
     let file = h.dir.path().join("report.pdf");
     std::fs::write(&file, &r.body).unwrap();
     let out = std::process::Command::new("pdftotext")
+        .arg("-layout")
         .arg(&file)
         .arg("-")
         .output()
@@ -4365,7 +4418,21 @@ async fn a_daily_report_of_uploaded_flows_and_alarms_agrees_with_the_query_api()
         "{text}"
     );
     assert!(text.contains("Alarms raised: 3"), "{text}");
-    assert!(text.contains("host-1"), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.contains("host-1"))
+        .unwrap_or_default();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells.len(),
+        6,
+        "hostname, status, connectivity, last seen, outbox, dropped: {row}"
+    );
+    assert_eq!(
+        (cells[4], cells[5]),
+        ("17", "3"),
+        "the outbox backlog: {row}"
+    );
 
     // One report per period.
     h.call(
