@@ -8,9 +8,12 @@
 //! the report of the last period that ended at least `report_delay_secs`
 //! ago for every live, active tenant with reports enabled, once: the store
 //! keeps one report per tenant, kind and period start, so restarts and
-//! replicas never make or mail a period twice. Missed periods older than
-//! the last one are not made up; an admin can make any past period with
-//! `POST /api/v1/reports/generate`.
+//! replicas never make a period twice. The report is then mailed and marked
+//! mailed; a failed send is retried by later passes for a day (two replicas
+//! trying the same send at the same moment could both send it). Missed
+//! periods older than the last one are not made up; an admin can make any
+//! past period with `POST /api/v1/reports/generate`. Retention removes
+//! reports past the plan's stored days, like the data they sum up.
 //!
 //! The numbers come from the same queries as the API: flows through the
 //! flow store with the window clamped to the plan's visible window

@@ -364,6 +364,8 @@ pub struct RetentionReport {
     pub device_events: u64,
     pub instructions: u64,
     pub batches: u64,
+    /// Reports whose period ended before the cutoff.
+    pub reports: u64,
 }
 
 /// Spool frames whose work is done: a batch of `kind` (`None`: any) may

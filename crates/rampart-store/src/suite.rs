@@ -2801,4 +2801,22 @@ async fn reports(s: &dyn Store) {
         .await
         .unwrap()
         .is_empty());
+
+    // Retention removes reports whose period ended before the cutoff.
+    let r = s
+        .delete_tenant_data_before(ta, 1_800_086_400)
+        .await
+        .unwrap();
+    assert_eq!(r.reports, 0, "d1 and w1 end at the cutoff, not before it");
+    let r = s
+        .delete_tenant_data_before(ta, 1_800_086_401)
+        .await
+        .unwrap();
+    assert_eq!(r.reports, 2, "{r:?}");
+    assert_eq!(s.list_reports(ta, None, 100).await.unwrap(), vec![d2]);
+    assert_eq!(
+        s.list_reports(tb, None, 100).await.unwrap().len(),
+        1,
+        "per tenant"
+    );
 }
