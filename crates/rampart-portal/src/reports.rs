@@ -424,6 +424,7 @@ pub async fn generate(
     if !p.store.create_report(tenant.id, &info, &body).await? {
         return Ok(None);
     }
+    p.metrics.reports_generated.inc();
     tracing::info!(tenant = %tenant.name, report = %info.id, kind = kind.as_str(), period_start = start, "report made");
     Ok(Some((info, report)))
 }
@@ -576,6 +577,7 @@ async fn tenant_pass(p: &Portal, t: &Tenant, now: i64, due: i64, pass: &mut Pass
                 pass.emailed += 1;
             }
             Err(e) => {
+                p.metrics.report_mail_failures.inc();
                 tracing::warn!(tenant = %t.name, report = %info.id, error = %e, "report email failed; a later pass retries")
             }
         }

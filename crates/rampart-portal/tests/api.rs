@@ -4531,6 +4531,16 @@ async fn the_report_job_makes_each_period_once_and_mails_it() {
     }
     let got = mails.lock().unwrap().clone();
     assert_eq!(got.len(), 2, "{got:?}");
+    let metrics = h.portal.metrics.encode();
+    // The fixture made one report per tenant, the job four.
+    assert!(
+        metrics.contains("rampart_reports_generated_total 7\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rampart_report_mail_failures_total 0\n"),
+        "{metrics}"
+    );
     for (kind, start) in want {
         let date = &rampart_portal::routes::rfc3339(start)[..10];
         let m = got
