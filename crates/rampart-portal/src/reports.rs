@@ -1172,6 +1172,83 @@ mod tests {
         }
     }
 
+    fn hostile_report(devices: usize) -> (ReportInfo, Report) {
+        let info = ReportInfo {
+            id: uuid::Uuid::nil(),
+            kind: "daily".into(),
+            period_start: 0,
+            period_end: DAY,
+            created_at: DAY,
+            emailed_at: None,
+        };
+        let row = |key: &str, bytes| TopRow {
+            key: serde_json::Value::from(key),
+            bytes,
+            packets: 1,
+            flows: 1,
+        };
+        let report = Report {
+            tenant: "acme".into(),
+            kind: "daily".into(),
+            period_start: rfc3339(0),
+            period_end: rfc3339(DAY),
+            generated_at: rfc3339(DAY),
+            flows: Some(FlowSection {
+                from: rfc3339(0),
+                to: rfc3339(DAY),
+                approximate: false,
+                bytes: u64::MAX,
+                packets: 2,
+                flows: 2,
+                records: 2,
+                top_talkers: vec![row("<img src=x onerror=alert(1)>", u64::MAX), row("b", 0)],
+                top_dst_ports: vec![],
+            }),
+            alarms: Some(AlarmSection {
+                total: 0,
+                by_kind: vec![],
+            }),
+            devices: (0..devices)
+                .map(|i| DeviceHealth {
+                    id: uuid::Uuid::from_u128(i as u128),
+                    hostname: format!("<script>alert({i})</script>-hôte→"),
+                    status: "active".into(),
+                    last_seen: None,
+                    connectivity: "never_seen".into(),
+                    agent_version: None,
+                    outbox_batches: None,
+                    outbox_bytes: None,
+                    outbox_dropped_batches: None,
+                })
+                .collect(),
+        };
+        (info, report)
+    }
+
+    #[test]
+    fn hostile_tenant_values_render_escaped_and_many_devices_flow_onto_pages() {
+        let (info, r) = hostile_report(200);
+        let page = html(&info, &r);
+        assert!(
+            !page.contains("<script") && !page.contains("<img"),
+            "unescaped"
+        );
+        assert!(page.contains("&lt;script&gt;alert(7)&lt;/script&gt;-hôte→"));
+        assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"));
+        // Bytes at u64::MAX scale without overflow; an empty list says so.
+        assert!(page.contains("no flows in this period"));
+        let doc = pdf(&info, &r);
+        assert!(doc.starts_with(b"%PDF-"));
+        let pages = doc.windows(11).filter(|w| w == b"/Type /Page").count()
+            - doc.windows(12).filter(|w| w == b"/Type /Pages").count();
+        // 200 device rows of 13 pt do not fit on one A4 page.
+        assert!(pages >= 4, "{pages} pages");
+        let (info, r) = hostile_report(0);
+        assert!(html(&info, &r).contains("<h2>Devices</h2>"));
+        let doc = pdf(&info, &r);
+        assert!(doc.windows(13).any(|w| w == b"(No devices.)"), "says so");
+    }
+
     #[test]
     fn tenant_text_is_escaped_in_html() {
         assert_eq!(
