@@ -119,6 +119,12 @@ pub struct Config {
     pub session_max_secs: u64,
     /// How long an invited user's one-time setup token is valid.
     pub user_setup_ttl_secs: u64,
+    /// How often the report job looks for a daily or weekly period (UTC
+    /// days; weeks from Monday) that ended and has no report yet.
+    pub report_interval_secs: u64,
+    /// A period is reported this long after it ends, so flows agents held
+    /// in their outbox around midnight are in.
+    pub report_delay_secs: u64,
 }
 
 impl Default for Config {
@@ -164,6 +170,8 @@ impl Default for Config {
             session_idle_secs: 1800,
             session_max_secs: 43_200,
             user_setup_ttl_secs: 3 * 86_400,
+            report_interval_secs: 300,
+            report_delay_secs: 900,
         }
     }
 }
@@ -301,6 +309,12 @@ impl Config {
                     "regions.{r} must be the https:// url of that region's admin api"
                 ));
             }
+        }
+        if !(1..=86_400).contains(&self.report_interval_secs) {
+            return Err("report_interval_secs must be between 1 and 86400".into());
+        }
+        if self.report_delay_secs > 86_400 {
+            return Err("report_delay_secs must be at most 86400".into());
         }
         if self.blob_delete_grace_secs < 60 {
             return Err("blob_delete_grace_secs must be at least 60".into());

@@ -1,5 +1,6 @@
-//! Alarm email over SMTP (the `lettre` crate): the operator's relay from
-//! `smtp_url`, messages built from a delivery's stored body.
+//! Alarm and report email over SMTP (the `lettre` crate): the operator's
+//! relay from `smtp_url`, messages built from a delivery's stored body or
+//! from a report.
 //!
 //! `smtp_url` forms:
 //! - `smtps://[user:password@]host[:465]`: TLS from the first byte;
@@ -98,6 +99,44 @@ impl Mailer {
         let msg = m
             .header(ContentType::TEXT_PLAIN)
             .body(body.text.clone())
+            .map_err(|e| format!("building the message: {e}"))?;
+        self.transport
+            .send(msg)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("smtp: {e}"))
+    }
+}
+
+/// A report's email: text and HTML alternatives, the PDF attached.
+pub struct ReportMail<'a> {
+    pub to: &'a [String],
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    pub pdf_name: String,
+    pub pdf: Vec<u8>,
+}
+
+impl Mailer {
+    pub async fn send_report(&self, mail: ReportMail<'_>) -> Result<(), String> {
+        use lettre::message::{Attachment, MultiPart};
+        let mut m = Message::builder()
+            .from(self.from.clone())
+            .subject(mail.subject);
+        for to in mail.to {
+            m = m.to(to
+                .parse::<Mailbox>()
+                .map_err(|e| format!("recipient {to:?}: {e}"))?);
+        }
+        let pdf_type =
+            ContentType::parse("application/pdf").map_err(|e| format!("pdf content type: {e}"))?;
+        let msg = m
+            .multipart(
+                MultiPart::mixed()
+                    .multipart(MultiPart::alternative_plain_html(mail.text, mail.html))
+                    .singlepart(Attachment::new(mail.pdf_name).body(mail.pdf, pdf_type)),
+            )
             .map_err(|e| format!("building the message: {e}"))?;
         self.transport
             .send(msg)

@@ -30,6 +30,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod metrics;
 pub mod notify;
+pub mod reports;
 pub mod routes;
 pub mod service;
 pub mod tls;
@@ -74,6 +75,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::configs::router())
         .merge(routes::users::router())
         .merge(routes::actions::router())
+        .merge(routes::reports::router())
 }
 
 /// The whole HTTP application. Serving (TLS, sockets) is separate: tests
@@ -224,6 +226,7 @@ pub async fn run(
     tokio::spawn(lifecycle::jobs(portal.clone()));
     tokio::spawn(devconf::jobs(portal.clone()));
     tokio::spawn(keys::jobs(portal.clone()));
+    tokio::spawn(reports::jobs(portal.clone()));
     let tls = tls::server_config(portal.certs.clone());
     tracing::info!(addr = %listener.local_addr()?, admin_domain = %portal.config.admin_domain, "portal listening (https)");
     tls::serve(listener, tls, app(portal), shutdown).await;

@@ -349,6 +349,7 @@ pub async fn run_once(p: &Portal, now: i64) -> Result<PassReport> {
             ("device_events", r.device_events),
             ("instructions", r.instructions),
             ("batches", r.batches),
+            ("reports", r.reports),
         ] {
             p.metrics.removed(kind, n);
             report.rows += n;

@@ -133,6 +133,9 @@ enum Cmd {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// A tenant's daily and weekly reports.
+    #[command(subcommand)]
+    Reports(ReportsCmd),
     /// Take an encrypted, consistent snapshot of the data dir (the portal
     /// may keep running). Leaves out the master key and the key vault.
     Backup {
@@ -309,6 +312,22 @@ enum FleetCmd {
     Drift {
         #[arg(long)]
         tenant: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportsCmd {
+    /// Make a report now for a period that has ended (one per period).
+    Generate {
+        #[arg(long)]
+        tenant: String,
+        /// daily or weekly.
+        #[arg(long)]
+        kind: String,
+        /// The period's first day, YYYY-MM-DD (UTC; a Monday for weekly).
+        /// Default: the last period that has ended.
+        #[arg(long)]
+        period_start: Option<String>,
     },
 }
 
@@ -642,6 +661,29 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Fleet(f) => fleet_cmd(&portal, f, cli.json).await?,
         Cmd::User(u) => user_cmd(&portal, u, cli.json).await?,
         Cmd::Keys(k) => keys_cmd(&portal, k, cli.json).await?,
+        Cmd::Reports(ReportsCmd::Generate {
+            tenant,
+            kind,
+            period_start,
+        }) => {
+            let t = portal.find_tenant(&tenant).await?;
+            let now = rampart_portal::service::now();
+            let (info, r) = rampart_portal::reports::generate_now(
+                &portal,
+                &t,
+                &kind,
+                period_start.as_deref(),
+                now,
+            )
+            .await?;
+            let v = serde_json::json!({"id": info.id, "report": r});
+            print(cli.json, &v, || {
+                format!(
+                    "{} report {} for {}: {} to {}; download it at /api/v1/reports/{}/pdf",
+                    r.kind, info.id, t.name, r.period_start, r.period_end, info.id
+                )
+            });
+        }
         Cmd::AdminToken(AdminTokenCmd::Create { name }) => {
             let t = portal
                 .mint_api_token(&Actor::Cli, None, &name, "operator", None)

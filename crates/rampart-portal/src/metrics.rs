@@ -68,6 +68,9 @@ pub struct Metrics {
     pub key_rotations: Counter,
     pub key_objects_resealed: Family<KindLabels, Counter>,
     pub key_rotation_last_run: Gauge,
+    /// Reports made (by the job or on request) and report mails that failed.
+    pub reports_generated: Counter,
+    pub report_mail_failures: Counter,
 }
 
 impl Metrics {
@@ -96,6 +99,8 @@ impl Metrics {
             key_rotations: Counter::default(),
             key_objects_resealed: Family::default(),
             key_rotation_last_run: Gauge::default(),
+            reports_generated: Counter::default(),
+            report_mail_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -207,6 +212,16 @@ impl Metrics {
             "tenants_deleted",
             "Cancelled tenants whose keys and data were destroyed",
             m.tenants_deleted.clone(),
+        );
+        registry.register(
+            "reports_generated",
+            "Daily and weekly tenant reports made",
+            m.reports_generated.clone(),
+        );
+        registry.register(
+            "report_mail_failures",
+            "Report emails the relay did not take (retried for a day)",
+            m.report_mail_failures.clone(),
         );
         Metrics { registry, ..m }
     }

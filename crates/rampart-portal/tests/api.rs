@@ -145,6 +145,13 @@ const POLICY: &[(&str, &str, &str)] = &[
         "/api/v1/devices/{id}/diagnostics/{batch_id}",
         "admin",
     ),
+    ("GET", "/api/v1/reports", "read_only"),
+    ("GET", "/api/v1/reports/{id}", "read_only"),
+    ("GET", "/api/v1/reports/{id}/html", "read_only"),
+    ("GET", "/api/v1/reports/{id}/pdf", "read_only"),
+    ("POST", "/api/v1/reports/generate", "admin"),
+    ("GET", "/api/v1/reports/settings", "read_only"),
+    ("PUT", "/api/v1/reports/settings", "admin"),
 ];
 
 /// The tenant roles, least first.
@@ -440,6 +447,8 @@ fn sample_body(op: &Op) -> Value {
         p if p.ends_with("/rollback") => json!({"to_version": 1}),
         "/api/v1/config/groups" => json!({"name": "walk"}),
         p if p.ends_with("/group") => json!({"group": "grp"}),
+        "/api/v1/reports/generate" => json!({"kind": "daily"}),
+        "/api/v1/reports/settings" => json!({"recipients": ["soc@acme.example"]}),
         _ => json!({}),
     }
 }
@@ -525,6 +534,8 @@ struct Fx {
     /// uploaded, once [`Harness::add_action_fixtures`] made them.
     action_seq: u64,
     diagnostics_id: Uuid,
+    /// Yesterday's daily report.
+    report_id: Uuid,
 }
 
 impl Fx {
@@ -567,6 +578,9 @@ impl Fx {
             }
             (false, _) if op.path.ends_with("/diff") && (p.name == "from" || p.name == "to") => {
                 Some("1".into())
+            }
+            (true, _) if op.path.starts_with("/api/v1/reports/") => {
+                Some(self.report_id.to_string())
             }
             (true, _) => Some(self.device.id.to_string()),
             (false, Kind::Uuid) => Some(self.device.id.to_string()),
@@ -867,6 +881,10 @@ impl Harness {
             .id;
         let grant_id = self.fixture_grant(&tenant).await;
         let rollout_id = self.fixture_config(&tenant, device.id).await;
+        let (report, _) =
+            rampart_portal::reports::generate_now(&self.portal, &tenant, "daily", None, now())
+                .await
+                .unwrap();
         Fx {
             tenant,
             token,
@@ -883,6 +901,7 @@ impl Harness {
             rollout_id,
             action_seq: 0,
             diagnostics_id: Uuid::nil(),
+            report_id: report.id,
         }
     }
 
@@ -1100,6 +1119,7 @@ async fn cross_tenant_access_is_refused_on_every_route() {
         b.offboard_user_id.to_string(),
         b.api_token_id.to_string(),
         b.grant_id.to_string(),
+        b.report_id.to_string(),
     ];
     let ops = operations(&doc());
 
@@ -4197,5 +4217,656 @@ async fn msp_operator_works_only_where_granted_and_stops_when_revoked() {
             actions.iter().any(|x| x == want),
             "{want} not audited: {actions:?}"
         );
+    }
+}
+
+// ----------------------------------------------------------------- reports
+
+/// A flow of `bytes` from `src` to `dst`:`dport` starting at `start_ms`.
+fn report_flow(
+    src: &str,
+    dst: &str,
+    dport: u16,
+    start_ms: u64,
+    bytes: u64,
+) -> rampart_flow::FlowRecord {
+    rampart_flow::FlowRecord {
+        start_ms,
+        end_ms: start_ms + 1_000,
+        bytes,
+        packets: bytes / 100 + 1,
+        src_addr: src.parse().unwrap(),
+        dst_addr: dst.parse().unwrap(),
+        exporter: "192.0.2.1".parse().unwrap(),
+        in_if: 0,
+        out_if: 0,
+        sampling_rate: 1,
+        domain_id: 0,
+        src_port: 40_000,
+        dst_port: dport,
+        protocol: 6,
+        tcp_flags: 0x1b,
+        direction: rampart_flow::Direction::Unknown,
+        resample: 1,
+        flags: 0,
+        app: rampart_flow::AppLabel::default(),
+    }
+}
+
+/// The top `n` keys by bytes of `flows`, computed here from the input.
+fn expected_top(
+    flows: &[rampart_flow::FlowRecord],
+    key: impl Fn(&rampart_flow::FlowRecord) -> String,
+    n: usize,
+) -> Vec<(String, u64)> {
+    let mut sums: std::collections::HashMap<String, u64> = Default::default();
+    for f in flows {
+        *sums.entry(key(f)).or_default() += f.bytes;
+    }
+    let mut v: Vec<(String, u64)> = sums.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v.truncate(n);
+    v
+}
+
+fn key_str(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn top_pairs(rows: &Value) -> Vec<(String, u64)> {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (key_str(&r["key"]), r["bytes"].as_u64().unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_daily_report_of_uploaded_flows_and_alarms_agrees_with_the_query_api() {
+    let h = Harness::new().await;
+    let a = h.tenant("acme").await;
+    let (host, tok) = (a.host().to_string(), Some(a.token.as_str()));
+    // The day before yesterday (the fixture made yesterday's report).
+    let day = (now().div_euclid(86_400) - 2) * 86_400;
+    let day_ms = day as u64 * 1000;
+    let date = rampart_portal::routes::rfc3339(day)[..10].to_string();
+
+    // 12 sources (so the top 10 cuts two), 6 destination ports, distinct
+    // sums; plus a flow just before and one just after the day.
+    let mut inside = Vec::new();
+    for i in 0..12u64 {
+        let src = format!("10.0.{}.{}", i / 5, i + 1);
+        let port = [443, 53, 22, 80, 8080, 3389][i as usize % 6];
+        inside.push(report_flow(
+            &src,
+            "198.51.100.7",
+            port,
+            day_ms + 3_600_000 * (i + 1),
+            10_000 * (i + 1),
+        ));
+        inside.push(report_flow(
+            &src,
+            "198.51.100.8",
+            port,
+            day_ms + 3_600_000 * (i + 1) + 60_000,
+            137 * (i + 1),
+        ));
+    }
+    let mut flows = inside.clone();
+    flows.push(report_flow(
+        "10.9.9.9",
+        "198.51.100.7",
+        25,
+        day_ms - 60_000,
+        9_999_999,
+    ));
+    flows.push(report_flow(
+        "10.9.9.9",
+        "198.51.100.7",
+        25,
+        day_ms + 86_400_000 + 60_000,
+        9_999_999,
+    ));
+    let mut plain = Vec::new();
+    rampart_flow::codec::encode(&flows, &mut plain);
+    let frame = seal_kind(
+        "flows",
+        Uuid::new_v4(),
+        &plain,
+        &a.device.upload_key,
+        a.device.tenant,
+        a.device.id,
+    );
+    h.upload(&a.device, frame).await.ok("upload flows");
+    let done = rampart_portal::flows::drain(&h.portal).await.unwrap();
+    assert_eq!(done.rows, flows.len(), "{done:?}");
+
+    // Alarms: two kinds raised inside the day, one before it.
+    let at = |hours: i64| day * 1000 + hours * 3_600_000;
+    let dev = a.device.id;
+    let cands = vec![
+        rampart_alarms::source::instruction_refused(dev, 11, "replayed", at(2)),
+        rampart_alarms::source::instruction_refused(dev, 12, "expired", at(5)),
+        rampart_alarms::source::agent_offline(dev, "host-1", at(1), at(7)),
+        rampart_alarms::source::instruction_refused(dev, 13, "stale", at(-3)),
+    ];
+    rampart_portal::alarms::raise(&h.portal, a.tenant.id, cands)
+        .await
+        .unwrap();
+    // A heartbeat with an outbox backlog: the device health section.
+    let mut hb = serde_json::to_vec(&rampart_proto::api::Heartbeat {
+        agent_version: "9.8.7".into(),
+        uptime_secs: 60,
+        sent_at: now(),
+        outbox_batches: 17,
+        outbox_bytes: 123_456,
+        outbox_dropped_batches: 3,
+        outbox_dropped_bytes: 999,
+        last_error: None,
+        started_at: 0,
+    })
+    .unwrap();
+    hb.push(b'\n');
+    let frame = seal_kind(
+        "health",
+        Uuid::new_v4(),
+        &hb,
+        &a.device.upload_key,
+        a.device.tenant,
+        a.device.id,
+    );
+    h.upload(&a.device, frame).await.ok("upload a heartbeat");
+
+    let r = h
+        .call(
+            "POST",
+            &host,
+            "/api/v1/reports/generate",
+            tok,
+            Some(json!({"kind": "daily", "period_start": date})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let made = r.json();
+    let id = made["id"].as_str().unwrap().to_string();
+    assert_eq!(made["kind"], "daily");
+    assert_eq!(made["period_start"], rampart_portal::routes::rfc3339(day));
+    assert_eq!(
+        made["period_end"],
+        rampart_portal::routes::rfc3339(day + 86_400)
+    );
+    let rep = &made["report"];
+    let f = &rep["flows"];
+
+    // Against the input, computed here.
+    let want_talkers = expected_top(&inside, |f| f.src_addr.to_string(), 10);
+    let want_ports = expected_top(&inside, |f| f.dst_port.to_string(), 10);
+    assert_eq!(want_talkers.len(), 10);
+    assert_eq!(want_ports.len(), 6);
+    assert_eq!(top_pairs(&f["top_talkers"]), want_talkers);
+    assert_eq!(top_pairs(&f["top_dst_ports"]), want_ports);
+    let want_bytes: u64 = inside.iter().map(|f| f.bytes).sum();
+    let want_packets: u64 = inside.iter().map(|f| f.packets).sum();
+    assert_eq!(f["bytes"], want_bytes);
+    assert_eq!(f["packets"], want_packets);
+    assert_eq!(f["records"], inside.len() as u64);
+    let al = &rep["alarms"];
+    assert_eq!(al["total"], 3);
+    assert_eq!(
+        al["by_kind"],
+        json!([{"kind": "instruction_refused", "count": 2}, {"kind": "agent_offline", "count": 1}])
+    );
+    let devs = rep["devices"].as_array().unwrap();
+    assert_eq!(devs.len(), 1);
+    assert_eq!(devs[0]["hostname"], "host-1");
+    assert_eq!(devs[0]["id"], a.device.id.to_string());
+    assert_eq!(devs[0]["agent_version"], "9.8.7");
+    assert_eq!(devs[0]["outbox_batches"], 17);
+    assert_eq!(devs[0]["outbox_bytes"], 123_456);
+    assert_eq!(devs[0]["outbox_dropped_batches"], 3);
+    assert_eq!(devs[0]["connectivity"], "online");
+    let api_dev = h
+        .call(
+            "GET",
+            &host,
+            &format!("/api/v1/devices/{}", a.device.id),
+            tok,
+            None,
+        )
+        .await
+        .ok("device");
+    for (k, v) in [
+        ("status", "status"),
+        ("connectivity", "connectivity"),
+        ("last_seen", "last_seen"),
+    ] {
+        assert_eq!(devs[0][k], api_dev[v], "{k}");
+    }
+    assert_eq!(
+        devs[0]["outbox_batches"],
+        api_dev["health"]["outbox_batches"]
+    );
+
+    // Against the query API, for the same window.
+    let (from, to) = (
+        made["period_start"].as_str().unwrap(),
+        made["period_end"].as_str().unwrap(),
+    );
+    let q = |path: &str| {
+        format!(
+            "{path}{}from={from}&to={to}",
+            if path.contains('?') { "&" } else { "?" }
+        )
+    };
+    for (dim, field) in [("src", "top_talkers"), ("dst_port", "top_dst_ports")] {
+        let api = h
+            .call(
+                "GET",
+                &host,
+                &q(&format!("/api/v1/flows/top?dim={dim}&n=10")),
+                tok,
+                None,
+            )
+            .await
+            .ok("flows top");
+        assert_eq!(api["entries"], f[field], "{dim}");
+    }
+    let totals = h
+        .call("GET", &host, &q("/api/v1/flows/totals"), tok, None)
+        .await
+        .ok("totals");
+    for k in ["bytes", "packets", "flows", "records"] {
+        assert_eq!(totals[k], f[k], "{k}");
+    }
+    let counts = h
+        .call("GET", &host, &q("/api/v1/alarms/counts"), tok, None)
+        .await
+        .ok("counts");
+    let mut by_kind: std::collections::BTreeMap<String, u64> = Default::default();
+    for c in counts.as_array().unwrap() {
+        *by_kind
+            .entry(c["kind"].as_str().unwrap().into())
+            .or_default() += c["count"].as_u64().unwrap();
+    }
+    for k in al["by_kind"].as_array().unwrap() {
+        assert_eq!(
+            by_kind.remove(k["kind"].as_str().unwrap()),
+            k["count"].as_u64(),
+            "{k}"
+        );
+    }
+    assert!(
+        by_kind.is_empty(),
+        "the API counts kinds the report left out: {by_kind:?}"
+    );
+
+    // Stored as made; listed.
+    let got = h
+        .call("GET", &host, &format!("/api/v1/reports/{id}"), tok, None)
+        .await
+        .ok("get report");
+    assert_eq!(got, made);
+    let list = h
+        .call("GET", &host, "/api/v1/reports?kind=daily", tok, None)
+        .await
+        .ok("list");
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["id"] == id.as_str()),
+        "{list}"
+    );
+
+    // HTML: the numbers, the charts, nothing external.
+    let r = h
+        .call(
+            "GET",
+            &host,
+            &format!("/api/v1/reports/{id}/html"),
+            tok,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.content_type
+            .as_deref()
+            .is_some_and(|c| c.starts_with("text/html")),
+        "{:?}",
+        r.content_type
+    );
+    let page = r.text();
+    assert_eq!(
+        page.matches("<svg").count(),
+        3,
+        "talkers, ports and alarms charts"
+    );
+    assert!(
+        page.contains(&format!(">{}<", want_talkers[0].0)),
+        "top talker missing"
+    );
+    assert!(
+        page.contains(&format!(">{}<", want_talkers[0].1)),
+        "its bytes missing"
+    );
+    assert!(
+        page.contains(&format!(">{want_bytes}<")),
+        "total bytes missing"
+    );
+    assert!(page.contains(">instruction_refused<") && page.contains(">agent_offline<"));
+    assert!(
+        page.contains("<td class=\"n\">123456</td>"),
+        "outbox bytes missing"
+    );
+    assert_eq!(
+        page.matches("http://").count(),
+        3,
+        "only the svg namespaces"
+    );
+    assert!(!page.contains("<script") && !page.contains("src="));
+
+    // PDF: valid, and its text extracts with the top talker and totals.
+    let r = h
+        .call(
+            "GET",
+            &host,
+            &format!("/api/v1/reports/{id}/pdf"),
+            tok,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.content_type.as_deref(), Some("application/pdf"));
+    assert!(r.body.starts_with(b"%PDF-"), "not a pdf");
+    let file = h.dir.path().join("report.pdf");
+    std::fs::write(&file, &r.body).unwrap();
+    let out = std::process::Command::new("pdftotext")
+        .arg("-layout")
+        .arg(&file)
+        .arg("-")
+        .output()
+        .expect("pdftotext runs (poppler-utils, installed by scripts/test)");
+    assert!(
+        out.status.success(),
+        "pdftotext: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&want_talkers[0].0), "{text}");
+    assert!(
+        text.contains(&format!("{} bytes", want_talkers[0].1)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Total bytes: {want_bytes}")),
+        "{text}"
+    );
+    assert!(text.contains("Alarms raised: 3"), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.contains("host-1"))
+        .unwrap_or_default();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells.len(),
+        6,
+        "hostname, status, connectivity, last seen, outbox, dropped: {row}"
+    );
+    assert_eq!(
+        (cells[4], cells[5]),
+        ("17", "3"),
+        "the outbox backlog: {row}"
+    );
+
+    // One report per period.
+    h.call(
+        "POST",
+        &host,
+        "/api/v1/reports/generate",
+        tok,
+        Some(json!({"kind": "daily", "period_start": date})),
+    )
+    .await
+    .expect(409, Some("conflict"), "a second report of the period");
+}
+
+#[tokio::test]
+async fn the_report_job_makes_each_period_once_and_mails_it() {
+    let (smtp, mails) = common::smtp_sink().await;
+    let h = Harness::with_config(Config {
+        smtp_url: Some(format!("smtp://{smtp}")),
+        smtp_from: "rampart@portal.example".into(),
+        ..Config::default()
+    })
+    .await;
+    let (a, b, c) = (
+        h.tenant("acme").await,
+        h.tenant("beta").await,
+        h.tenant("gamma").await,
+    );
+    h.call(
+        "PUT",
+        a.host(),
+        "/api/v1/reports/settings",
+        Some(&a.token),
+        Some(json!({"recipients": ["soc@acme.example"]})),
+    )
+    .await
+    .ok("a's recipients");
+    h.call(
+        "PUT",
+        c.host(),
+        "/api/v1/reports/settings",
+        Some(&c.token),
+        Some(json!({"enabled": false})),
+    )
+    .await
+    .ok("c turns reports off");
+    // An hour into the next Monday: the job's day is the Sunday before, its
+    // week the one ending that Monday; both end after the tenants were made.
+    let today = now().div_euclid(86_400);
+    let monday = (today + 7 - (today + 3).rem_euclid(7)) * 86_400;
+    let at = monday + 3_600;
+    let pass = rampart_portal::reports::run_once(&h.portal, at)
+        .await
+        .unwrap();
+    assert_eq!(
+        pass,
+        rampart_portal::reports::Pass {
+            generated: 4,
+            emailed: 2
+        }
+    );
+    let want = [("daily", monday - 86_400), ("weekly", monday - 7 * 86_400)];
+    for (fx, mailed) in [(&a, true), (&b, false)] {
+        let list = h
+            .call("GET", fx.host(), "/api/v1/reports", Some(&fx.token), None)
+            .await
+            .ok("list");
+        for (kind, start) in want {
+            let made: Vec<&Value> = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|x| {
+                    x["kind"] == kind && x["period_start"] == rampart_portal::routes::rfc3339(start)
+                })
+                .collect();
+            assert_eq!(made.len(), 1, "{} {kind}: {list}", fx.tenant.name);
+            assert_eq!(made[0]["emailed_at"].is_string(), mailed, "{}", made[0]);
+        }
+    }
+    let list = h
+        .call("GET", c.host(), "/api/v1/reports", Some(&c.token), None)
+        .await
+        .ok("c's list");
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "only the fixture's report: {list}"
+    );
+
+    // Later passes make and mail nothing more.
+    for later in [at, at + 600] {
+        let pass = rampart_portal::reports::run_once(&h.portal, later)
+            .await
+            .unwrap();
+        assert_eq!(pass, rampart_portal::reports::Pass::default(), "at {later}");
+    }
+    let got = mails.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let metrics = h.portal.metrics.encode();
+    // The fixture made one report per tenant, the job four.
+    assert!(
+        metrics.contains("rampart_reports_generated_total 7\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rampart_report_mail_failures_total 0\n"),
+        "{metrics}"
+    );
+    for (kind, start) in want {
+        let date = &rampart_portal::routes::rfc3339(start)[..10];
+        let m = got
+            .iter()
+            .find(|m| {
+                m.data
+                    .contains(&format!("Subject: Rampart {kind} report for acme: {date}"))
+            })
+            .unwrap_or_else(|| panic!("no {kind} mail: {got:?}"));
+        assert_eq!(m.rcpt, ["soc@acme.example"]);
+        assert!(
+            m.data.contains("From: rampart@portal.example"),
+            "{}",
+            m.data
+        );
+        assert!(
+            m.data.contains("Content-Type: application/pdf"),
+            "{}",
+            m.data
+        );
+        assert!(
+            m.data.contains(&format!("rampart-acme-{kind}-{date}.pdf")),
+            "{}",
+            m.data
+        );
+        assert!(m.data.contains("Content-Type: text/html"), "{}", m.data);
+        assert!(m.data.contains("Devices: 1 (0 online)"), "{}", m.data);
+    }
+}
+
+#[tokio::test]
+async fn bad_report_input_is_refused_with_a_message() {
+    let h = Harness::new().await;
+    let a = h.tenant("acme").await;
+    let (host, tok) = (a.host(), Some(a.token.as_str()));
+    let tomorrow = rampart_portal::routes::rfc3339(now() + 86_400)[..10].to_string();
+    let tuesday = "2026-12-01";
+    let generate = [
+        (json!({"kind": "hourly"}), "kind must be daily or weekly"),
+        (
+            json!({"kind": "daily", "period_start": "yesterday"}),
+            "period_start must be a date",
+        ),
+        (
+            json!({"kind": "daily", "period_start": "2026-02-30"}),
+            "period_start must be a date",
+        ),
+        (
+            json!({"kind": "weekly", "period_start": tuesday}),
+            "choose a monday",
+        ),
+        (
+            json!({"kind": "daily", "period_start": tomorrow}),
+            "has not ended yet",
+        ),
+        (
+            json!({"kind": "daily", "period_start": "1999-12-31"}),
+            "2000-01-01 or later",
+        ),
+        (json!({"kind": "daily", "extra": 1}), "unknown field"),
+        (json!({"period_start": "2026-11-30"}), "kind"),
+    ];
+    for (body, says) in generate {
+        let r = h
+            .call(
+                "POST",
+                host,
+                "/api/v1/reports/generate",
+                tok,
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        let msg = r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_lowercase();
+        assert!(msg.contains(says), "{body}: {msg}");
+    }
+    let many: Vec<String> = (0..21).map(|i| format!("soc{i}@acme.example")).collect();
+    let settings = [
+        (json!({"recipients": many}), "at most 20 recipients"),
+        (
+            json!({"recipients": ["not-an-address"]}),
+            "not an email address",
+        ),
+        (
+            json!({"recipients": [format!("{}@x.example", "a".repeat(260))]}),
+            "longer than 254",
+        ),
+        (json!({"enabled": "yes"}), "enabled"),
+        (json!({"emails": []}), "unknown field"),
+    ];
+    for (body, says) in settings {
+        let r = h
+            .call(
+                "PUT",
+                host,
+                "/api/v1/reports/settings",
+                tok,
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        let msg = r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_lowercase();
+        assert!(msg.contains(says), "{body}: {msg}");
+    }
+    let s = h
+        .call("GET", host, "/api/v1/reports/settings", tok, None)
+        .await
+        .ok("settings");
+    assert_eq!(
+        s,
+        json!({"enabled": true, "recipients": []}),
+        "nothing was stored"
+    );
+    for (path, status) in [
+        ("/api/v1/reports?limit=0", 400),
+        ("/api/v1/reports?limit=1001", 400),
+        ("/api/v1/reports?kind=monthly", 400),
+        ("/api/v1/reports/not-a-uuid", 400),
+        ("/api/v1/alarms/counts?from=2026-11-30T00:00:00Z", 400),
+        (
+            "/api/v1/alarms/counts?from=2026-11-30T00:00:00Z&to=2026-11-29T00:00:00Z",
+            400,
+        ),
+    ] {
+        let r = h.call("GET", host, path, tok, None).await;
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        assert!(!r.json()["error"]["message"].as_str().unwrap().is_empty());
+    }
+    for suffix in ["", "/html", "/pdf"] {
+        let path = format!("/api/v1/reports/{}{suffix}", Uuid::new_v4());
+        h.call("GET", host, &path, tok, None)
+            .await
+            .expect(404, Some("not_found"), &path);
     }
 }

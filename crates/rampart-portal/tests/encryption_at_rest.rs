@@ -409,6 +409,21 @@ async fn no_tenant_content_is_found_in_any_file_of_the_data_dir() {
         .await
         .unwrap();
     let (dev, mut markers) = fill(&p, &acme, "kp7731").await;
+    // A report (its body names the device's hostname) and its recipients.
+    let report_to = "kp7731-report-rcpt@acme.example".to_string();
+    let rs = rampart_portal::reports::ReportSettings {
+        enabled: true,
+        recipients: vec![report_to.clone()],
+    };
+    rampart_portal::reports::set_settings(&p, acme.id, &rs)
+        .await
+        .unwrap();
+    let now = rampart_portal::service::now();
+    let (_, report) = rampart_portal::reports::generate_now(&p, &acme, "daily", None, now)
+        .await
+        .unwrap();
+    assert_eq!(report.devices[0].hostname, "kp7731-edge-hostname");
+    markers.push(report_to);
     // An MSP operator user belongs to no tenant and stays clear on purpose.
     rampart_portal::users::create_user(
         &p,

@@ -163,6 +163,12 @@ pub const SEALED: &[SealedTable] = &[
         row: &["device_id", "at", "event"],
         columns: &["detail"],
     },
+    // A report's numbers (migration 0014): top talkers, ports, hostnames.
+    SealedTable {
+        table: "reports",
+        row: &["id"],
+        columns: &["body"],
+    },
 ];
 
 /// Seals and opens the columns of one row of one table.

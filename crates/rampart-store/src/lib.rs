@@ -25,6 +25,7 @@ mod sqlite_billing;
 mod sqlite_config;
 mod sqlite_keys;
 mod sqlite_lifecycle;
+mod sqlite_reports;
 mod sqlite_snapshot;
 mod sqlite_users;
 pub mod suite;
@@ -720,4 +721,45 @@ pub trait Store: Send + Sync + 'static {
         kind: &str,
         limit: u32,
     ) -> Result<Vec<BatchRow>>;
+
+    // --- reports (migration 0014) ---
+    /// Stores a report with its body (sealed) unless the tenant has one of
+    /// the same kind and period start: false then, and nothing changes, so
+    /// two replicas or a restart never make a period's report twice.
+    async fn create_report(
+        &self,
+        tenant: TenantId,
+        info: &ReportInfo,
+        body: &serde_json::Value,
+    ) -> Result<bool>;
+    /// Newest period first; `kind` filters.
+    async fn list_reports(
+        &self,
+        tenant: TenantId,
+        kind: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ReportInfo>>;
+    /// A report with its body.
+    async fn get_report(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+    ) -> Result<Option<(ReportInfo, serde_json::Value)>>;
+    /// The report of this kind whose period starts at `period_start`.
+    async fn report_for_period(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+        period_start: i64,
+    ) -> Result<Option<ReportInfo>>;
+    /// Records that the report's email went out; false for an unknown report.
+    async fn mark_report_emailed(&self, tenant: TenantId, id: Uuid, now: i64) -> Result<bool>;
+    /// Alarms first seen in `[from_ms, to_ms)` per (kind, severity, state),
+    /// in every state (archived included): what was raised in a window.
+    async fn alarm_counts_between(
+        &self,
+        tenant: TenantId,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(String, String, AlarmState, u64)>>;
 }

@@ -364,6 +364,8 @@ pub struct RetentionReport {
     pub device_events: u64,
     pub instructions: u64,
     pub batches: u64,
+    /// Reports whose period ended before the cutoff.
+    pub reports: u64,
 }
 
 /// Spool frames whose work is done: a batch of `kind` (`None`: any) may
@@ -755,4 +757,19 @@ pub struct KeyUsage {
     pub segments: Vec<(u32, u64)>,
     /// Segments not yet looked at by the re-encryption job.
     pub segments_unverified: u64,
+}
+
+/// A stored report's clear columns (migration 0014): what it covers and
+/// when it was made and mailed. Its body is sealed and read on its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportInfo {
+    pub id: Uuid,
+    /// `daily` or `weekly`.
+    pub kind: String,
+    /// Unix seconds: the period is `[period_start, period_end)`.
+    pub period_start: i64,
+    pub period_end: i64,
+    pub created_at: i64,
+    /// When its email went out; `None` until then (or without recipients).
+    pub emailed_at: Option<i64>,
 }

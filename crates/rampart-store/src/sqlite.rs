@@ -1782,4 +1782,47 @@ impl Store for SqliteStore {
         self.actions_device_batches(tenant, device, kind, limit)
             .await
     }
+
+    async fn create_report(
+        &self,
+        tenant: TenantId,
+        info: &ReportInfo,
+        body: &serde_json::Value,
+    ) -> Result<bool> {
+        self.reports_create(tenant, info, body).await
+    }
+    async fn list_reports(
+        &self,
+        tenant: TenantId,
+        kind: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ReportInfo>> {
+        self.reports_list(tenant, kind, limit).await
+    }
+    async fn get_report(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+    ) -> Result<Option<(ReportInfo, serde_json::Value)>> {
+        self.reports_get(tenant, id).await
+    }
+    async fn report_for_period(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+        period_start: i64,
+    ) -> Result<Option<ReportInfo>> {
+        self.reports_for_period(tenant, kind, period_start).await
+    }
+    async fn mark_report_emailed(&self, tenant: TenantId, id: Uuid, now: i64) -> Result<bool> {
+        self.reports_mark_emailed(tenant, id, now).await
+    }
+    async fn alarm_counts_between(
+        &self,
+        tenant: TenantId,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(String, String, AlarmState, u64)>> {
+        self.reports_alarm_counts(tenant, from_ms, to_ms).await
+    }
 }

@@ -367,6 +367,7 @@ impl SqliteStore {
                  AND spool_deleted_at IS NOT NULL",
             )
             .await?,
+            reports: run("DELETE FROM reports WHERE tenant_id = ?1 AND period_end < ?2").await?,
         };
         tx.commit().await?;
         Ok(report)

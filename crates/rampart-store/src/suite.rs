@@ -217,6 +217,7 @@ pub async fn run_all(s: &dyn Store) {
     cancellation_and_purge(s).await;
     tenant_regions(s).await;
     users_and_access(s).await;
+    reports(s).await;
     encryption_at_rest(s, &cipher).await;
     remote_actions(s).await;
 }
@@ -2725,4 +2726,152 @@ async fn remote_actions(s: &dyn Store) {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// One report per tenant, kind and period start; bodies open only for
+/// their tenant; alarm counts by window count what was first seen in it,
+/// archived alarms included.
+async fn reports(s: &dyn Store) {
+    let (ta, _) = tenant_with_device(s, "reports-a").await;
+    let (tb, _) = tenant_with_device(s, "reports-b").await;
+    let info = |kind: &str, start: i64| ReportInfo {
+        id: Uuid::new_v4(),
+        kind: kind.into(),
+        period_start: start,
+        period_end: start + 86_400,
+        created_at: start + 86_500,
+        emailed_at: None,
+    };
+    let body = serde_json::json!({"top_talkers": [{"key": "10.0.0.1", "bytes": 42}]});
+    let d1 = info("daily", 1_800_000_000);
+    assert!(s.create_report(ta, &d1, &body).await.unwrap());
+    let again = info("daily", 1_800_000_000);
+    assert!(
+        !s.create_report(ta, &again, &serde_json::json!({}))
+            .await
+            .unwrap(),
+        "a period is reported once"
+    );
+    assert!(s.get_report(ta, again.id).await.unwrap().is_none());
+    let w1 = info("weekly", 1_800_000_000);
+    assert!(
+        s.create_report(ta, &w1, &body).await.unwrap(),
+        "kinds apart"
+    );
+    let d2 = info("daily", 1_800_086_400);
+    assert!(s.create_report(ta, &d2, &body).await.unwrap());
+    assert!(s
+        .create_report(tb, &info("daily", 1_800_000_000), &body)
+        .await
+        .unwrap());
+
+    let all = s.list_reports(ta, None, 100).await.unwrap();
+    assert_eq!(
+        all,
+        vec![d2.clone(), d1.clone(), w1.clone()],
+        "newest period first"
+    );
+    assert_eq!(
+        s.list_reports(ta, Some("weekly"), 100).await.unwrap(),
+        vec![w1.clone()]
+    );
+    assert_eq!(s.list_reports(ta, None, 1).await.unwrap(), vec![d2.clone()]);
+    assert_eq!(
+        s.get_report(ta, d1.id).await.unwrap(),
+        Some((d1.clone(), body.clone()))
+    );
+    assert!(
+        s.get_report(tb, d1.id).await.unwrap().is_none(),
+        "per tenant"
+    );
+    assert_eq!(
+        s.report_for_period(ta, "daily", 1_800_000_000)
+            .await
+            .unwrap(),
+        Some(d1.clone())
+    );
+    assert!(s
+        .report_for_period(ta, "weekly", 1_800_086_400)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .mark_report_emailed(ta, d1.id, 1_800_090_000)
+        .await
+        .unwrap());
+    assert!(
+        !s.mark_report_emailed(tb, d1.id, 1).await.unwrap(),
+        "per tenant"
+    );
+    assert_eq!(
+        s.get_report(ta, d1.id).await.unwrap().unwrap().0.emailed_at,
+        Some(1_800_090_000)
+    );
+
+    // Alarms first seen at 1, 2 and 3 s; the one at 2 s is archived.
+    let occ: Vec<AlarmOccurrence> = (1..=3)
+        .map(|i| occurrence(&format!("r{i}"), 1_000 * i))
+        .collect();
+    s.commit_alarms(
+        ta,
+        &AlarmCommit {
+            occurrences: &occ,
+            max_evidence: 5,
+            now: 7,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    s.update_alarm(
+        ta,
+        occ[1].new_id,
+        "test",
+        &AlarmUpdate::State(AlarmState::Archived),
+        8,
+    )
+    .await
+    .unwrap();
+    let counts = s.alarm_counts_between(ta, 2_000, 3_001).await.unwrap();
+    assert_eq!(
+        counts,
+        vec![
+            (
+                "port_scan".to_string(),
+                "medium".to_string(),
+                AlarmState::Active,
+                1
+            ),
+            (
+                "port_scan".to_string(),
+                "medium".to_string(),
+                AlarmState::Archived,
+                1
+            ),
+        ],
+        "the window is [from, to) on first seen"
+    );
+    assert!(s
+        .alarm_counts_between(tb, 0, 10_000)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Retention removes reports whose period ended before the cutoff.
+    let r = s
+        .delete_tenant_data_before(ta, 1_800_086_400)
+        .await
+        .unwrap();
+    assert_eq!(r.reports, 0, "d1 and w1 end at the cutoff, not before it");
+    let r = s
+        .delete_tenant_data_before(ta, 1_800_086_401)
+        .await
+        .unwrap();
+    assert_eq!(r.reports, 2, "{r:?}");
+    assert_eq!(s.list_reports(ta, None, 100).await.unwrap(), vec![d2]);
+    assert_eq!(
+        s.list_reports(tb, None, 100).await.unwrap().len(),
+        1,
+        "per tenant"
+    );
 }

@@ -98,8 +98,7 @@ async fn resolve<R: MinRole>(
             "from must be before to",
         ));
     }
-    let plan = p.store.flow_retention(a.tenant.id).await?;
-    let visible_from = now - i64::from(plan.visible_days) * DAY_MS;
+    let visible_from = visible_from(p, a.tenant.id, now).await?;
     let filter = match w.filter.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(src) => {
@@ -116,6 +115,18 @@ async fn resolve<R: MinRole>(
         visible_from,
         filter,
     })
+}
+
+/// The oldest instant (ms) the tenant's plan lets it see at `now_ms`.
+/// Every flow query, the API's and the reports' (`crate::reports`), clamps
+/// its window to it, so they agree.
+pub async fn visible_from(
+    p: &crate::Portal,
+    tenant: rampart_store::TenantId,
+    now_ms: i64,
+) -> Result<i64, crate::service::ServiceError> {
+    let plan = p.store.flow_retention(tenant).await?;
+    Ok(now_ms - i64::from(plan.visible_days) * DAY_MS)
 }
 
 fn meta<T>(r: &Resolved, a: &Answer<T>) -> Meta {

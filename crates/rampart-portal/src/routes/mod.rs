@@ -11,6 +11,7 @@ pub mod device;
 pub mod flows;
 pub mod keys;
 pub mod plans;
+pub mod reports;
 pub mod tenant;
 pub mod users;
 

@@ -211,12 +211,18 @@ pub struct DeviceView {
     pub health: Option<serde_json::Value>,
 }
 
-fn device_view(p: &Portal, d: &Device, now: i64) -> DeviceView {
-    let connectivity = match d.last_seen {
+/// `online`, `offline` or `never_seen` at `now` (unix seconds), by
+/// `offline_after_secs`; the device list and the reports agree on it.
+pub fn connectivity(offline_after_secs: u64, last_seen: Option<i64>, now: i64) -> &'static str {
+    match last_seen {
         None => "never_seen",
-        Some(t) if now - t <= p.config.offline_after_secs as i64 => "online",
+        Some(t) if now - t <= offline_after_secs as i64 => "online",
         Some(_) => "offline",
-    };
+    }
+}
+
+fn device_view(p: &Portal, d: &Device, now: i64) -> DeviceView {
+    let connectivity = connectivity(p.config.offline_after_secs, d.last_seen, now);
     DeviceView {
         id: d.id.0,
         hostname: d.hostname.clone(),
