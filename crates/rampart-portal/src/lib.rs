@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod notify;
 pub mod routes;
 pub mod service;
+pub mod targets;
 pub mod tls;
 pub mod users;
 pub mod vault;
@@ -70,6 +71,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::billing::router())
         .merge(routes::plans::router())
         .merge(routes::users::router())
+        .merge(routes::targets::router())
 }
 
 /// The whole HTTP application. Serving (TLS, sockets) is separate: tests
@@ -219,6 +221,7 @@ pub async fn run(
     tokio::spawn(alarms::jobs(portal.clone()));
     tokio::spawn(lifecycle::jobs(portal.clone()));
     tokio::spawn(keys::jobs(portal.clone()));
+    tokio::spawn(targets::jobs(portal.clone()));
     let tls = tls::server_config(portal.certs.clone());
     tracing::info!(addr = %listener.local_addr()?, admin_domain = %portal.config.admin_domain, "portal listening (https)");
     tls::serve(listener, tls, app(portal), shutdown).await;

@@ -106,6 +106,12 @@ const POLICY: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/msp-grants", "owner"),
     ("POST", "/api/v1/msp-grants", "owner"),
     ("POST", "/api/v1/msp-grants/{id}/revoke", "owner"),
+    ("GET", "/api/v1/target-lists", "read_only"),
+    ("GET", "/api/v1/target-list-sources", "read_only"),
+    ("GET", "/api/v1/target-lists/{name}", "read_only"),
+    ("PUT", "/api/v1/target-lists/{name}", "admin"),
+    ("DELETE", "/api/v1/target-lists/{name}", "admin"),
+    ("POST", "/api/v1/target-lists/{name}/import", "admin"),
 ];
 
 /// The tenant roles, least first.

@@ -148,6 +148,12 @@ pub const SEALED: &[SealedTable] = &[
         row: &["id"],
         columns: &["email", "password_hash"],
     },
+    // Target lists (migration 0017): the name is the list's identifier.
+    SealedTable {
+        table: "target_lists",
+        row: &["name"],
+        columns: &["description", "entries", "last_import"],
+    },
 ];
 
 /// Seals and opens the columns of one row of one table.

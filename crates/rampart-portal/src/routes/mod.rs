@@ -9,6 +9,7 @@ pub mod device;
 pub mod flows;
 pub mod keys;
 pub mod plans;
+pub mod targets;
 pub mod tenant;
 pub mod users;
 
