@@ -616,7 +616,7 @@ pub async fn import_now(
 ) -> Result<TargetListRow> {
     let list = get(p, tenant, name).await?;
     let Some(src) = source_of(p, &list.source) else {
-        return Err(ServiceError::Invalid(if list.source == SOURCE_MANUAL {
+        return Err(ServiceError::Conflict(if list.source == SOURCE_MANUAL {
             format!("target list {name} is kept by hand: bind it to an import source first")
         } else {
             format!(

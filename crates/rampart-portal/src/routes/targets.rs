@@ -231,10 +231,11 @@ async fn delete_list(
 }
 
 /// Import a list from its source now. A failed fetch keeps the entries;
-/// the answer's `last_import.error` says why.
+/// the answer's `last_import.error` says why. A list kept by hand, or bound
+/// to a source the operator no longer offers, answers 409.
 #[utoipa::path(post, path = "/api/v1/target-lists/{name}/import", tag = "tenant", security(("tenant" = [])),
     params(("name" = String, Path, description = "List name")),
-    responses((status = 200, body = TargetListView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = TargetListView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn import_list(
     State(p): State<AppState>,
     a: TenantAdmin,
