@@ -526,15 +526,23 @@ pub fn system_resolve(domain: &str) -> Vec<IpAddr> {
         .unwrap_or_default()
 }
 
-/// Runs `nft` with the script on its standard input.
+/// Runs `nft` with the script on its standard input. Debian installs it in
+/// /usr/sbin, which a service's PATH may lack.
 fn nft(args: &[&str], script: &str) -> Result<(), String> {
-    let mut child = Command::new("nft")
-        .args(args)
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+    let spawn = |bin: &str| {
+        Command::new(bin)
+            .args(args)
+            .arg("-")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+    };
+    let mut child = spawn("nft")
+        .or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => spawn("/usr/sbin/nft"),
+            _ => Err(e),
+        })
         .map_err(|e| {
             format!("cannot run nft: {e}: install nftables or run without --firewall nft")
         })?;

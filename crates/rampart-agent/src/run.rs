@@ -150,6 +150,9 @@ pub struct RunOptions {
     pub poll_wait: Option<Duration>,
     /// Flow collectors; none by default.
     pub flows: FlowOptions,
+    /// Whether block and allow rules are also applied to the host's
+    /// firewall (`--firewall nft`), or only evaluated (the default).
+    pub firewall: crate::rules::Firewall,
 }
 
 impl Default for RunOptions {
@@ -159,6 +162,7 @@ impl Default for RunOptions {
             outbox_max_bytes: 256 * 1024 * 1024,
             poll_wait: None,
             flows: FlowOptions::default(),
+            firewall: crate::rules::Firewall::Off,
         }
     }
 }
@@ -236,6 +240,7 @@ pub async fn run(
     let instruction_key = VerifyingKey::from_b64(&id.instruction_key)
         .map_err(|e| AgentError::State(e.to_string()))?;
     let outbox = Arc::new(Outbox::open(&dir.outbox_dir(), opts.outbox_max_bytes)?);
+    tracing::info!(firewall = ?opts.firewall, "block and allow rule enforcement");
     let client =
         PortalClient::new(&id.portal_url, &id.pin, id.resolve)?.with_device(id.device_id, key);
     let state = dir.run_state()?;

@@ -83,6 +83,9 @@ fn inb(src: &str, port: u16, protocol: u8) -> FlowKey {
     }
 }
 
+/// A rule's action and index, or none.
+type Verdict = Option<(RuleAction, usize)>;
+
 #[test]
 fn first_matching_rule_in_force_decides() {
     use RuleAction::{Allow, Block};
@@ -91,7 +94,7 @@ fn first_matching_rule_in_force_decides() {
         country: Some(*b"RU"),
         ..out("5.6.7.8", 443, 6)
     };
-    let cases: Vec<(&str, FlowKey, i64, Option<(RuleAction, usize)>)> = vec![
+    let cases: Vec<(&str, FlowKey, i64, Verdict)> = vec![
         (
             "allow before the list",
             out("192.0.2.10", 443, 6),
