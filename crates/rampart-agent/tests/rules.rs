@@ -351,3 +351,43 @@ fn overlapping_list_entries_render_to_a_set_nft_accepts() {
     let r = set.render(FRI_1000);
     check(&r.script).unwrap_or_else(|e| panic!("{e}\n{}", r.script));
 }
+
+/// Loads `scripts` one after the other into a fresh network namespace
+/// (`unshare -n`, so the machine's own firewall is never touched) and lists
+/// the table: what `apply`'s `nft -f` leaves in force.
+fn load_in_netns(scripts: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = String::new();
+    for (i, s) in scripts.iter().enumerate() {
+        let f = dir.path().join(format!("{i}.nft"));
+        std::fs::write(&f, s).unwrap();
+        cmd.push_str(&format!("nft -f {} && ", f.display()));
+    }
+    cmd.push_str("nft list table inet rampart");
+    let out = std::process::Command::new("unshare")
+        .args(["-n", "sh", "-c", &cmd])
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .expect("unshare runs (util-linux)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The script replaces the table whole in one transaction: loading the
+/// night ruleset over the day one leaves only the night's rules.
+#[test]
+fn a_rendered_script_replaces_the_previous_table_whole() {
+    let set = ruleset();
+    let day = set.render(FRI_1000).script;
+    let night = set.render(FRI_1000 - 5 * HOUR).script;
+    let listed = load_in_netns(&[&day]);
+    assert!(listed.contains("comment \"rule 3\""), "{listed}");
+    let listed = load_in_netns(&[&day, &night]);
+    assert!(!listed.contains("comment \"rule 3\""), "{listed}");
+    assert!(listed.contains("comment \"rule 5\""), "{listed}");
+    assert!(listed.contains("192.0.2.0/24"), "{listed}");
+}

@@ -339,6 +339,10 @@ pub async fn put(
     }
     let entries = normalize_entries(&req.entries).map_err(ServiceError::Invalid)?;
     let expected = req.expected_version.unwrap_or(0);
+    if i64::try_from(expected).is_err() {
+        // No list ever gets there: stale by definition.
+        return Err(stale(p, tenant, name, expected).await);
+    }
     let old = p.store.get_target_list(tenant, name).await?;
     if expected == 0
         && old.is_none()
@@ -717,6 +721,8 @@ mod tests {
             ("198.51.100.0/24", Ok("198.51.100.0/24")),
             ("198.51.100.7/32", Ok("198.51.100.7")),
             ("2001:db8::/32", Ok("2001:db8::/32")),
+            ("2001:db8::1/128", Ok("2001:db8::1")),
+            ("::/0", Ok("::/0")),
             ("Ads.Example.COM.", Ok("ads.example.com")),
             ("*.tracker.example", Ok("*.tracker.example")),
             ("198.51.100.7/24", Err("host bits")),

@@ -4134,6 +4134,13 @@ async fn target_lists_are_normalized_versioned_and_never_overwritten_when_stale(
     h.put_list(&a, "bad-hosts", replace.clone(), Some("\"1\""))
         .await
         .expect(409, Some("conflict"), "if-match stale");
+    let mut huge = replace.clone();
+    huge["expected_version"] = json!(u64::MAX);
+    h.put_list(&a, "bad-hosts", huge, None).await.expect(
+        409,
+        Some("conflict"),
+        "a version no list has",
+    );
     let mut both = replace.clone();
     both["expected_version"] = json!(2);
     h.put_list(&a, "bad-hosts", both, Some("3")).await.expect(
