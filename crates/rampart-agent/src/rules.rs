@@ -526,6 +526,51 @@ pub fn system_resolve(domain: &str) -> Vec<IpAddr> {
         .unwrap_or_default()
 }
 
+/// Threads resolving at once: the system resolver has no timeout of ours,
+/// and a name that does not answer costs its full timeout.
+const RESOLVERS: usize = 16;
+
+/// The domains the rules name (theirs and their lists'), at most
+/// [`MAX_RESOLVED_DOMAINS`], resolved [`RESOLVERS`] at a time.
+fn resolve_all(
+    rules: &[Rule],
+    lists: &BTreeMap<String, Vec<String>>,
+) -> BTreeMap<String, Vec<IpAddr>> {
+    let mut names = std::collections::BTreeSet::new();
+    let listed = rules
+        .iter()
+        .filter_map(|r| r.list.as_deref())
+        .filter_map(|l| lists.get(l))
+        .flatten();
+    for d in rules.iter().filter_map(|r| r.domain.as_ref()).chain(listed) {
+        if names.len() >= MAX_RESOLVED_DOMAINS {
+            break;
+        }
+        if Net::parse(d).is_none() && !d.starts_with("*.") {
+            names.insert(d.strip_suffix('.').unwrap_or(d).to_ascii_lowercase());
+        }
+    }
+    let names: Vec<String> = names.into_iter().collect();
+    let chunk = names.len().div_ceil(RESOLVERS).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = names
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|d| (d.clone(), system_resolve(d)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .filter_map(|w| w.join().ok())
+            .flatten()
+            .collect()
+    })
+}
+
 /// Runs `nft` with the script on its standard input. Debian installs it in
 /// /usr/sbin, which a service's PATH may lack.
 fn nft(args: &[&str], script: &str) -> Result<(), String> {
@@ -588,7 +633,10 @@ pub fn apply(
             ))
         }
         Firewall::Nft => {
-            let set = RuleSet::build(rules, lists, &mut system_resolve)?;
+            let resolved = resolve_all(rules, lists);
+            let set = RuleSet::build(rules, lists, &mut |d| {
+                resolved.get(d).cloned().unwrap_or_default()
+            })?;
             let r = set.render(now);
             check(&r.script)?;
             nft(&["-f"], &r.script)?;

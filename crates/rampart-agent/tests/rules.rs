@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use rampart_agent::rules::{check, FlowKey, RuleSet};
+use rampart_agent::rules::{apply, check, Firewall, FlowKey, RuleSet};
 use rampart_proto::config::{Direction, Rule, RuleAction};
 
 /// 2026-12-04T10:00:00Z, a Friday.
@@ -390,4 +390,14 @@ fn a_rendered_script_replaces_the_previous_table_whole() {
     assert!(!listed.contains("comment \"rule 3\""), "{listed}");
     assert!(listed.contains("comment \"rule 5\""), "{listed}");
     assert!(listed.contains("192.0.2.0/24"), "{listed}");
+}
+
+/// Without `--firewall nft` the rules are only built (a missing list is
+/// still an error the config applier reports) and nothing runs nft.
+#[test]
+fn with_the_firewall_off_rules_are_checked_but_not_applied() {
+    let e = apply(Firewall::Off, &rules(), &BTreeMap::new(), FRI_1000).unwrap_err();
+    assert!(e.starts_with("rules[1].list"), "{e}");
+    let ok = apply(Firewall::Off, &rules(), &lists(), FRI_1000).unwrap();
+    assert!(ok.starts_with("8 rules evaluated on flows only"), "{ok}");
 }
