@@ -24,6 +24,7 @@ pub mod netflow;
 pub mod outbox;
 pub mod pipeline;
 pub mod ratelimit;
+pub mod rules;
 pub mod run;
 pub mod tail;
 

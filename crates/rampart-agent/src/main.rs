@@ -83,6 +83,17 @@ enum Cmd {
             default_value_t = 100_000
         )]
         max_flows_per_exporter: u32,
+        /// Apply the configuration's block and allow rules to the host's
+        /// firewall: `nft` renders them as the nftables table `inet
+        /// rampart` (checked with `nft -c`, then loaded with `nft -f`);
+        /// `off` only evaluates them.
+        #[arg(
+            long,
+            env = "RAMPART_AGENT_FIREWALL",
+            value_enum,
+            default_value = "off"
+        )]
+        firewall: rampart_agent::rules::Firewall,
     },
     /// Show the agent's state.
     Status {
@@ -232,6 +243,7 @@ fn main() -> anyhow::Result<()> {
             eve,
             default_sampling_rate,
             max_flows_per_exporter,
+            firewall,
         } => {
             if heartbeat_secs == 0 || outbox_mib == 0 {
                 bail!("--heartbeat-secs and --outbox-mib must be at least 1");
@@ -249,6 +261,7 @@ fn main() -> anyhow::Result<()> {
                     ..Default::default()
                 },
                 log: Some(log),
+                firewall,
             };
             let end = rt
                 .block_on(async {

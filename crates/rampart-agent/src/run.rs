@@ -163,6 +163,9 @@ pub struct RunOptions {
     pub flows: FlowOptions,
     /// Applies a configuration's `log_level`; none: the level stays.
     pub log: Option<LogControl>,
+    /// Whether block and allow rules are also applied to the host's
+    /// firewall (`--firewall nft`), or only evaluated (the default).
+    pub firewall: crate::rules::Firewall,
 }
 
 impl Default for RunOptions {
@@ -173,6 +176,7 @@ impl Default for RunOptions {
             poll_wait: None,
             flows: FlowOptions::default(),
             log: None,
+            firewall: crate::rules::Firewall::Off,
         }
     }
 }
@@ -363,6 +367,7 @@ pub async fn run_until<F: std::future::Future<Output = ()>>(
     let instruction_key = VerifyingKey::from_b64(&id.instruction_key)
         .map_err(|e| AgentError::State(e.to_string()))?;
     let outbox = Arc::new(Outbox::open(&dir.outbox_dir(), opts.outbox_max_bytes)?);
+    tracing::info!(firewall = ?opts.firewall, "block and allow rule enforcement");
     let client =
         PortalClient::new(&id.portal_url, &id.pin, id.resolve)?.with_device(id.device_id, key);
     let state = dir.run_state()?;

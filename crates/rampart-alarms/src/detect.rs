@@ -49,7 +49,8 @@
 //!   come through several devices.
 //! - **blocked traffic**: source or destination country in
 //!   `blocked_countries`, ASN in `blocked_asns`, address in
-//!   `blocked_networks` (first match in that order). Keyed by the match and
+//!   `blocked_networks`, or in a network of a `blocked_lists` target list
+//!   (first match in that order). Keyed by the match and
 //!   the internal side of the flow, so many remote addresses of one
 //!   blocked country talking to one host are one alarm.
 //! - **large flow to a new destination**: a flow record of at least
@@ -405,6 +406,9 @@ pub struct FlowDetectors {
     uploads: Bounded<IpAddr, Upload>,
     repeats: Bounded<String, Repeat>,
     c: Counters,
+    /// The networks of the `blocked_lists` target lists, in the settings'
+    /// order. Not in the snapshot: the portal sets them from the lists.
+    lists: Vec<(String, crate::netset::NetSet)>,
 }
 
 fn scan_cap(max_trackers: usize, threshold: u32) -> usize {
@@ -498,8 +502,33 @@ impl FlowDetectors {
             uploads: Bounded::new(lim.max_upload_hosts),
             repeats: Bounded::new(lim.max_repeat_keys),
             c: Counters::default(),
+            lists: Vec::new(),
             settings: settings.clone(),
         })
+    }
+
+    /// Sets the networks of the settings' `blocked_lists` from the lists'
+    /// entries (by name; the portal resolves them). Domain entries are left
+    /// out (flows carry addresses only), as are lists the settings do not
+    /// name; a named list missing here matches nothing. Returns the
+    /// networks loaded. Learned state is kept: a list changes often, the
+    /// baselines should not start over each time.
+    pub fn set_blocked_lists(
+        &mut self,
+        lists: &std::collections::BTreeMap<String, Vec<String>>,
+    ) -> usize {
+        self.lists = self
+            .settings
+            .blocked_lists
+            .iter()
+            .filter_map(|name| {
+                let entries = lists.get(name)?;
+                let (set, _domains) =
+                    crate::netset::NetSet::from_entries(entries.iter().map(String::as_str));
+                Some((name.clone(), set))
+            })
+            .collect();
+        self.lists.iter().map(|(_, s)| s.len()).sum()
     }
 
     pub fn settings(&self) -> &DetectorSettings {
@@ -677,6 +706,12 @@ impl FlowDetectors {
         let code = |c: [u8; 2]| String::from_utf8_lossy(&c).into_owned();
         let asn = |a: u32| a != 0 && cc.asns.contains(&a);
         let net = |a: IpAddr| cc.blocked_networks.iter().find(|n| n.contains(a));
+        let listed = |a: IpAddr| {
+            self.lists
+                .iter()
+                .find_map(|(name, set)| set.find(a).map(|n| (name.clone(), n)))
+        };
+        let mut entry = None;
         let hit: Option<(&str, String, IpAddr)> = if country(o.src_country) {
             Some(("country", code(o.src_country), src))
         } else if country(o.dst_country) {
@@ -687,8 +722,16 @@ impl FlowDetectors {
             Some(("asn", o.dst_asn.to_string(), dst))
         } else if let Some(n) = net(src) {
             Some(("network", n.to_string(), src))
+        } else if let Some(n) = net(dst) {
+            Some(("network", n.to_string(), dst))
+        } else if let Some((name, n)) = listed(src) {
+            entry = Some(n.to_string());
+            Some(("list", name, src))
         } else {
-            net(dst).map(|n| ("network", n.to_string(), dst))
+            listed(dst).map(|(name, n)| {
+                entry = Some(n.to_string());
+                ("list", name, dst)
+            })
         };
         let Some((what, value, remote)) = hit else {
             return;
@@ -722,6 +765,7 @@ impl FlowDetectors {
                 "match": what,
                 "value": value,
                 "remote": remote.to_string(),
+                "list_entry": entry,
                 "src_country": code(o.src_country),
                 "dst_country": code(o.dst_country),
                 "src_asn": o.src_asn,

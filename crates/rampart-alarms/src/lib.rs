@@ -62,6 +62,7 @@ pub mod detect;
 mod error;
 pub mod eve;
 pub mod model;
+pub mod netset;
 pub mod rules;
 pub mod settings;
 pub mod source;

@@ -141,6 +141,13 @@ pub struct DetectorSettings {
     pub blocked_asns: Vec<u32>,
     /// CIDRs (threat lists, sanctioned ranges...).
     pub blocked_networks: Vec<String>,
+    /// Names of the tenant's target lists whose addresses and CIDRs are
+    /// blocked like `blocked_networks`. The portal resolves them (this
+    /// crate does no IO) and hands them over with
+    /// [`FlowDetectors::set_blocked_lists`](crate::detect::FlowDetectors::set_blocked_lists).
+    /// Their domain entries are enforced on devices only: flow records
+    /// carry addresses, not host names.
+    pub blocked_lists: Vec<String>,
     pub new_host: NewHostSettings,
     pub port_scan: PortScanSettings,
     pub host_scan: HostScanSettings,
@@ -166,6 +173,7 @@ impl Default for DetectorSettings {
             blocked_countries: Vec::new(),
             blocked_asns: Vec::new(),
             blocked_networks: Vec::new(),
+            blocked_lists: Vec::new(),
             new_host: NewHostSettings::default(),
             port_scan: PortScanSettings::default(),
             host_scan: HostScanSettings::default(),
@@ -424,6 +432,9 @@ fn cidrs(name: &str, list: &[String]) -> Result<Vec<Cidr>, String> {
 
 /// Longest list accepted in settings. Lists are matched per flow.
 const MAX_LIST: usize = 10_000;
+/// Most target lists named by `blocked_lists` (each can hold 100 000
+/// networks, and all are kept in memory per tenant).
+const MAX_BLOCKED_LISTS: usize = 16;
 
 impl DetectorSettings {
     /// Checks every value; the error names the bad field and says what to
@@ -439,6 +450,7 @@ impl DetectorSettings {
             ("blocked_countries", self.blocked_countries.len()),
             ("blocked_asns", self.blocked_asns.len()),
             ("blocked_networks", self.blocked_networks.len()),
+            ("blocked_lists", self.blocked_lists.len()),
             (
                 "host_scan.ignore_udp_ports",
                 self.host_scan.ignore_udp_ports.len(),
@@ -463,6 +475,24 @@ impl DetectorSettings {
                         "blocked_countries[{i}] {c:?} is not a country: use an upper-case ISO 3166-1 alpha-2 code such as RU (ZZ, unknown, cannot be blocked)"
                     ))
                 }
+            }
+        }
+        if self.blocked_lists.len() > MAX_BLOCKED_LISTS {
+            return Err(format!(
+                "blocked_lists has {} entries: name {MAX_BLOCKED_LISTS} lists or fewer",
+                self.blocked_lists.len()
+            ));
+        }
+        for (i, n) in self.blocked_lists.iter().enumerate() {
+            let ok = (1..=64).contains(&n.len())
+                && n.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
+            if !ok {
+                return Err(format!(
+                    "blocked_lists[{i}] {:?} is not a list name: use 1 to 64 of a-z, 0-9, - and _",
+                    crate::text::cut(n, 64)
+                ));
             }
         }
         if let Some(i) = self.blocked_asns.iter().position(|a| *a == 0) {

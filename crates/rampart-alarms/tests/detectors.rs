@@ -392,6 +392,57 @@ fn blocked_traffic() {
     assert!(d.observe(&obs(&benign)).is_empty());
 }
 
+/// A flow to an address in a named target list raises the blocked alarm;
+/// when the list changes, detection follows it without losing state.
+#[test]
+fn blocked_traffic_by_target_list_follows_the_list() {
+    let mut s = settings();
+    s.blocked_lists = vec!["drop".into(), "absent".into()];
+    let mut d = FlowDetectors::new(&s).unwrap();
+    let mut lists = std::collections::BTreeMap::new();
+    lists.insert(
+        "drop".to_string(),
+        vec![
+            "203.0.113.0/24".to_string(),
+            "2001:db8:bad::/48".to_string(),
+            "evil.example".to_string(),
+        ],
+    );
+    // A list the settings do not name is not used.
+    lists.insert("other".to_string(), vec!["198.51.100.0/24".to_string()]);
+    assert_eq!(d.set_blocked_lists(&lists), 2, "domains are left out");
+    let t = T0;
+    let f = flow("10.1.0.4", "203.0.113.9", 50000, 443, 6, t);
+    let c = d.observe(&obs(&f));
+    assert_eq!(kinds(&c), vec![AlarmKind::BlockedTraffic]);
+    assert_eq!(
+        c[0].dedupe_key,
+        "blocked_traffic|match=list:drop|host=10.1.0.4"
+    );
+    assert_eq!(c[0].evidence["list_entry"], "203.0.113.0/24");
+    filter_parses(&c[0]);
+    let v6 = flow("2001:db8:bad::1", "fd00::5", 443, 50000, 6, t + MIN);
+    assert_eq!(
+        d.observe(&obs(&v6))[0].dedupe_key,
+        "blocked_traffic|match=list:drop|host=fd00::5"
+    );
+    let other = flow("10.1.0.6", "198.51.100.7", 50000, 443, 6, t + MIN);
+    assert!(d.observe(&obs(&other)).is_empty());
+    // The list changes: its new entry matches, the removed one no longer.
+    lists.insert("drop".to_string(), vec!["198.51.100.0/24".to_string()]);
+    assert_eq!(d.set_blocked_lists(&lists), 1);
+    let now_listed = flow("10.1.0.7", "198.51.100.7", 50000, 443, 6, t + 2 * MIN);
+    assert_eq!(
+        d.observe(&obs(&now_listed))[0].dedupe_key,
+        "blocked_traffic|match=list:drop|host=10.1.0.7"
+    );
+    let removed = flow("10.1.0.8", "203.0.113.9", 50000, 443, 6, t + 2 * MIN);
+    assert!(d.observe(&obs(&removed)).is_empty());
+    // Bad list names are refused by validation.
+    s.blocked_lists = vec!["Bad Name".into()];
+    assert!(s.validate().unwrap_err().contains("blocked_lists[0]"));
+}
+
 #[test]
 fn large_flow_to_new_destination() {
     let s = settings();

@@ -52,6 +52,8 @@ struct TenantDetectors {
     flows: FlowDetectors,
     /// When the state was last saved, and how big it was.
     saved: Option<(std::time::Instant, usize)>,
+    /// (name, version) of the `blocked_lists` target lists loaded.
+    lists: Vec<(String, u64)>,
 }
 
 /// The detector state is saved with every commit while it is small. A
@@ -121,7 +123,7 @@ impl Alarms {
 /// TLS for webhook calls: verified against the operator's CA bundle (the
 /// system's by default). A missing bundle leaves https webhooks failing with
 /// a certificate error, never unverified.
-fn webhook_tls(ca_file: &std::path::Path) -> Result<rustls::ClientConfig> {
+pub(crate) fn webhook_tls(ca_file: &std::path::Path) -> Result<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     match rustls::pki_types::CertificateDer::pem_file_iter(ca_file) {
@@ -150,6 +152,7 @@ pub async fn settings(p: &Portal, tenant: TenantId) -> Result<DetectorSettings> 
 
 pub async fn set_settings(p: &Portal, tenant: TenantId, s: &DetectorSettings) -> Result<()> {
     s.validate().map_err(ServiceError::Invalid)?;
+    crate::targets::check_exist(p, tenant, &s.blocked_lists).await?;
     let v = serde_json::to_value(s).map_err(|e| ServiceError::Invalid(e.to_string()))?;
     p.store.set_tenant_setting(tenant, SETTINGS_KEY, &v).await?;
     Ok(())
@@ -395,6 +398,7 @@ async fn detect_tenant(
                 settings: settings.clone(),
                 flows,
                 saved: None,
+                lists: Vec::new(),
             },
         );
     }
@@ -404,6 +408,15 @@ async fn detect_tenant(
     let Some(mut det) = cache.remove(&tenant) else {
         return Ok(());
     };
+    // The blocked lists follow their target lists: reloaded when a
+    // version moved, the learned state kept.
+    let lists = crate::targets::versions_of(p, tenant, &settings.blocked_lists).await?;
+    if lists != det.lists {
+        let resolved = crate::targets::entries_of(p, tenant, &lists).await?;
+        let networks = det.flows.set_blocked_lists(&resolved);
+        tracing::debug!(tenant = %tenant, lists = lists.len(), networks, "blocked lists loaded");
+        det.lists = lists;
+    }
     let mut cands: Vec<(Candidate, Uuid)> = Vec::new();
     let mut detected = Vec::with_capacity(batches.len());
     for b in batches {

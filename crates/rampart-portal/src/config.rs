@@ -125,6 +125,13 @@ pub struct Config {
     /// A period is reported this long after it ends, so flows agents held
     /// in their outbox around midnight are in.
     pub report_delay_secs: u64,
+    /// CA bundle that target list sources are verified against (default:
+    /// `alarm_webhook_ca_file`).
+    pub target_list_ca_file: Option<PathBuf>,
+    /// Import sources tenants may bind target lists to, by name: only these
+    /// are ever fetched (`[[target_list_sources]]` with `name`, an
+    /// `https://` `url`, never shown to tenants, and `refresh_secs`).
+    pub target_list_sources: Vec<crate::targets::TargetListSource>,
 }
 
 impl Default for Config {
@@ -172,6 +179,8 @@ impl Default for Config {
             user_setup_ttl_secs: 3 * 86_400,
             report_interval_secs: 300,
             report_delay_secs: 900,
+            target_list_ca_file: None,
+            target_list_sources: Vec::new(),
         }
     }
 }
@@ -319,6 +328,7 @@ impl Config {
         if self.blob_delete_grace_secs < 60 {
             return Err("blob_delete_grace_secs must be at least 60".into());
         }
+        crate::targets::validate_sources(&self.target_list_sources)?;
         Ok(())
     }
 }
@@ -377,6 +387,27 @@ mod tests {
             let c: Config = toml::from_str(bad).unwrap();
             assert!(c.validate().is_err(), "{bad} must be refused");
         }
+    }
+
+    #[test]
+    fn target_list_sources_are_read_as_an_array_of_tables() {
+        let c: Config = toml::from_str(
+            "[[target_list_sources]]\nname = \"drop\"\nurl = \"https://feeds.example/drop.txt\"\n\
+             [[target_list_sources]]\nname = \"ads\"\nurl = \"https://feeds.example/hosts\"\nrefresh_secs = 86400\n",
+        )
+        .unwrap();
+        assert!(c.validate().is_ok());
+        let got: Vec<(&str, u64)> = c
+            .target_list_sources
+            .iter()
+            .map(|s| (s.name.as_str(), s.refresh_secs))
+            .collect();
+        assert_eq!(got, vec![("drop", 3600), ("ads", 86400)]);
+        let c: Config = toml::from_str(
+            "[[target_list_sources]]\nname = \"drop\"\nurl = \"ftp://feeds.example/x\"\n",
+        )
+        .unwrap();
+        assert!(c.validate().unwrap_err().contains("https://"));
     }
 
     #[test]

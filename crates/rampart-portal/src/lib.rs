@@ -33,6 +33,7 @@ pub mod notify;
 pub mod reports;
 pub mod routes;
 pub mod service;
+pub mod targets;
 pub mod tls;
 pub mod users;
 pub mod vault;
@@ -76,6 +77,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::users::router())
         .merge(routes::actions::router())
         .merge(routes::reports::router())
+        .merge(routes::targets::router())
 }
 
 /// The whole HTTP application. Serving (TLS, sockets) is separate: tests
@@ -227,6 +229,7 @@ pub async fn run(
     tokio::spawn(devconf::jobs(portal.clone()));
     tokio::spawn(keys::jobs(portal.clone()));
     tokio::spawn(reports::jobs(portal.clone()));
+    tokio::spawn(targets::jobs(portal.clone()));
     let tls = tls::server_config(portal.certs.clone());
     tracing::info!(addr = %listener.local_addr()?, admin_domain = %portal.config.admin_domain, "portal listening (https)");
     tls::serve(listener, tls, app(portal), shutdown).await;

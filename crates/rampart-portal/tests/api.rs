@@ -137,6 +137,12 @@ const POLICY: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/msp-grants", "owner"),
     ("POST", "/api/v1/msp-grants", "owner"),
     ("POST", "/api/v1/msp-grants/{id}/revoke", "owner"),
+    ("GET", "/api/v1/target-lists", "read_only"),
+    ("GET", "/api/v1/target-list-sources", "read_only"),
+    ("GET", "/api/v1/target-lists/{name}", "read_only"),
+    ("PUT", "/api/v1/target-lists/{name}", "admin"),
+    ("DELETE", "/api/v1/target-lists/{name}", "admin"),
+    ("POST", "/api/v1/target-lists/{name}/import", "admin"),
     ("POST", "/api/v1/devices/{id}/actions", "admin"),
     ("GET", "/api/v1/devices/{id}/actions/{seq}", "read_only"),
     ("GET", "/api/v1/devices/{id}/diagnostics", "admin"),
@@ -441,6 +447,9 @@ fn sample_body(op: &Op) -> Value {
         "/api/v1/tokens" => json!({"name": "walk", "role": "read_only"}),
         "/api/v1/msp-grants" => json!({"email": MSP_EMAIL, "role": "analyst"}),
         "/api/v1/auth/totp/confirm" => json!({"code": "000000"}),
+        // An update of an existing list: naming another tenant's list (or
+        // none) is refused with 409, never a new list.
+        "/api/v1/target-lists/{name}" => json!({"entries": ["192.0.2.1"], "expected_version": 1}),
         "/api/v1/config/docs/{layer}/{scope}" => {
             json!({"config": {"log_level": "warn"}, "base_version": 1})
         }
@@ -545,6 +554,13 @@ impl Fx {
 
     /// This tenant's resource for a parameter: its enrollment token on
     /// enrollment-token routes, else its device; seq 1; no long-poll wait.
+    /// The fixture's target lists, named per tenant: one the walk reads
+    /// and replaces, one it deletes (operations run in any order), one it
+    /// imports.
+    fn list_name(&self, op: &str) -> String {
+        format!("{op}-{}", self.tenant.name)
+    }
+
     fn fill(&self, op: &Op, p: &Param) -> Option<String> {
         match (p.in_path, p.kind) {
             (true, Kind::Integer) if op.path.contains("/actions/") => {
@@ -581,6 +597,14 @@ impl Fx {
             }
             (true, _) if op.path.starts_with("/api/v1/reports/") => {
                 Some(self.report_id.to_string())
+            }
+            (true, _) if op.path.starts_with("/api/v1/target-lists/") => {
+                let kind = match op.method.as_str() {
+                    _ if op.path.ends_with("/import") => "imp",
+                    "DELETE" => "del",
+                    _ => "list",
+                };
+                Some(self.list_name(kind))
             }
             (true, _) => Some(self.device.id.to_string()),
             (false, Kind::Uuid) => Some(self.device.id.to_string()),
@@ -885,7 +909,7 @@ impl Harness {
             rampart_portal::reports::generate_now(&self.portal, &tenant, "daily", None, now())
                 .await
                 .unwrap();
-        Fx {
+        let fx = Fx {
             tenant,
             token,
             enroll_token_id: row.id,
@@ -902,7 +926,26 @@ impl Harness {
             action_seq: 0,
             diagnostics_id: Uuid::nil(),
             report_id: report.id,
+        };
+        // Target lists for the walk (see `Fx::list_name`); the imported one
+        // is kept by hand, so importing it is refused with 409.
+        for name in ["list", "del", "imp"].map(|k| fx.list_name(k)) {
+            let list = rampart_store::TargetListRow {
+                name,
+                description: String::new(),
+                entries: vec!["192.0.2.1".into()],
+                source: rampart_store::SOURCE_MANUAL.into(),
+                version: 0,
+                updated_at: now(),
+                last_import: None,
+            };
+            self.portal
+                .store
+                .put_target_list(fx.tenant.id, &list, 0)
+                .await
+                .unwrap();
         }
+        fx
     }
 
     /// A group with the device in it, a device document (version 1) and a
@@ -4869,4 +4912,563 @@ async fn bad_report_input_is_refused_with_a_message() {
             .await
             .expect(404, Some("not_found"), &path);
     }
+}
+
+// ---------------------------------------------------------------- target lists
+
+impl Harness {
+    /// PUT of a target list with an optional `If-Match`.
+    async fn put_list(&self, fx: &Fx, name: &str, body: Value, if_match: Option<&str>) -> Reply {
+        let mut req = build(
+            "PUT",
+            fx.host(),
+            &format!("/api/v1/target-lists/{name}"),
+            Some(&fx.token),
+            json_body(&body),
+            None,
+        );
+        if let Some(v) = if_match {
+            req.headers_mut()
+                .insert("if-match", axum::http::HeaderValue::from_str(v).unwrap());
+        }
+        self.send(req).await
+    }
+}
+
+#[tokio::test]
+async fn target_lists_are_normalized_versioned_and_never_overwritten_when_stale() {
+    let h = Harness::new().await;
+    let (a, b) = (h.tenant("acme").await, h.tenant("beta").await);
+    let r = h
+        .put_list(
+            &a,
+            "bad-hosts",
+            json!({"description": "seen in incidents",
+                   "entries": ["Evil.Example.", "192.0.2.7/32", "::ffff:198.51.100.1", "203.0.113.0/24", "evil.example"]}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let etag = |r: &Reply| r.json()["version"].as_u64().unwrap();
+    assert_eq!(etag(&r), 1);
+    let got = h
+        .call(
+            "GET",
+            a.host(),
+            "/api/v1/target-lists/bad-hosts",
+            Some(&a.token),
+            None,
+        )
+        .await
+        .ok("get list");
+    assert_eq!(
+        got["entries"],
+        json!([
+            "192.0.2.7",
+            "198.51.100.1",
+            "203.0.113.0/24",
+            "evil.example"
+        ])
+    );
+    assert_eq!(
+        (got["entry_count"].as_u64(), got["source"].as_str()),
+        (Some(4), Some("manual"))
+    );
+    // No precondition on an existing list, or a stale one: 409, unchanged.
+    let replace = json!({"entries": ["192.0.2.99"]});
+    h.put_list(&a, "bad-hosts", replace.clone(), None)
+        .await
+        .expect(409, Some("conflict"), "no precondition");
+    let mut stale = replace.clone();
+    stale["expected_version"] = json!(7);
+    let r = h.put_list(&a, "bad-hosts", stale, None).await;
+    r.expect(409, Some("conflict"), "stale version");
+    assert!(r.text().contains("version 1"), "{}", r.text());
+    // If-Match carries the version too; then the stale one is refused.
+    let r = h
+        .put_list(&a, "bad-hosts", replace.clone(), Some("\"1\""))
+        .await;
+    assert_eq!((r.status.as_u16(), etag(&r)), (200, 2), "{}", r.text());
+    h.put_list(&a, "bad-hosts", replace.clone(), Some("\"1\""))
+        .await
+        .expect(409, Some("conflict"), "if-match stale");
+    let mut huge = replace.clone();
+    huge["expected_version"] = json!(u64::MAX);
+    h.put_list(&a, "bad-hosts", huge, None).await.expect(
+        409,
+        Some("conflict"),
+        "a version no list has",
+    );
+    let mut both = replace.clone();
+    both["expected_version"] = json!(2);
+    h.put_list(&a, "bad-hosts", both, Some("3")).await.expect(
+        400,
+        Some("invalid"),
+        "body and header disagree",
+    );
+    // Bad input: the entry is named by its index; names and sources are checked.
+    let r = h
+        .put_list(
+            &a,
+            "other",
+            json!({"entries": ["192.0.2.1", "10.0.0.1/8"]}),
+            None,
+        )
+        .await;
+    r.expect(400, Some("invalid"), "host bits");
+    assert!(r.text().contains("entries[1]"), "{}", r.text());
+    h.put_list(&a, "Bad%20Name", json!({}), None)
+        .await
+        .expect(400, Some("invalid"), "bad name");
+    let r = h
+        .put_list(
+            &a,
+            "other",
+            json!({"source": "url:https://evil.example/list"}),
+            None,
+        )
+        .await;
+    r.expect(400, Some("invalid"), "a free url");
+    assert!(r.text().contains("no import sources"), "{}", r.text());
+    h.call(
+        "POST",
+        a.host(),
+        "/api/v1/target-lists/bad-hosts/import",
+        Some(&a.token),
+        None,
+    )
+    .await
+    .expect(409, Some("conflict"), "import of a manual list");
+    // Listings leave the entries out; tenants see only their own lists.
+    let all = h
+        .call(
+            "GET",
+            a.host(),
+            "/api/v1/target-lists",
+            Some(&a.token),
+            None,
+        )
+        .await
+        .ok("list lists");
+    // The fixture's three lists and this one.
+    assert_eq!(all.as_array().unwrap().len(), 4);
+    assert!(all[0].get("entries").is_none(), "{all}");
+    h.call(
+        "GET",
+        b.host(),
+        "/api/v1/target-lists/bad-hosts",
+        Some(&b.token),
+        None,
+    )
+    .await
+    .expect(404, None, "other tenant");
+    // What the config rollout gets, and its refusal of an unknown list.
+    let names: std::collections::BTreeSet<&str> = ["bad-hosts"].into();
+    let lists = rampart_portal::targets::resolve(&h.portal, a.tenant.id, &names)
+        .await
+        .unwrap();
+    assert_eq!(lists["bad-hosts"], vec!["192.0.2.99".to_string()]);
+    let names: std::collections::BTreeSet<&str> = ["nope"].into();
+    let e = rampart_portal::targets::resolve(&h.portal, a.tenant.id, &names)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("target list nope does not exist"),
+        "{e}"
+    );
+    // The detectors may name only existing lists, and a list they name
+    // cannot be deleted.
+    h.call(
+        "PUT",
+        a.host(),
+        "/api/v1/alarm-settings",
+        Some(&a.token),
+        Some(json!({"blocked_lists": ["nope"]})),
+    )
+    .await
+    .expect(400, Some("invalid"), "unknown list in settings");
+    h.call(
+        "PUT",
+        a.host(),
+        "/api/v1/alarm-settings",
+        Some(&a.token),
+        Some(json!({"blocked_lists": ["bad-hosts"]})),
+    )
+    .await
+    .ok("settings naming the list");
+    let r = h
+        .call(
+            "DELETE",
+            a.host(),
+            "/api/v1/target-lists/bad-hosts",
+            Some(&a.token),
+            None,
+        )
+        .await;
+    r.expect(409, Some("conflict"), "list in use");
+    assert!(r.text().contains("blocked_lists"), "{}", r.text());
+    h.call(
+        "PUT",
+        a.host(),
+        "/api/v1/alarm-settings",
+        Some(&a.token),
+        Some(json!({})),
+    )
+    .await
+    .ok("settings without it");
+    let r = h
+        .call(
+            "DELETE",
+            a.host(),
+            "/api/v1/target-lists/bad-hosts",
+            Some(&a.token),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    h.call(
+        "DELETE",
+        a.host(),
+        "/api/v1/target-lists/bad-hosts",
+        Some(&a.token),
+        None,
+    )
+    .await
+    .expect(404, None, "deleted twice");
+}
+
+/// A loopback HTTPS server with `chain_pem`/`key_der` answering every
+/// GET with the current `body` for `/list.txt` and 404 otherwise; counts
+/// requests.
+async fn list_server(
+    chain_pem: &str,
+    key_der: Vec<u8>,
+    body: Arc<std::sync::Mutex<String>>,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+) -> std::net::SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der));
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            let (acceptor, body, hits) = (acceptor.clone(), body.clone(), hits.clone());
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let ok = req.starts_with(b"GET /list.txt ");
+                let text = if ok {
+                    body.lock().unwrap().clone()
+                } else {
+                    String::new()
+                };
+                let head = if ok { "200 OK" } else { "404 Not Found" };
+                let resp = format!(
+                    "HTTP/1.1 {head}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn lists_import_only_from_operator_sources_over_verified_tls() {
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_file = ca_dir.path().join("ca.pem");
+    let body = Arc::new(std::sync::Mutex::new(String::from(
+        "; Spamhaus DROP List\n192.0.2.0/24 ; SBL1\n198.51.100.0/24 ; SBL2\nnot-an-entry!\n",
+    )));
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // The trusted server's certificate comes from a CA written to the
+    // bundle below; the untrusted one is self-signed.
+    let ca_portal = Harness::new().await;
+    let leaf = ca_portal.portal.ca.issue(&["127.0.0.1"]).unwrap();
+    std::fs::write(&ca_file, ca_portal.portal.ca.cert_pem()).unwrap();
+    let good = list_server(
+        &leaf.chain_pem,
+        leaf.key_der.to_vec(),
+        body.clone(),
+        hits.clone(),
+    )
+    .await;
+    let rogue = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let rogue_hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let bad = list_server(
+        &rogue.cert.pem(),
+        rogue.key_pair.serialize_der(),
+        body.clone(),
+        rogue_hits.clone(),
+    )
+    .await;
+    let source = |name: &str, addr: std::net::SocketAddr, path: &str| {
+        rampart_portal::targets::TargetListSource {
+            name: name.into(),
+            url: format!("https://127.0.0.1:{}/{path}", addr.port()),
+            refresh_secs: 3600,
+        }
+    };
+    let h = Harness::with_config(Config {
+        target_list_ca_file: Some(ca_file.clone()),
+        target_list_sources: vec![
+            source("drop", good, "list.txt"),
+            source("gone", good, "missing.txt"),
+            source("rogue", bad, "list.txt"),
+        ],
+        ..Config::default()
+    })
+    .await;
+    let a = h.tenant("acme").await;
+    let sources = h
+        .call(
+            "GET",
+            a.host(),
+            "/api/v1/target-list-sources",
+            Some(&a.token),
+            None,
+        )
+        .await
+        .ok("sources");
+    assert_eq!(sources.as_array().unwrap().len(), 3);
+    assert!(
+        !sources.to_string().contains("127.0.0.1"),
+        "urls stay with the operator: {sources}"
+    );
+    // A list bound to a source takes no entries of its own.
+    h.put_list(
+        &a,
+        "drop",
+        json!({"source": "url:drop", "entries": ["192.0.2.1"]}),
+        None,
+    )
+    .await
+    .expect(400, Some("invalid"), "entries with a source");
+    let r = h
+        .put_list(&a, "drop", json!({"source": "url:drop"}), None)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["entry_count"], 0);
+    let r = h
+        .call(
+            "POST",
+            a.host(),
+            "/api/v1/target-lists/drop/import",
+            Some(&a.token),
+            None,
+        )
+        .await;
+    let v = r.ok("import now");
+    assert_eq!(v["entries"], json!(["192.0.2.0/24", "198.51.100.0/24"]));
+    assert_eq!(v["version"], 2);
+    assert_eq!(
+        (
+            v["last_import"]["accepted"].as_u64(),
+            v["last_import"]["skipped"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    assert!(v["last_import"].get("error").is_none(), "{v}");
+    // Just imported: the job has nothing due.
+    assert_eq!(
+        rampart_portal::targets::refresh_due(&h.portal)
+            .await
+            .unwrap(),
+        0
+    );
+    // The source changes; a new list bound to it is due at once, and the
+    // job updates it from one fetch.
+    *body.lock().unwrap() = "0.0.0.0 ads.example.com\n203.0.113.0/24\n".into();
+    h.put_list(&a, "drop-2", json!({"source": "url:drop"}), None)
+        .await
+        .ok("second list");
+    let before = hits.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        rampart_portal::targets::refresh_due(&h.portal)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), before + 1);
+    let l2 = h
+        .call(
+            "GET",
+            a.host(),
+            "/api/v1/target-lists/drop-2",
+            Some(&a.token),
+            None,
+        )
+        .await
+        .ok("get drop-2");
+    assert_eq!(l2["entries"], json!(["203.0.113.0/24", "ads.example.com"]));
+    // A failing source keeps the entries and says why; so does a server
+    // whose certificate the bundle does not vouch for.
+    h.put_list(&a, "gone", json!({"source": "url:gone"}), None)
+        .await
+        .ok("gone");
+    let v = h
+        .call(
+            "POST",
+            a.host(),
+            "/api/v1/target-lists/gone/import",
+            Some(&a.token),
+            None,
+        )
+        .await
+        .ok("import gone");
+    assert!(
+        v["last_import"]["error"].as_str().unwrap().contains("404"),
+        "{v}"
+    );
+    assert_eq!(v["version"], 1);
+    h.put_list(&a, "rogue", json!({"source": "url:rogue"}), None)
+        .await
+        .ok("rogue");
+    let v = h
+        .call(
+            "POST",
+            a.host(),
+            "/api/v1/target-lists/rogue/import",
+            Some(&a.token),
+            None,
+        )
+        .await
+        .ok("import rogue");
+    let err = v["last_import"]["error"].as_str().unwrap();
+    assert!(err.contains("fetching source rogue failed"), "{v}");
+    assert!(!err.contains("127.0.0.1"), "the url is not shown: {err}");
+    assert_eq!(v["entry_count"], 0);
+    assert_eq!(
+        rogue_hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no request passed the handshake"
+    );
+    // Moving a list back to manual takes entries again.
+    h.put_list(
+        &a,
+        "drop",
+        json!({"entries": ["192.0.2.1"], "expected_version": 2}),
+        None,
+    )
+    .await
+    .ok("back to manual");
+}
+
+/// A flow to an address in a list named by `blocked_lists` raises the
+/// blocked alarm; after the list changes, detection follows it.
+#[tokio::test]
+async fn flows_to_addresses_of_a_blocked_list_alarm_and_follow_list_changes() {
+    let h = Harness::new().await;
+    let a = h.tenant("acme").await;
+    h.put_list(&a, "bad", json!({"entries": ["203.0.113.0/24"]}), None)
+        .await
+        .ok("list");
+    h.call(
+        "PUT",
+        a.host(),
+        "/api/v1/alarm-settings",
+        Some(&a.token),
+        Some(json!({"blocked_lists": ["bad"]})),
+    )
+    .await
+    .ok("settings");
+    let t0 = 1_800_000_000_000u64;
+    let flow = |src: &str, dst: &str, start: u64| rampart_flow::FlowRecord {
+        start_ms: start,
+        end_ms: start + 1_000,
+        bytes: 5_000,
+        packets: 10,
+        src_addr: src.parse().unwrap(),
+        dst_addr: dst.parse().unwrap(),
+        exporter: "192.0.2.1".parse().unwrap(),
+        in_if: 0,
+        out_if: 0,
+        sampling_rate: 1,
+        domain_id: 0,
+        src_port: 40_000,
+        dst_port: 443,
+        protocol: 6,
+        tcp_flags: 0x1b,
+        direction: rampart_flow::Direction::Unknown,
+        resample: 1,
+        flags: 0,
+        app: rampart_flow::AppLabel::default(),
+    };
+    let upload = |flows: Vec<rampart_flow::FlowRecord>| {
+        let mut plain = Vec::new();
+        rampart_flow::codec::encode(&flows, &mut plain);
+        seal_kind(
+            "flows",
+            Uuid::new_v4(),
+            &plain,
+            &a.device.upload_key,
+            a.device.tenant,
+            a.device.id,
+        )
+    };
+    h.upload(
+        &a.device,
+        upload(vec![
+            flow("10.1.2.3", "203.0.113.9", t0),
+            flow("10.1.2.4", "198.51.100.7", t0),
+        ]),
+    )
+    .await
+    .ok("upload");
+    rampart_portal::alarms::detect(&h.portal).await.unwrap();
+    let blocked = alarms_of(&h, &a, "?kind=blocked_traffic").await;
+    assert_eq!(blocked.len(), 1, "{blocked:?}");
+    assert_eq!(
+        (blocked[0]["src"].as_str(), blocked[0]["dst"].as_str()),
+        (Some("10.1.2.3"), Some("203.0.113.9"))
+    );
+    // The list now holds the other network instead.
+    h.put_list(
+        &a,
+        "bad",
+        json!({"entries": ["198.51.100.0/24"], "expected_version": 1}),
+        None,
+    )
+    .await
+    .ok("list changed");
+    h.upload(
+        &a.device,
+        upload(vec![
+            flow("10.1.2.5", "203.0.113.9", t0 + 60_000),
+            flow("10.1.2.6", "198.51.100.7", t0 + 60_000),
+        ]),
+    )
+    .await
+    .ok("upload 2");
+    rampart_portal::alarms::detect(&h.portal).await.unwrap();
+    let blocked = alarms_of(&h, &a, "?kind=blocked_traffic").await;
+    let srcs: std::collections::BTreeSet<&str> =
+        blocked.iter().filter_map(|x| x["src"].as_str()).collect();
+    assert_eq!(srcs, ["10.1.2.3", "10.1.2.6"].into(), "{blocked:?}");
 }

@@ -373,9 +373,39 @@ async fn fill(p: &Portal, tenant: &Tenant, tag: &str) -> (Dev, Vec<String>) {
     )
     .await;
     assert!(miss.is_err(), "no such account");
+    // A target list: its description and entries are tenant content.
+    let list_note = format!("{tag}-list-description");
+    let list_domain = format!("{tag}-target.example");
+    rampart_portal::targets::put(
+        p,
+        t,
+        &Actor::Cli,
+        "threats",
+        rampart_portal::targets::PutList {
+            description: list_note.clone(),
+            entries: vec![list_domain.clone()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let markers = vec![
-        host, label, hb_error, redact, hook, mail, comment, ping, refusal, note, assignee, email,
-        user_email, stranger,
+        host,
+        label,
+        hb_error,
+        redact,
+        hook,
+        mail,
+        comment,
+        ping,
+        refusal,
+        note,
+        assignee,
+        email,
+        user_email,
+        stranger,
+        list_note,
+        list_domain,
     ];
     (dev, markers)
 }

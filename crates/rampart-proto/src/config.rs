@@ -653,11 +653,8 @@ pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
     if prefix > max {
         return Err(format!("prefix /{prefix} is longer than {max} bits"));
     }
-    let host_mask = if prefix == 0 {
-        u128::MAX
-    } else {
-        u128::MAX >> prefix
-    };
+    // checked: a /128 shifts by the whole width (no host bits).
+    let host_mask = u128::MAX.checked_shr(u32::from(prefix)).unwrap_or(0);
     if bits & host_mask != 0 {
         return Err(format!(
             "{a} has host bits set for /{prefix}: give the network address"

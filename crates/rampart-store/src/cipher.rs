@@ -169,6 +169,12 @@ pub const SEALED: &[SealedTable] = &[
         row: &["id"],
         columns: &["body"],
     },
+    // Target lists (migration 0017): the name is the list's identifier.
+    SealedTable {
+        table: "target_lists",
+        row: &["name"],
+        columns: &["description", "entries", "last_import"],
+    },
 ];
 
 /// Seals and opens the columns of one row of one table.

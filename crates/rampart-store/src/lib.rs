@@ -27,8 +27,10 @@ mod sqlite_keys;
 mod sqlite_lifecycle;
 mod sqlite_reports;
 mod sqlite_snapshot;
+mod sqlite_targets;
 mod sqlite_users;
 pub mod suite;
+pub mod targets;
 pub mod users;
 
 use std::sync::Arc;
@@ -40,6 +42,7 @@ use crate::cipher::FieldCipher;
 
 pub use configs::*;
 pub use model::*;
+pub use targets::*;
 pub use users::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -762,4 +765,35 @@ pub trait Store: Send + Sync + 'static {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<(String, String, AlarmState, u64)>>;
+
+    // --- target lists (issue 7) ---
+    /// The tenant's lists, by name, entries included.
+    async fn list_target_lists(&self, tenant: TenantId) -> Result<Vec<TargetListRow>>;
+    async fn get_target_list(&self, tenant: TenantId, name: &str) -> Result<Option<TargetListRow>>;
+    /// Writes a list if it is at `expected_version` (0: it must not exist
+    /// yet) and returns its new version; [`StoreError::Raced`] and nothing
+    /// changed otherwise, so a stale writer never overwrites a newer list.
+    /// The row's own `version` is ignored.
+    async fn put_target_list(
+        &self,
+        tenant: TenantId,
+        list: &TargetListRow,
+        expected_version: u64,
+    ) -> Result<u64>;
+    /// Records an import of a list still bound to `source`: its outcome and,
+    /// when `entries` is given, the new entries (one version more). `None`
+    /// when the list is gone or bound elsewhere now; else its version.
+    async fn record_target_import(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        source: &str,
+        entries: Option<&[String]>,
+        import: &TargetImport,
+    ) -> Result<Option<u64>>;
+    /// False when the tenant has no such list.
+    async fn delete_target_list(&self, tenant: TenantId, name: &str) -> Result<bool>;
+    /// (name, version) of each list, by name, without opening any: what a
+    /// cache checks before it reloads a list.
+    async fn target_list_versions(&self, tenant: TenantId) -> Result<Vec<(String, u64)>>;
 }

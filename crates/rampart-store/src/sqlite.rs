@@ -1825,4 +1825,36 @@ impl Store for SqliteStore {
     ) -> Result<Vec<(String, String, AlarmState, u64)>> {
         self.reports_alarm_counts(tenant, from_ms, to_ms).await
     }
+
+    async fn list_target_lists(&self, tenant: TenantId) -> Result<Vec<TargetListRow>> {
+        self.targets_list(tenant).await
+    }
+    async fn get_target_list(&self, tenant: TenantId, name: &str) -> Result<Option<TargetListRow>> {
+        self.targets_get(tenant, name).await
+    }
+    async fn put_target_list(
+        &self,
+        tenant: TenantId,
+        list: &TargetListRow,
+        expected_version: u64,
+    ) -> Result<u64> {
+        self.targets_put(tenant, list, expected_version).await
+    }
+    async fn record_target_import(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        source: &str,
+        entries: Option<&[String]>,
+        import: &TargetImport,
+    ) -> Result<Option<u64>> {
+        self.targets_record_import(tenant, name, source, entries, import)
+            .await
+    }
+    async fn delete_target_list(&self, tenant: TenantId, name: &str) -> Result<bool> {
+        self.targets_delete(tenant, name).await
+    }
+    async fn target_list_versions(&self, tenant: TenantId) -> Result<Vec<(String, u64)>> {
+        self.targets_versions(tenant).await
+    }
 }

@@ -218,6 +218,7 @@ pub async fn run_all(s: &dyn Store) {
     tenant_regions(s).await;
     users_and_access(s).await;
     reports(s).await;
+    target_lists(s).await;
     encryption_at_rest(s, &cipher).await;
     remote_actions(s).await;
 }
@@ -2874,4 +2875,140 @@ async fn reports(s: &dyn Store) {
         1,
         "per tenant"
     );
+}
+
+fn target_list(name: &str, entries: &[&str], source: &str) -> TargetListRow {
+    TargetListRow {
+        name: name.into(),
+        description: format!("{name} list"),
+        entries: entries.iter().map(|e| e.to_string()).collect(),
+        source: source.into(),
+        version: 0,
+        updated_at: 50,
+        last_import: None,
+    }
+}
+
+async fn target_lists(s: &dyn Store) {
+    let (ta, _) = tenant_with_device(s, "targets-a").await;
+    let (tb, _) = tenant_with_device(s, "targets-b").await;
+    assert_eq!(s.get_target_list(ta, "bad").await.unwrap(), None);
+    let bad = target_list("bad", &["10.0.0.0/8", "evil.example"], SOURCE_MANUAL);
+    assert_eq!(s.put_target_list(ta, &bad, 0).await.unwrap(), 1);
+    let got = s.get_target_list(ta, "bad").await.unwrap().unwrap();
+    assert_eq!(
+        got,
+        TargetListRow {
+            version: 1,
+            ..bad.clone()
+        }
+    );
+    // Creating again, or writing with a stale version, changes nothing.
+    assert!(matches!(
+        s.put_target_list(ta, &bad, 0).await,
+        Err(StoreError::Raced(_))
+    ));
+    let v2 = target_list("bad", &["192.0.2.1"], SOURCE_MANUAL);
+    assert_eq!(s.put_target_list(ta, &v2, 1).await.unwrap(), 2);
+    let stale = target_list("bad", &["198.51.100.0/24"], SOURCE_MANUAL);
+    assert!(matches!(
+        s.put_target_list(ta, &stale, 1).await,
+        Err(StoreError::Raced(_))
+    ));
+    let got = s.get_target_list(ta, "bad").await.unwrap().unwrap();
+    assert_eq!(
+        (got.version, got.entries.clone()),
+        (2, vec!["192.0.2.1".to_string()])
+    );
+    // Per tenant: the other tenant sees none, cannot update it, and has
+    // its own list of the same name.
+    assert!(s.list_target_lists(tb).await.unwrap().is_empty());
+    assert!(matches!(
+        s.put_target_list(tb, &stale, 2).await,
+        Err(StoreError::Raced(_))
+    ));
+    assert!(!s.delete_target_list(tb, "bad").await.unwrap());
+    assert_eq!(s.put_target_list(tb, &stale, 0).await.unwrap(), 1);
+    assert_eq!(
+        s.get_target_list(ta, "bad").await.unwrap().unwrap().entries,
+        vec!["192.0.2.1".to_string()]
+    );
+    // An empty list round-trips as empty.
+    let empty = target_list("a-empty", &[], "url:drop");
+    assert_eq!(s.put_target_list(ta, &empty, 0).await.unwrap(), 1);
+    let names: Vec<String> = s
+        .list_target_lists(ta)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    assert_eq!(names, vec!["a-empty".to_string(), "bad".to_string()]);
+    assert!(s
+        .get_target_list(ta, "a-empty")
+        .await
+        .unwrap()
+        .unwrap()
+        .entries
+        .is_empty());
+
+    // Imports apply only while the list is bound to the source.
+    let import = TargetImport {
+        at: 60,
+        accepted: 2,
+        skipped: 1,
+        error: None,
+    };
+    let fresh = vec!["203.0.113.0/24".to_string(), "198.51.100.7".to_string()];
+    assert_eq!(
+        s.record_target_import(ta, "a-empty", "url:other", Some(&fresh), &import)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.record_target_import(ta, "a-empty", "url:drop", Some(&fresh), &import)
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    let got = s.get_target_list(ta, "a-empty").await.unwrap().unwrap();
+    assert_eq!(
+        (got.entries, got.version, got.updated_at, got.last_import),
+        (fresh.clone(), 2, 60, Some(import.clone()))
+    );
+    let failed = TargetImport {
+        at: 70,
+        accepted: 0,
+        skipped: 0,
+        error: Some("status 503".into()),
+    };
+    assert_eq!(
+        s.record_target_import(ta, "a-empty", "url:drop", None, &failed)
+            .await
+            .unwrap(),
+        Some(2),
+        "a failed import keeps the entries and the version"
+    );
+    let got = s.get_target_list(ta, "a-empty").await.unwrap().unwrap();
+    assert_eq!((got.entries, got.last_import), (fresh, Some(failed)));
+    assert_eq!(
+        s.record_target_import(tb, "a-empty", "url:drop", None, &import)
+            .await
+            .unwrap(),
+        None,
+        "other tenant"
+    );
+    assert_eq!(
+        s.target_list_versions(ta).await.unwrap(),
+        vec![("a-empty".to_string(), 2), ("bad".to_string(), 2)]
+    );
+    assert_eq!(
+        s.target_list_versions(tb).await.unwrap(),
+        vec![("bad".to_string(), 1)]
+    );
+    assert!(s.delete_target_list(ta, "bad").await.unwrap());
+    assert!(!s.delete_target_list(ta, "bad").await.unwrap());
+    assert_eq!(s.get_target_list(ta, "bad").await.unwrap(), None);
+    assert!(s.get_target_list(tb, "bad").await.unwrap().is_some());
 }

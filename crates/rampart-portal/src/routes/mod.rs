@@ -12,6 +12,7 @@ pub mod flows;
 pub mod keys;
 pub mod plans;
 pub mod reports;
+pub mod targets;
 pub mod tenant;
 pub mod users;
 
