@@ -24,8 +24,10 @@ mod sqlite_keys;
 mod sqlite_lifecycle;
 mod sqlite_snapshot;
 mod sqlite_users;
+mod sqlite_vpn;
 pub mod suite;
 pub mod users;
+pub mod vpn;
 
 use std::sync::Arc;
 
@@ -36,6 +38,7 @@ use crate::cipher::FieldCipher;
 
 pub use model::*;
 pub use users::*;
+pub use vpn::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -618,4 +621,34 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a portal-wide value if it is still `expected`; false when it
     /// is not (someone else replaced it first).
     async fn replace_meta(&self, key: &str, expected: &[u8], value: &[u8]) -> Result<bool>;
+
+    // --- VPN: WireGuard interfaces of devices and their peers (see `vpn`) ---
+    /// Creates or replaces the device's interface.
+    async fn put_vpn_interface(&self, tenant: TenantId, row: &VpnInterfaceRow) -> Result<()>;
+    async fn get_vpn_interface(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+    ) -> Result<Option<VpnInterfaceRow>>;
+    /// Adds a peer to an existing interface. [`StoreError::Conflict`] when a
+    /// live peer of the device has the name, [`StoreError::Raced`] when one
+    /// took the slot (the caller picks another).
+    async fn create_vpn_peer(&self, tenant: TenantId, row: &VpnPeerRow) -> Result<()>;
+    /// The device's peers, revoked ones included, oldest first.
+    async fn list_vpn_peers(&self, tenant: TenantId, device: DeviceId) -> Result<Vec<VpnPeerRow>>;
+    async fn get_vpn_peer(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        id: Uuid,
+    ) -> Result<Option<VpnPeerRow>>;
+    /// Revokes a live peer and drops its wrapped keys; false when the
+    /// device has no such live peer.
+    async fn revoke_vpn_peer(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        id: Uuid,
+        now: i64,
+    ) -> Result<bool>;
 }
