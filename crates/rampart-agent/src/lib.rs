@@ -24,6 +24,7 @@ pub mod pipeline;
 pub mod ratelimit;
 pub mod run;
 pub mod tail;
+pub mod wg;
 
 /// Errors of the agent library. Messages say what to do.
 #[derive(Debug, thiserror::Error)]

@@ -82,6 +82,14 @@ enum Cmd {
             default_value_t = 100_000
         )]
         max_flows_per_exporter: u32,
+        /// Manage this WireGuard interface (e.g. wg0) from the device's
+        /// configuration; without it the agent applies no VPN.
+        #[arg(long, env = "RAMPART_AGENT_WIREGUARD_INTERFACE")]
+        wireguard_interface: Option<String>,
+        /// Create the interface with this userspace WireGuard (e.g.
+        /// wireguard-go) when the kernel has none.
+        #[arg(long, env = "RAMPART_AGENT_WIREGUARD_USERSPACE")]
+        wireguard_userspace: Option<PathBuf>,
     },
     /// Show the agent's state.
     Status {
@@ -216,9 +224,14 @@ fn main() -> anyhow::Result<()> {
             eve,
             default_sampling_rate,
             max_flows_per_exporter,
+            wireguard_interface,
+            wireguard_userspace,
         } => {
             if heartbeat_secs == 0 || outbox_mib == 0 {
                 bail!("--heartbeat-secs and --outbox-mib must be at least 1");
+            }
+            if let Some(name) = &wireguard_interface {
+                rampart_agent::wg::check_interface_name(name).map_err(anyhow::Error::msg)?;
             }
             let opts = RunOptions {
                 heartbeat_every: Duration::from_secs(heartbeat_secs),
@@ -230,6 +243,11 @@ fn main() -> anyhow::Result<()> {
                     eve,
                     default_sampling_rate,
                     max_flows_per_exporter,
+                    ..Default::default()
+                },
+                wireguard: rampart_agent::wg::WgOptions {
+                    interface: wireguard_interface,
+                    userspace: wireguard_userspace,
                     ..Default::default()
                 },
             };

@@ -150,6 +150,8 @@ pub struct RunOptions {
     pub poll_wait: Option<Duration>,
     /// Flow collectors; none by default.
     pub flows: FlowOptions,
+    /// The WireGuard interface the agent may manage; none by default.
+    pub wireguard: crate::wg::WgOptions,
 }
 
 impl Default for RunOptions {
@@ -159,6 +161,7 @@ impl Default for RunOptions {
             outbox_max_bytes: 256 * 1024 * 1024,
             poll_wait: None,
             flows: FlowOptions::default(),
+            wireguard: crate::wg::WgOptions::default(),
         }
     }
 }

@@ -33,6 +33,7 @@ pub mod service;
 pub mod tls;
 pub mod users;
 pub mod vault;
+pub mod vpn;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,6 +71,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::billing::router())
         .merge(routes::plans::router())
         .merge(routes::users::router())
+        .merge(routes::vpn::router())
 }
 
 /// The whole HTTP application. Serving (TLS, sockets) is separate: tests

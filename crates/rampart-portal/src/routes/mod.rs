@@ -11,6 +11,7 @@ pub mod keys;
 pub mod plans;
 pub mod tenant;
 pub mod users;
+pub mod vpn;
 
 use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
