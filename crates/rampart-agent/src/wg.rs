@@ -3,14 +3,15 @@
 //! The configuration ([`WgInterface`]) names public keys only; the private
 //! key and the preshared keys are fetched from the portal with a signed
 //! request each time the interface is applied, kept in memory only (never
-//! written to disk: `wg setconf` reads them from a pipe) and dropped after.
+//! written to disk: `wg syncconf` reads them from a pipe) and dropped after.
 //!
 //! Applying is opt-in (`--wireguard-interface wg0`): without it the agent
 //! checks the configuration and says it applied nothing. With it, the
 //! agent creates the interface when missing (`ip link add … type
 //! wireguard`, or a userspace implementation such as wireguard-go where the
 //! kernel has no WireGuard), replaces its keys, port and whole peer set
-//! with `wg setconf` (so a revoked peer disappears), sets its addresses and
+//! with `wg syncconf` (so a revoked peer disappears, while the sessions of
+//! unchanged peers survive, which `wg setconf` would drop), sets its addresses and
 //! brings it up.
 
 use std::path::PathBuf;
@@ -67,12 +68,9 @@ pub fn check_interface_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// The interface configuration for `wg setconf` (`wg(8)`'s format): keys,
+/// The interface configuration for `wg syncconf` (`wg(8)`'s format): keys,
 /// port and every peer, so applying it replaces the peer set whole.
-pub fn render_setconf(
-    iface: &WgInterface,
-    secrets: &WgSecrets,
-) -> Result<Zeroizing<String>, String> {
+pub fn render_conf(iface: &WgInterface, secrets: &WgSecrets) -> Result<Zeroizing<String>, String> {
     use std::fmt::Write;
     iface.validate()?;
     secrets.check_for(iface)?;
@@ -176,12 +174,12 @@ pub async fn apply_with_secrets(
     opts: &WgOptions,
 ) -> Result<String, String> {
     check_interface_name(name)?;
-    let conf = render_setconf(iface, secrets)?;
+    let conf = render_conf(iface, secrets)?;
     ensure_interface(name, opts).await?;
     // From a pipe: the private key never touches the disk.
     run(
         &opts.wg,
-        &["setconf", name, "/dev/stdin"],
+        &["syncconf", name, "/dev/stdin"],
         Some(conf.as_bytes()),
     )
     .await?;
@@ -294,7 +292,7 @@ mod tests {
     }
 
     #[test]
-    fn setconf_text_has_the_key_port_and_every_peer_with_its_preshared_key() {
+    fn conf_text_has_the_key_port_and_every_peer_with_its_preshared_key() {
         let sk = wg::generate_private_key();
         let (p1, p2) = (wg::generate_private_key(), wg::generate_private_key());
         let pk = |k: &[u8; 32]| wg::key_b64(&wg::public_key(k));
@@ -326,7 +324,7 @@ mod tests {
                 preshared_key: psk.clone(),
             }],
         };
-        let text = render_setconf(&iface, &secrets).unwrap();
+        let text = render_conf(&iface, &secrets).unwrap();
         let want = format!(
             "[Interface]\nPrivateKey = {}\nListenPort = 51820\n\n[Peer]\nPublicKey = {}\nPresharedKey = {psk}\nAllowedIPs = 10.8.0.2/32\n\n[Peer]\nPublicKey = {}\nAllowedIPs = 10.8.0.3/32, 192.168.9.0/24\nPersistentKeepalive = 25\n",
             wg::key_b64(&sk),
@@ -339,6 +337,6 @@ mod tests {
             private_key: wg::key_b64(&wg::generate_private_key()),
             ..secrets
         };
-        assert!(render_setconf(&iface, &other).is_err());
+        assert!(render_conf(&iface, &other).is_err());
     }
 }

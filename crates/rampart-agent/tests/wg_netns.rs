@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rampart_agent::wg::{apply_with_secrets, probe, render_setconf, WgOptions};
+use rampart_agent::wg::{apply_with_secrets, probe, render_conf, WgOptions};
 use rampart_proto::wg::{self, WgInterface, WgPeer, WgPeerSecret, WgSecrets};
 
 fn sh(cmd: &str, args: &[&str]) -> std::process::Output {
@@ -160,7 +160,7 @@ async fn applied_interfaces_carry_traffic_between_namespaces_and_a_revoked_peer_
         }],
     };
     // The rendered configuration, checked in every case.
-    let conf = render_setconf(&device, &device_secrets).unwrap();
+    let conf = render_conf(&device, &device_secrets).unwrap();
     assert!(conf.starts_with(&format!(
         "[Interface]\nPrivateKey = {}\nListenPort = 51820\n",
         wg::key_b64(&ka)
@@ -281,13 +281,12 @@ async fn applied_interfaces_carry_traffic_between_namespaces_and_a_revoked_peer_
     }
     assert!(ping(&na, "198.18.0.2"), "and back");
 
-    // Applying again is idempotent.
     apply_with_secrets(&ia, &device, &device_secrets, &oa)
         .await
         .unwrap();
     assert!(ping(&nb, "198.18.0.1"), "still up after a re-apply");
 
-    // The client revoked: the next configuration lacks it, setconf drops it.
+    // The client revoked: the next configuration lacks it, syncconf drops it.
     let revoked = WgInterface {
         peers: vec![device.peers[1].clone()],
         ..device.clone()
