@@ -326,7 +326,7 @@ mod tests {
                     public_key: key_b64(&public_key(&generate_private_key())),
                     allowed_ips: vec![format!("10.8.{}.{}/32", i / 250, i % 250 + 2)],
                     persistent_keepalive: None,
-                    preshared_key: i % 2 == 0,
+                    preshared_key: i.is_multiple_of(2),
                 })
                 .collect(),
         }
@@ -335,7 +335,8 @@ mod tests {
     #[test]
     fn validation_accepts_a_full_interface_and_names_what_is_wrong() {
         assert_eq!(iface(MAX_PEERS).validate(), Ok(()));
-        let cases: Vec<(&str, Box<dyn Fn(&mut WgInterface)>)> = vec![
+        type Change = Box<dyn Fn(&mut WgInterface)>;
+        let cases: Vec<(&str, Change)> = vec![
             (
                 "vpn.peers has 1001",
                 Box::new(|i| *i = iface(MAX_PEERS + 1)),

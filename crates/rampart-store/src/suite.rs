@@ -2729,7 +2729,7 @@ async fn vpn(s: &dyn Store) {
         address: format!("10.8.0.{slot}/32"),
         public_key: format!("pk-{name}"),
         private_key_wrapped: Some(vec![2; 60]),
-        preshared_key_wrapped: (slot % 2 == 0).then(|| vec![3; 60]),
+        preshared_key_wrapped: slot.is_multiple_of(2).then(|| vec![3; 60]),
         created_at: at,
         revoked_at: None,
     };
