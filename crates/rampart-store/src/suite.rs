@@ -2787,4 +2787,11 @@ async fn vpn(s: &dyn Store) {
         .map(|p| (p.id, p.revoked_at.is_some()))
         .collect();
     assert_eq!(names, vec![(p1.id, true), (p2.id, false), (p3.id, false)]);
+    // Purging the tenant removes its interfaces and peers with it (their
+    // rows reference each other and the device).
+    let removed = s.purge_tenant(ta, 60).await.unwrap();
+    assert_eq!(removed.get("vpn_interfaces"), Some(&1));
+    assert_eq!(removed.get("vpn_peers"), Some(&3));
+    assert_eq!(s.get_vpn_interface(ta, da).await.unwrap(), None);
+    assert!(s.list_vpn_peers(ta, da).await.unwrap().is_empty());
 }
