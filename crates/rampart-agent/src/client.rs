@@ -330,6 +330,22 @@ impl PortalClient {
         Self::json(resp).await
     }
 
+    /// `GET /api/v1/device/vpn-keys`: the WireGuard private key and the
+    /// peers' preshared keys, kept out of configurations because the portal
+    /// stores those. Held in memory only.
+    pub async fn vpn_keys(&self) -> Result<rampart_proto::wg::WgSecrets, ClientError> {
+        let resp = self
+            .send(
+                reqwest::Method::GET,
+                "/api/v1/device/vpn-keys",
+                Vec::new(),
+                "application/json",
+                Duration::from_secs(30),
+            )
+            .await?;
+        Self::json(resp).await
+    }
+
     pub async fn upload(&self, frame: Vec<u8>) -> Result<BatchAck, ClientError> {
         let resp = self
             .send(

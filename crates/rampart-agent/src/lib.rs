@@ -27,6 +27,7 @@ pub mod ratelimit;
 pub mod rules;
 pub mod run;
 pub mod tail;
+pub mod wg;
 
 /// Errors of the agent library. Messages say what to do.
 #[derive(Debug, thiserror::Error)]

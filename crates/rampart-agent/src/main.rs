@@ -94,6 +94,14 @@ enum Cmd {
             default_value = "off"
         )]
         firewall: rampart_agent::rules::Firewall,
+        /// Manage this WireGuard interface (e.g. wg0) from the device's
+        /// configuration; without it the agent applies no VPN.
+        #[arg(long, env = "RAMPART_AGENT_WIREGUARD_INTERFACE")]
+        wireguard_interface: Option<String>,
+        /// Create the interface with this userspace WireGuard (e.g.
+        /// wireguard-go) when the kernel has none.
+        #[arg(long, env = "RAMPART_AGENT_WIREGUARD_USERSPACE")]
+        wireguard_userspace: Option<PathBuf>,
     },
     /// Show the agent's state.
     Status {
@@ -244,9 +252,14 @@ fn main() -> anyhow::Result<()> {
             default_sampling_rate,
             max_flows_per_exporter,
             firewall,
+            wireguard_interface,
+            wireguard_userspace,
         } => {
             if heartbeat_secs == 0 || outbox_mib == 0 {
                 bail!("--heartbeat-secs and --outbox-mib must be at least 1");
+            }
+            if let Some(name) = &wireguard_interface {
+                rampart_agent::wg::check_interface_name(name).map_err(anyhow::Error::msg)?;
             }
             let opts = RunOptions {
                 heartbeat_every: Duration::from_secs(heartbeat_secs),
@@ -262,6 +275,11 @@ fn main() -> anyhow::Result<()> {
                 },
                 log: Some(log),
                 firewall,
+                wireguard: rampart_agent::wg::WgOptions {
+                    interface: wireguard_interface,
+                    userspace: wireguard_userspace,
+                    ..Default::default()
+                },
             };
             let end = rt
                 .block_on(async {

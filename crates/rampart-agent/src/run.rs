@@ -166,6 +166,8 @@ pub struct RunOptions {
     /// Whether block and allow rules are also applied to the host's
     /// firewall (`--firewall nft`), or only evaluated (the default).
     pub firewall: crate::rules::Firewall,
+    /// The WireGuard interface the agent may manage; none by default.
+    pub wireguard: crate::wg::WgOptions,
 }
 
 impl Default for RunOptions {
@@ -177,6 +179,7 @@ impl Default for RunOptions {
             flows: FlowOptions::default(),
             log: None,
             firewall: crate::rules::Firewall::Off,
+            wireguard: crate::wg::WgOptions::default(),
         }
     }
 }

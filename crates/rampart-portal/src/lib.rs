@@ -37,6 +37,7 @@ pub mod targets;
 pub mod tls;
 pub mod users;
 pub mod vault;
+pub mod vpn;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,6 +79,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::actions::router())
         .merge(routes::reports::router())
         .merge(routes::targets::router())
+        .merge(routes::vpn::router())
 }
 
 /// The whole HTTP application. Serving (TLS, sockets) is separate: tests

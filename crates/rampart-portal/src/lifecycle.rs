@@ -31,6 +31,10 @@ pub const FEATURES: &[&str] = &["flows", "alarms", "checks", "config", "vpn"];
 pub fn feature_of_path(path: &str) -> Option<&'static str> {
     let p = path.strip_prefix("/api/v1/")?;
     let first = p.split('/').next()?;
+    // A device's VPN (`devices/{id}/vpn…`) and the device's fetch of its keys.
+    if (first == "devices" && p.split('/').nth(2) == Some("vpn")) || p == "device/vpn-keys" {
+        return Some("vpn");
+    }
     match first {
         "flows" | "data-controls" => Some("flows"),
         "alarms" | "alarm-rules" | "alarm-settings" | "alarm-email" | "alarm-deliveries"

@@ -143,6 +143,25 @@ const POLICY: &[(&str, &str, &str)] = &[
     ("PUT", "/api/v1/target-lists/{name}", "admin"),
     ("DELETE", "/api/v1/target-lists/{name}", "admin"),
     ("POST", "/api/v1/target-lists/{name}/import", "admin"),
+    ("GET", "/api/v1/devices/{id}/vpn", "read_only"),
+    ("PUT", "/api/v1/devices/{id}/vpn", "admin"),
+    ("GET", "/api/v1/devices/{id}/vpn/peers", "read_only"),
+    ("POST", "/api/v1/devices/{id}/vpn/peers", "admin"),
+    (
+        "POST",
+        "/api/v1/devices/{id}/vpn/peers/{peer}/revoke",
+        "admin",
+    ),
+    (
+        "GET",
+        "/api/v1/devices/{id}/vpn/peers/{peer}/profile.conf",
+        "admin",
+    ),
+    (
+        "GET",
+        "/api/v1/devices/{id}/vpn/peers/{peer}/profile.png",
+        "admin",
+    ),
     ("POST", "/api/v1/devices/{id}/actions", "admin"),
     ("GET", "/api/v1/devices/{id}/actions/{seq}", "read_only"),
     ("GET", "/api/v1/devices/{id}/diagnostics", "admin"),
@@ -447,6 +466,10 @@ fn sample_body(op: &Op) -> Value {
         "/api/v1/tokens" => json!({"name": "walk", "role": "read_only"}),
         "/api/v1/msp-grants" => json!({"email": MSP_EMAIL, "role": "analyst"}),
         "/api/v1/auth/totp/confirm" => json!({"code": "000000"}),
+        p if p.ends_with("/vpn") => {
+            json!({"address": "10.8.0.1/24", "endpoint": "vpn.example.test"})
+        }
+        p if p.ends_with("/vpn/peers") => json!({"name": "walk"}),
         // An update of an existing list: naming another tenant's list (or
         // none) is refused with 409, never a new list.
         "/api/v1/target-lists/{name}" => json!({"entries": ["192.0.2.1"], "expected_version": 1}),
@@ -545,6 +568,9 @@ struct Fx {
     diagnostics_id: Uuid,
     /// Yesterday's daily report.
     report_id: Uuid,
+    /// A VPN peer of the device once [`Harness::vpn`] made one (else
+    /// nobody's id).
+    vpn_peer_id: Uuid,
 }
 
 impl Fx {
@@ -606,6 +632,7 @@ impl Fx {
                 };
                 Some(self.list_name(kind))
             }
+            (true, _) if p.name == "peer" => Some(self.vpn_peer_id.to_string()),
             (true, _) => Some(self.device.id.to_string()),
             (false, Kind::Uuid) => Some(self.device.id.to_string()),
             (false, _) if p.name == "wait_secs" => Some("0".into()),
@@ -926,6 +953,7 @@ impl Harness {
             action_seq: 0,
             diagnostics_id: Uuid::nil(),
             report_id: report.id,
+            vpn_peer_id: Uuid::new_v4(),
         };
         // Target lists for the walk (see `Fx::list_name`); the imported one
         // is kept by hand, so importing it is refused with 409.
@@ -1026,6 +1054,33 @@ impl Harness {
             .unwrap();
     }
 
+    /// A VPN interface on `fx`'s device with one peer, which `fx.fill`
+    /// then names.
+    async fn vpn(&self, fx: &mut Fx) {
+        let dev = DeviceId(fx.device.id);
+        let spec = rampart_portal::vpn::InterfaceSpec {
+            address: "10.8.0.1/24".into(),
+            listen_port: None,
+            endpoint: format!("vpn.{}", fx.host()),
+            dns: vec![],
+            client_allowed_ips: None,
+        };
+        rampart_portal::vpn::put_interface(&self.portal, &Actor::Cli, fx.tenant.id, dev, spec)
+            .await
+            .unwrap();
+        fx.vpn_peer_id = rampart_portal::vpn::create_peer(
+            &self.portal,
+            &Actor::Cli,
+            fx.tenant.id,
+            dev,
+            "fx-peer",
+            true,
+        )
+        .await
+        .unwrap()
+        .id;
+    }
+
     /// Queues a `ping` for `device` through the tenant API.
     async fn instruct(&self, fx: &Fx, device: Uuid) -> Value {
         let path = format!("/api/v1/devices/{device}/instructions");
@@ -1087,7 +1142,8 @@ impl Harness {
 #[tokio::test]
 async fn every_route_has_an_auth_policy() {
     let h = Harness::new().await;
-    let a = h.tenant("acme").await;
+    let mut a = h.tenant("acme").await;
+    h.vpn(&mut a).await;
     let doc = doc();
     let ops = operations(&doc);
     assert!(ops.len() > 15, "walked only {} operations", ops.len());
@@ -1139,6 +1195,8 @@ async fn every_route_has_an_auth_policy() {
 async fn cross_tenant_access_is_refused_on_every_route() {
     let h = Harness::new().await;
     let (mut a, mut b) = (h.tenant("acme").await, h.tenant("beta").await);
+    h.vpn(&mut a).await;
+    h.vpn(&mut b).await;
     // B gets data of every kind a leak could show. A's device has no
     // instruction at all, so seq 1 is B's only.
     h.instruct(&b, b.device.id).await;
@@ -1163,6 +1221,7 @@ async fn cross_tenant_access_is_refused_on_every_route() {
         b.api_token_id.to_string(),
         b.grant_id.to_string(),
         b.report_id.to_string(),
+        b.vpn_peer_id.to_string(),
     ];
     let ops = operations(&doc());
 
@@ -5471,4 +5530,543 @@ async fn flows_to_addresses_of_a_blocked_list_alarm_and_follow_list_changes() {
     let srcs: std::collections::BTreeSet<&str> =
         blocked.iter().filter_map(|x| x["src"].as_str()).collect();
     assert_eq!(srcs, ["10.1.2.3", "10.1.2.6"].into(), "{blocked:?}");
+}
+
+// ------------------------------------------------------------------- vpn
+
+/// `key = value` lines of one `[section]` of a wg-quick profile.
+fn profile_section(text: &str, section: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            inside = line == format!("[{section}]");
+        } else if inside && !line.is_empty() {
+            let (k, v) = line.split_once(" = ").expect("key = value");
+            out.push((k.to_string(), v.to_string()));
+        }
+    }
+    out
+}
+
+fn profile_value<'a>(kv: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    kv.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// WireGuard's own tools, when the machine has them (scripts/test installs
+/// Debian's wireguard-tools): a third party to check keys and profiles.
+fn wg_tools() -> bool {
+    std::process::Command::new("wg")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `wg pubkey` of a private key: WireGuard's own X25519 derivation.
+fn wg_pubkey(private_b64: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("wg")
+        .arg("pubkey")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(private_b64.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "wg pubkey failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The QR code of a PNG, read by an independent decoder (png + rqrr).
+fn decode_qr_png(bytes: &[u8]) -> String {
+    let dec = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut reader = dec.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Grayscale);
+    let (w, h) = (info.width as usize, info.height as usize);
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| buf[y * w + x]);
+    let grids = img.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code in the image");
+    grids[0].decode().unwrap().1
+}
+
+#[tokio::test]
+async fn vpn_peers_get_conf_and_qr_profiles_and_revoking_one_removes_it_everywhere() {
+    let h = Harness::new().await;
+    let fx = h.tenant("acme").await;
+    let reader = h.token_with_role(&fx, "read_only").await;
+    let (host, tok) = (fx.host(), Some(fx.token.as_str()));
+    let dev = fx.device.id;
+    let base = format!("/api/v1/devices/{dev}/vpn");
+    h.call("GET", host, &base, tok, None)
+        .await
+        .expect(404, Some("not_found"), "no interface yet");
+    let body =
+        json!({"address": "10.8.0.1/24", "endpoint": "VPN.acme.example", "dns": ["10.8.0.1"]});
+    let r = h.call("PUT", host, &base, tok, Some(body)).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let iface = r.json();
+    assert_eq!(iface["network"], "10.8.0.0/24");
+    assert_eq!(iface["listen_port"], 51820);
+    assert_eq!(iface["endpoint"], "vpn.acme.example");
+    let device_pk = iface["public_key"].as_str().unwrap().to_string();
+    rampart_proto::wg::parse_key("public key", &device_pk).unwrap();
+    // Changing settings keeps the key pair.
+    let body = json!({"address": "10.8.0.1/24", "endpoint": "vpn.acme.example", "dns": ["10.8.0.1"], "listen_port": 51900});
+    let again = h
+        .call("PUT", host, &base, tok, Some(body))
+        .await
+        .ok("update");
+    assert_eq!(again["public_key"], device_pk.as_str());
+    assert_eq!(again["listen_port"], 51900);
+
+    let peers = format!("{base}/peers");
+    let alice = h
+        .call(
+            "POST",
+            host,
+            &peers,
+            tok,
+            Some(json!({"name": "alice-laptop"})),
+        )
+        .await
+        .ok("alice");
+    let bob = h
+        .call(
+            "POST",
+            host,
+            &peers,
+            tok,
+            Some(json!({"name": "bob-phone", "preshared_key": false})),
+        )
+        .await
+        .ok("bob");
+    // The interface holds .1: peers get the lowest free host addresses.
+    assert_eq!(alice["address"], "10.8.0.2/32");
+    assert_eq!(bob["address"], "10.8.0.3/32");
+    assert_eq!(
+        (
+            alice["preshared_key"].as_bool(),
+            bob["preshared_key"].as_bool()
+        ),
+        (Some(true), Some(false))
+    );
+    h.call(
+        "POST",
+        host,
+        &peers,
+        tok,
+        Some(json!({"name": "alice-laptop"})),
+    )
+    .await
+    .expect(409, Some("conflict"), "a live peer has the name");
+    let listed = h
+        .call("GET", host, &peers, Some(&reader), None)
+        .await
+        .ok("list as reader");
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    let (alice_id, bob_id) = (alice["id"].as_str().unwrap(), bob["id"].as_str().unwrap());
+
+    // The wg-quick profile.
+    let conf_path = format!("{peers}/{alice_id}/profile.conf");
+    let r = h.call("GET", host, &conf_path, tok, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.content_type.as_deref(), Some("text/plain; charset=utf-8"));
+    let conf = r.text();
+    let (ifc, peer) = (
+        profile_section(&conf, "Interface"),
+        profile_section(&conf, "Peer"),
+    );
+    let alice_sk = profile_value(&ifc, "PrivateKey").unwrap().to_string();
+    assert_eq!(profile_value(&ifc, "Address"), Some("10.8.0.2/32"));
+    assert_eq!(profile_value(&ifc, "DNS"), Some("10.8.0.1"));
+    assert_eq!(profile_value(&peer, "PublicKey"), Some(device_pk.as_str()));
+    assert_eq!(
+        profile_value(&peer, "Endpoint"),
+        Some("vpn.acme.example:51900")
+    );
+    assert_eq!(profile_value(&peer, "AllowedIPs"), Some("10.8.0.0/24"));
+    assert_eq!(profile_value(&peer, "PersistentKeepalive"), Some("25"));
+    let alice_psk = profile_value(&peer, "PresharedKey").unwrap().to_string();
+    rampart_proto::wg::parse_key("psk", &alice_psk).unwrap();
+    let bob_conf = h
+        .call(
+            "GET",
+            host,
+            &format!("{peers}/{bob_id}/profile.conf"),
+            tok,
+            None,
+        )
+        .await;
+    assert_eq!(bob_conf.status, 200);
+    assert!(profile_value(&profile_section(&bob_conf.text(), "Peer"), "PresharedKey").is_none());
+    // The QR code holds exactly the same text.
+    let r = h
+        .call(
+            "GET",
+            host,
+            &format!("{peers}/{alice_id}/profile.png"),
+            tok,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.content_type.as_deref(), Some("image/png"));
+    assert_eq!(decode_qr_png(&r.body), conf);
+    // Profiles hold private keys: never cached.
+    let resp = h
+        .app
+        .clone()
+        .oneshot(build("GET", host, &conf_path, tok, None, None))
+        .await
+        .unwrap();
+    assert_eq!(resp.headers().get("cache-control").unwrap(), "no-store");
+
+    // The device fetches its own secrets, signed.
+    let keys = h
+        .signed(&fx.device, "GET", host, "/api/v1/device/vpn-keys", None)
+        .await
+        .ok("vpn keys");
+    let device_sk = keys["private_key"].as_str().unwrap().to_string();
+    assert_eq!(keys["public_key"], device_pk.as_str());
+    assert_eq!(
+        keys["peers"],
+        json!([{"public_key": alice["public_key"], "preshared_key": alice_psk}])
+    );
+    if wg_tools() {
+        // WireGuard's own derivation agrees with the keys the API reports.
+        assert_eq!(wg_pubkey(&alice_sk), alice["public_key"].as_str().unwrap());
+        assert_eq!(wg_pubkey(&device_sk), device_pk);
+        // And wg-quick parses the profile (strip prints it in wg's format).
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("alice.conf");
+        std::fs::write(&file, &conf).unwrap();
+        let out = std::process::Command::new("wg-quick")
+            .arg("strip")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "wg-quick strip: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stripped = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            stripped.contains(&format!("PrivateKey = {alice_sk}")),
+            "{stripped}"
+        );
+        assert!(
+            !stripped.contains("Address"),
+            "wg-quick keeps Address for itself: {stripped}"
+        );
+    } else {
+        println!("wg (wireguard-tools) is not installed: keys checked by the RFC 7748 vectors in rampart-proto only");
+    }
+
+    // What the configuration carries: public keys and addresses, no secret.
+    let (t, d) = (fx.tenant.id, DeviceId(dev));
+    let wgi = rampart_portal::vpn::device_interface(&h.portal, t, d)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(wgi.public_key, device_pk);
+    assert_eq!(wgi.address, vec!["10.8.0.1/24"]);
+    assert_eq!(wgi.listen_port, Some(51900));
+    let got: Vec<_> = wgi
+        .peers
+        .iter()
+        .map(|p| {
+            (
+                p.public_key.as_str(),
+                p.allowed_ips.clone(),
+                p.preshared_key,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                alice["public_key"].as_str().unwrap(),
+                vec!["10.8.0.2/32".to_string()],
+                true
+            ),
+            (
+                bob["public_key"].as_str().unwrap(),
+                vec!["10.8.0.3/32".to_string()],
+                false
+            ),
+        ]
+    );
+    let shown = serde_json::to_string(&wgi).unwrap();
+    for secret in [&alice_sk, &alice_psk, &device_sk] {
+        assert!(
+            !shown.contains(secret.as_str()),
+            "a secret in the configuration: {shown}"
+        );
+    }
+
+    // Revoking alice: her profile is gone, and so is she from the config.
+    let revoked = h
+        .call(
+            "POST",
+            host,
+            &format!("{peers}/{alice_id}/revoke"),
+            tok,
+            None,
+        )
+        .await
+        .ok("revoke");
+    assert!(revoked["revoked_at"].is_string());
+    for ext in ["conf", "png"] {
+        h.call(
+            "GET",
+            host,
+            &format!("{peers}/{alice_id}/profile.{ext}"),
+            tok,
+            None,
+        )
+        .await
+        .expect(410, Some("peer_revoked"), ext);
+    }
+    h.call(
+        "POST",
+        host,
+        &format!("{peers}/{alice_id}/revoke"),
+        tok,
+        None,
+    )
+    .await
+    .expect(409, Some("conflict"), "revoked once");
+    let wgi = rampart_portal::vpn::device_interface(&h.portal, t, d)
+        .await
+        .unwrap()
+        .unwrap();
+    let keys_now: Vec<_> = wgi.peers.iter().map(|p| p.public_key.as_str()).collect();
+    assert_eq!(keys_now, vec![bob["public_key"].as_str().unwrap()]);
+    let keys = h
+        .signed(&fx.device, "GET", host, "/api/v1/device/vpn-keys", None)
+        .await
+        .ok("vpn keys after revoke");
+    assert_eq!(keys["peers"], json!([]));
+    // Her name and address are free again, with a new key pair.
+    let alice2 = h
+        .call(
+            "POST",
+            host,
+            &peers,
+            tok,
+            Some(json!({"name": "alice-laptop"})),
+        )
+        .await
+        .ok("alice again");
+    assert_eq!(alice2["address"], "10.8.0.2/32");
+    assert_ne!(alice2["public_key"], alice["public_key"]);
+    let listed = h
+        .call("GET", host, &peers, Some(&reader), None)
+        .await
+        .ok("list");
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        3,
+        "the revoked peer stays listed"
+    );
+    let audit = audit_pages(&h, host, "/api/v1/audit", &fx.token).await;
+    let actions: Vec<&str> = audit
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .filter(|a| a.starts_with("vpn."))
+        .collect();
+    for want in [
+        "vpn.interface.put",
+        "vpn.peer.create",
+        "vpn.profile.download",
+        "vpn.peer.revoke",
+    ] {
+        assert!(actions.contains(&want), "{want} in {actions:?}");
+    }
+}
+
+#[tokio::test]
+async fn vpn_bad_input_gets_clear_client_errors() {
+    let h = Harness::new().await;
+    let fx = h.tenant("acme").await;
+    let (host, tok) = (fx.host(), Some(fx.token.as_str()));
+    let base = format!("/api/v1/devices/{}/vpn", fx.device.id);
+    let peers = format!("{base}/peers");
+    h.call("POST", host, &peers, tok, Some(json!({"name": "early"})))
+        .await
+        .expect(404, Some("not_found"), "a peer before the interface");
+    let good = json!({"address": "10.9.0.1/30", "endpoint": "vpn.acme.example"});
+    for (change, ctx) in [
+        (
+            json!({"address": "10.9.0.0/30"}),
+            "the network's own address",
+        ),
+        (json!({"address": "10.9.0.3/30"}), "the broadcast address"),
+        (json!({"address": "10.9.0.1/31"}), "no room for peers"),
+        (json!({"address": "10.9.0.1/33"}), "a prefix past 32"),
+        (json!({"address": "fd00::1/64"}), "IPv6"),
+        (json!({"address": "10.9.0.1"}), "no prefix"),
+        (json!({"address": "x".repeat(5000)}), "a long address"),
+        (
+            json!({"endpoint": "vpn.acme.example:51820"}),
+            "a port in the endpoint",
+        ),
+        (json!({"endpoint": ""}), "no endpoint"),
+        (json!({"dns": ["resolver"]}), "a dns name"),
+        (
+            json!({"dns": ["1.1.1.1", "1.0.0.1", "8.8.8.8", "8.8.4.4", "9.9.9.9"]}),
+            "five dns servers",
+        ),
+        (json!({"listen_port": 0}), "port 0"),
+        (json!({"listen_port": 70000}), "port past 65535"),
+        (
+            json!({"client_allowed_ips": ["10.0.0.0/40"]}),
+            "a bad route",
+        ),
+        (json!({"client_allowed_ips": []}), "no route"),
+        (json!({"private_key": "AAAA"}), "a private key given"),
+    ] {
+        let mut body = good.clone();
+        body.as_object_mut()
+            .unwrap()
+            .extend(change.as_object().unwrap().clone());
+        let r = h.call("PUT", host, &base, tok, Some(body)).await;
+        r.expect(400, None, ctx);
+        let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(
+            !msg.ends_with('.') && msg.chars().next().is_some_and(|c| !c.is_uppercase()),
+            "{ctx}: {msg}"
+        );
+    }
+    h.call("PUT", host, &base, tok, Some(good.clone()))
+        .await
+        .ok("a /30");
+    for name in [
+        "",
+        "a/b",
+        ".hidden",
+        "two words",
+        &"n".repeat(65),
+        "ünïcode",
+    ] {
+        h.call("POST", host, &peers, tok, Some(json!({"name": name})))
+            .await
+            .expect(400, Some("invalid"), &format!("name {name:?}"));
+    }
+    // A /30 has two host addresses, and the interface holds one.
+    let only = h
+        .call("POST", host, &peers, tok, Some(json!({"name": "only"})))
+        .await
+        .ok("the one free address");
+    assert_eq!(only["address"], "10.9.0.2/32");
+    let r = h
+        .call("POST", host, &peers, tok, Some(json!({"name": "second"})))
+        .await;
+    r.expect(409, Some("conflict"), "a full network");
+    assert!(r.text().contains("no free address"), "{}", r.text());
+    // Moving to another network strands live peers: refused.
+    let moved = json!({"address": "10.10.0.1/24", "endpoint": "vpn.acme.example"});
+    h.call("PUT", host, &base, tok, Some(moved.clone()))
+        .await
+        .expect(409, Some("conflict"), "live peers in the old network");
+    let unknown = format!("{peers}/{}/profile.conf", Uuid::new_v4());
+    h.call("GET", host, &unknown, tok, None).await.expect(
+        404,
+        Some("not_found"),
+        "an unknown peer",
+    );
+    h.call(
+        "GET",
+        host,
+        &format!("{peers}/not-a-uuid/profile.conf"),
+        tok,
+        None,
+    )
+    .await
+    .expect(400, None, "a bad peer id");
+    // The peer limit: fill a large network to the limit through the store,
+    // then one more through the API.
+    h.call(
+        "POST",
+        host,
+        &format!("{peers}/{}/revoke", only["id"].as_str().unwrap()),
+        tok,
+        None,
+    )
+    .await
+    .ok("revoke");
+    let wide = json!({"address": "10.10.0.1/16", "endpoint": "vpn.acme.example"});
+    h.call("PUT", host, &base, tok, Some(wide))
+        .await
+        .ok("a /16");
+    let (t, d) = (fx.tenant.id, DeviceId(fx.device.id));
+    for i in 0..rampart_proto::wg::MAX_PEERS as u32 {
+        let sk = rampart_proto::wg::generate_private_key();
+        h.portal
+            .store
+            .create_vpn_peer(
+                t,
+                &rampart_store::VpnPeerRow {
+                    id: Uuid::new_v4(),
+                    device_id: d,
+                    name: format!("bulk-{i}"),
+                    slot: i + 2,
+                    address: format!("10.10.{}.{}/32", (i + 2) / 256, (i + 2) % 256),
+                    public_key: rampart_proto::wg::key_b64(&rampart_proto::wg::public_key(&sk)),
+                    private_key_wrapped: None,
+                    preshared_key_wrapped: None,
+                    created_at: now(),
+                    revoked_at: None,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let r = h
+        .call(
+            "POST",
+            host,
+            &peers,
+            tok,
+            Some(json!({"name": "one-too-many"})),
+        )
+        .await;
+    r.expect(400, Some("invalid"), "past the peer limit");
+    assert!(r.text().contains("1000 live vpn peers"), "{}", r.text());
+    let wgi = rampart_portal::vpn::device_interface(&h.portal, t, d)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(wgi.peers.len(), rampart_proto::wg::MAX_PEERS);
+    assert_eq!(wgi.validate(), Ok(()));
+    // A plan without the vpn feature closes its routes and the device fetch.
+    put_on_plan(
+        &h,
+        &fx,
+        "no-vpn",
+        json!({"visible_days": 30, "stored_days": 32, "features": ["flows"]}),
+    )
+    .await;
+    h.call("GET", host, &base, tok, None).await.expect(
+        403,
+        Some("feature_not_in_plan"),
+        "vpn outside the plan",
+    );
+    h.signed(&fx.device, "GET", host, "/api/v1/device/vpn-keys", None)
+        .await
+        .expect(
+            403,
+            Some("feature_not_in_plan"),
+            "vpn keys outside the plan",
+        );
 }

@@ -1004,3 +1004,86 @@ fn the_keys_cli_rotates_reencrypts_retires_and_rotates_the_master_key() {
     assert_eq!(s["current_version"], 2);
     assert_eq!(s["master_key_id"], r["master_key_id"]);
 }
+
+/// WireGuard keys (issue 7): the device's and the peers' private keys and
+/// the preshared keys, raw or base64, and the peer names and endpoint, are
+/// in no file of the data dir.
+#[tokio::test]
+async fn no_vpn_private_key_or_peer_name_is_found_in_any_file_of_the_data_dir() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let p = Portal::open(config(dir.path())).await.unwrap();
+    let acme = p
+        .create_tenant(&Actor::Cli, "acme", "acme.rampart.test", None)
+        .await
+        .unwrap();
+    let dev = enroll(&p, &acme, "edge", vec![]).await;
+    let spec = rampart_portal::vpn::InterfaceSpec {
+        address: "10.61.0.1/24".into(),
+        listen_port: None,
+        endpoint: "kq4410-vpn-endpoint.example".into(),
+        dns: vec![],
+        client_allowed_ips: None,
+    };
+    rampart_portal::vpn::put_interface(&p, &Actor::Cli, acme.id, dev.id, spec)
+        .await
+        .unwrap();
+    let peer = rampart_portal::vpn::create_peer(
+        &p,
+        &Actor::Cli,
+        acme.id,
+        dev.id,
+        "kq4410-peer-name",
+        true,
+    )
+    .await
+    .unwrap();
+    let iface = p
+        .store
+        .get_vpn_interface(acme.id, dev.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let profile = rampart_portal::vpn::client_profile(&p, &Actor::Cli, acme.id, &iface, &peer)
+        .await
+        .unwrap()
+        .unwrap();
+    let line = |key: &str| {
+        profile
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = ")))
+            .unwrap()
+            .to_string()
+    };
+    let secrets = rampart_portal::vpn::device_secrets(&p, acme.id, dev.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut markers: Vec<Vec<u8>> = vec![
+        b"kq4410-vpn-endpoint.example".to_vec(),
+        b"kq4410-peer-name".to_vec(),
+    ];
+    for key in [
+        line("PrivateKey"),
+        line("PresharedKey"),
+        secrets.private_key.clone(),
+    ] {
+        assert_eq!(key.len(), 44, "{key}");
+        markers.push(
+            base64::engine::general_purpose::STANDARD
+                .decode(&key)
+                .unwrap(),
+        );
+        markers.push(key.into_bytes());
+    }
+    assert_eq!(secrets.peers[0].preshared_key, line("PresharedKey"));
+    drop(p);
+    for m in &markers {
+        let found = holding(dir.path(), m);
+        assert!(
+            found.is_empty(),
+            "{:?} found in the clear in {found:?}",
+            String::from_utf8_lossy(m)
+        );
+    }
+}

@@ -175,6 +175,24 @@ pub const SEALED: &[SealedTable] = &[
         row: &["name"],
         columns: &["description", "entries", "last_import"],
     },
+    // WireGuard (migration 0016); private and preshared keys are wrapped by
+    // the portal before they get here, in clear `*_wrapped` columns.
+    SealedTable {
+        table: "vpn_interfaces",
+        row: &["device_id"],
+        columns: &[
+            "address",
+            "endpoint",
+            "dns",
+            "client_allowed_ips",
+            "public_key",
+        ],
+    },
+    SealedTable {
+        table: "vpn_peers",
+        row: &["id"],
+        columns: &["name", "address", "public_key"],
+    },
 ];
 
 /// Seals and opens the columns of one row of one table.

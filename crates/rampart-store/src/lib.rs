@@ -29,9 +29,11 @@ mod sqlite_reports;
 mod sqlite_snapshot;
 mod sqlite_targets;
 mod sqlite_users;
+mod sqlite_vpn;
 pub mod suite;
 pub mod targets;
 pub mod users;
+pub mod vpn;
 
 use std::sync::Arc;
 
@@ -44,6 +46,7 @@ pub use configs::*;
 pub use model::*;
 pub use targets::*;
 pub use users::*;
+pub use vpn::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -796,4 +799,34 @@ pub trait Store: Send + Sync + 'static {
     /// (name, version) of each list, by name, without opening any: what a
     /// cache checks before it reloads a list.
     async fn target_list_versions(&self, tenant: TenantId) -> Result<Vec<(String, u64)>>;
+
+    // --- VPN: WireGuard interfaces of devices and their peers (see `vpn`) ---
+    /// Creates or replaces the device's interface.
+    async fn put_vpn_interface(&self, tenant: TenantId, row: &VpnInterfaceRow) -> Result<()>;
+    async fn get_vpn_interface(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+    ) -> Result<Option<VpnInterfaceRow>>;
+    /// Adds a peer to an existing interface. [`StoreError::Conflict`] when a
+    /// live peer of the device has the name, [`StoreError::Raced`] when one
+    /// took the slot (the caller picks another).
+    async fn create_vpn_peer(&self, tenant: TenantId, row: &VpnPeerRow) -> Result<()>;
+    /// The device's peers, revoked ones included, oldest first.
+    async fn list_vpn_peers(&self, tenant: TenantId, device: DeviceId) -> Result<Vec<VpnPeerRow>>;
+    async fn get_vpn_peer(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        id: Uuid,
+    ) -> Result<Option<VpnPeerRow>>;
+    /// Revokes a live peer and drops its wrapped keys; false when the
+    /// device has no such live peer.
+    async fn revoke_vpn_peer(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        id: Uuid,
+        now: i64,
+    ) -> Result<bool>;
 }

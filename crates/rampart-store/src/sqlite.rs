@@ -1857,4 +1857,43 @@ impl Store for SqliteStore {
     async fn target_list_versions(&self, tenant: TenantId) -> Result<Vec<(String, u64)>> {
         self.targets_versions(tenant).await
     }
+
+    async fn put_vpn_interface(&self, tenant: TenantId, row: &VpnInterfaceRow) -> Result<()> {
+        self.vpn_put_interface(tenant, row).await
+    }
+
+    async fn get_vpn_interface(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+    ) -> Result<Option<VpnInterfaceRow>> {
+        self.vpn_get_interface(tenant, device).await
+    }
+
+    async fn create_vpn_peer(&self, tenant: TenantId, row: &VpnPeerRow) -> Result<()> {
+        self.vpn_create_peer(tenant, row).await
+    }
+
+    async fn list_vpn_peers(&self, tenant: TenantId, device: DeviceId) -> Result<Vec<VpnPeerRow>> {
+        self.vpn_list_peers(tenant, device).await
+    }
+
+    async fn get_vpn_peer(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        id: Uuid,
+    ) -> Result<Option<VpnPeerRow>> {
+        self.vpn_get_peer(tenant, device, id).await
+    }
+
+    async fn revoke_vpn_peer(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        id: Uuid,
+        now: i64,
+    ) -> Result<bool> {
+        self.vpn_revoke_peer(tenant, device, id, now).await
+    }
 }

@@ -219,6 +219,7 @@ pub async fn run_all(s: &dyn Store) {
     users_and_access(s).await;
     reports(s).await;
     target_lists(s).await;
+    vpn(s).await;
     encryption_at_rest(s, &cipher).await;
     remote_actions(s).await;
 }
@@ -3011,4 +3012,127 @@ async fn target_lists(s: &dyn Store) {
     assert!(!s.delete_target_list(ta, "bad").await.unwrap());
     assert_eq!(s.get_target_list(ta, "bad").await.unwrap(), None);
     assert!(s.get_target_list(tb, "bad").await.unwrap().is_some());
+}
+
+/// WireGuard interfaces and peers: per tenant and device, live names and
+/// address slots unique, revocation final and dropping the wrapped keys.
+async fn vpn(s: &dyn Store) {
+    let (ta, da) = tenant_with_device(s, "vpn-a").await;
+    let (tb, db) = tenant_with_device(s, "vpn-b").await;
+    let iface = VpnInterfaceRow {
+        device_id: da,
+        address: "10.8.0.1/24".into(),
+        listen_port: 51820,
+        endpoint: "vpn.vpn-a.example".into(),
+        dns: vec!["10.8.0.1".into()],
+        client_allowed_ips: vec!["10.8.0.0/24".into(), "192.168.7.0/24".into()],
+        public_key: "pk-a".into(),
+        private_key_wrapped: vec![1; 60],
+        created_at: 10,
+        updated_at: 10,
+    };
+    s.put_vpn_interface(ta, &iface).await.unwrap();
+    assert_eq!(
+        s.get_vpn_interface(ta, da).await.unwrap(),
+        Some(iface.clone())
+    );
+    assert_eq!(
+        s.get_vpn_interface(tb, da).await.unwrap(),
+        None,
+        "other tenant"
+    );
+    assert_eq!(s.get_vpn_interface(tb, db).await.unwrap(), None);
+    // Replacing keeps the creation time.
+    let moved = VpnInterfaceRow {
+        endpoint: "203.0.113.9".into(),
+        listen_port: 443,
+        created_at: 99,
+        updated_at: 20,
+        ..iface.clone()
+    };
+    s.put_vpn_interface(ta, &moved).await.unwrap();
+    let got = s.get_vpn_interface(ta, da).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            got.endpoint.as_str(),
+            got.listen_port,
+            got.created_at,
+            got.updated_at
+        ),
+        ("203.0.113.9", 443, 10, 20)
+    );
+
+    let peer = |name: &str, slot: u32, at: i64| VpnPeerRow {
+        id: Uuid::new_v4(),
+        device_id: da,
+        name: name.into(),
+        slot,
+        address: format!("10.8.0.{slot}/32"),
+        public_key: format!("pk-{name}"),
+        private_key_wrapped: Some(vec![2; 60]),
+        preshared_key_wrapped: slot.is_multiple_of(2).then(|| vec![3; 60]),
+        created_at: at,
+        revoked_at: None,
+    };
+    let (p1, p2) = (peer("laptop", 2, 30), peer("phone", 3, 31));
+    s.create_vpn_peer(ta, &p1).await.unwrap();
+    s.create_vpn_peer(ta, &p2).await.unwrap();
+    assert!(matches!(
+        s.create_vpn_peer(ta, &peer("laptop", 4, 32)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.create_vpn_peer(ta, &peer("tablet", 3, 32)).await,
+        Err(StoreError::Raced(_))
+    ));
+    assert_eq!(
+        s.list_vpn_peers(ta, da).await.unwrap(),
+        vec![p1.clone(), p2.clone()]
+    );
+    assert!(
+        s.list_vpn_peers(tb, da).await.unwrap().is_empty(),
+        "other tenant"
+    );
+    assert_eq!(
+        s.get_vpn_peer(ta, da, p2.id).await.unwrap(),
+        Some(p2.clone())
+    );
+    assert_eq!(s.get_vpn_peer(tb, da, p2.id).await.unwrap(), None);
+    assert_eq!(
+        s.get_vpn_peer(ta, db, p2.id).await.unwrap(),
+        None,
+        "other device"
+    );
+
+    assert!(
+        !s.revoke_vpn_peer(tb, da, p1.id, 40).await.unwrap(),
+        "other tenant"
+    );
+    assert!(s.revoke_vpn_peer(ta, da, p1.id, 40).await.unwrap());
+    assert!(!s.revoke_vpn_peer(ta, da, p1.id, 41).await.unwrap(), "once");
+    let gone = s.get_vpn_peer(ta, da, p1.id).await.unwrap().unwrap();
+    assert_eq!(gone.revoked_at, Some(40));
+    assert_eq!(
+        (gone.private_key_wrapped, gone.preshared_key_wrapped),
+        (None, None)
+    );
+    assert_eq!(gone.name, "laptop", "the record stays");
+    // A revoked peer's name and address are free again.
+    let p3 = peer("laptop", 2, 50);
+    s.create_vpn_peer(ta, &p3).await.unwrap();
+    let names: Vec<_> = s
+        .list_vpn_peers(ta, da)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.id, p.revoked_at.is_some()))
+        .collect();
+    assert_eq!(names, vec![(p1.id, true), (p2.id, false), (p3.id, false)]);
+    // Purging the tenant removes its interfaces and peers with it (their
+    // rows reference each other and the device).
+    let removed = s.purge_tenant(ta, 60).await.unwrap();
+    assert_eq!(removed.get("vpn_interfaces"), Some(&1));
+    assert_eq!(removed.get("vpn_peers"), Some(&3));
+    assert_eq!(s.get_vpn_interface(ta, da).await.unwrap(), None);
+    assert!(s.list_vpn_peers(ta, da).await.unwrap().is_empty());
 }

@@ -15,6 +15,7 @@ pub mod reports;
 pub mod targets;
 pub mod tenant;
 pub mod users;
+pub mod vpn;
 
 use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
