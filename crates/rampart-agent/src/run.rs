@@ -38,6 +38,7 @@ use crate::masking::Controls;
 use crate::outbox::{Outbox, PushOutcome};
 use crate::pipeline::{FlowCollectors, FlowOptions, FlowStats, FlowStatus, Shipper};
 use crate::AgentError;
+use crate::{rules, wg};
 
 /// How often uploads are tried while the portal pauses this tenant
 /// (suspended or cancelled): often enough that a reactivation is noticed
@@ -423,12 +424,26 @@ pub async fn run_until<F: std::future::Future<Output = ()>>(
         }
         return settled.map(|_| RunEnd::Shutdown);
     }
-    let tasks = [
+    // Rules and the VPN interface of the running configuration, again
+    // (the host may have rebooted since they were applied).
+    if let Some(r) = shared.running() {
+        let doc = config::doc_of(Some(&r));
+        if let Err(e) = apply_rules(shared.options.firewall, &doc, &r.lists).await {
+            shared.note_error("loading the running rules", &e);
+        }
+        if let Err(e) = wg::apply(&shared.client, r.vpn.as_ref(), &shared.options.wireguard).await {
+            shared.note_error("applying the running wireguard interface", &e);
+        }
+    }
+    let mut tasks = vec![
         tokio::spawn(checkin_loop(shared.clone(), opts.clone())),
         tokio::spawn(upload_loop(shared.clone())),
-        tokio::spawn(heartbeat_loop(shared.clone(), opts)),
         tokio::spawn(pseudonym_key_loop(shared.clone())),
     ];
+    if opts.firewall == rules::Firewall::Nft {
+        tasks.push(tokio::spawn(rules_loop(shared.clone())));
+    }
+    tasks.push(tokio::spawn(heartbeat_loop(shared.clone(), opts)));
     let end = tokio::select! {
         _ = shutdown => RunEnd::Shutdown,
         _ = shared.restart.fired() => RunEnd::Restart,
@@ -712,9 +727,12 @@ async fn apply_config(s: &Shared, payload: &serde_json::Value) -> AckRequest {
         return keep_config(s, eff, vec!["already running this content".into()], report).await;
     }
     let before = config::doc_of(running.as_ref());
+    let no_lists = std::collections::BTreeMap::new();
+    let before_lists = running.as_ref().map(|r| &r.lists).unwrap_or(&no_lists);
+    let before_vpn = running.as_ref().and_then(|r| r.vpn.as_ref());
     let prev_controls = s.controls.current().controls().clone();
     let undo = || async {
-        if let Err(e) = apply_doc(s, &before, None).await {
+        if let Err(e) = apply_doc(s, &before, before_lists, before_vpn, None).await {
             tracing::error!(error = %e, "rolling back the configuration failed");
         }
         if doc.masking.is_some() {
@@ -722,24 +740,46 @@ async fn apply_config(s: &Shared, payload: &serde_json::Value) -> AckRequest {
             let _ = tokio::task::spawn_blocking(move || c.set(prev_controls)).await;
         }
     };
-    if let Err(e) = apply_doc(s, &doc, Some(eff.revision)).await {
-        undo().await;
-        return report(
-            running.as_ref(),
-            Some(kept(format!(
-                "applying revision {} failed: {e}",
-                eff.revision
-            ))),
-            true,
-            vec![],
-        );
-    }
+    let notes = match apply_doc(s, &doc, &eff.lists, eff.vpn.as_ref(), Some(eff.revision)).await {
+        Ok(notes) => notes,
+        Err(e) => {
+            undo().await;
+            return report(
+                running.as_ref(),
+                Some(kept(format!(
+                    "applying revision {} failed: {e}",
+                    eff.revision
+                ))),
+                true,
+                vec![],
+            );
+        }
+    };
     let bound: Vec<std::net::SocketAddr> = s
         .lock_collectors()
         .as_ref()
         .map(|c| c.local_addrs().to_vec())
         .unwrap_or_default();
-    match config::health_check(&doc, &bound).await {
+    let mut health = config::health_check(&doc, &bound).await;
+    let wg_opts = &s.options.wireguard;
+    if let (Some(iface), Some(name)) = (eff.vpn.as_ref(), wg_opts.interface.as_deref()) {
+        let probe = wg::probe(name, iface, wg_opts).await;
+        health = match (health, probe) {
+            (Ok(mut l), Ok(m)) => {
+                l.push(m);
+                Ok(l)
+            }
+            (Ok(mut l) | Err(mut l), Err(e)) => {
+                l.push(format!("wireguard {name}: {e}"));
+                Err(l)
+            }
+            (Err(mut l), Ok(m)) => {
+                l.push(m);
+                Err(l)
+            }
+        };
+    }
+    match health.map(|l| notes.iter().cloned().chain(l).collect()) {
         Ok(lines) => keep_config(s, eff, lines, report).await,
         Err(lines) => {
             undo().await;
@@ -796,7 +836,13 @@ async fn keep_config(
 /// Applies the parts of a document that run in this process: log level,
 /// masking (numbered by `revision`; `None` when restoring, which leaves
 /// masking to the caller) and collectors with upload limits.
-async fn apply_doc(s: &Shared, doc: &ConfigDoc, revision: Option<u64>) -> Result<(), String> {
+async fn apply_doc(
+    s: &Shared,
+    doc: &ConfigDoc,
+    lists: &std::collections::BTreeMap<String, Vec<String>>,
+    vpn: Option<&rampart_proto::wg::WgInterface>,
+    revision: Option<u64>,
+) -> Result<Vec<String>, String> {
     if let Some(log) = &s.log {
         (log.0)(doc.log_level.map(|l| l.as_str()))?;
     }
@@ -816,7 +862,58 @@ async fn apply_doc(s: &Shared, doc: &ConfigDoc, revision: Option<u64>) -> Result
         }
     }
     s.set_collectors(config::flow_options(&s.base_flows, doc))
+        .await?;
+    let rules_note = apply_rules(s.options.firewall, doc, lists).await?;
+    let vpn_note = wg::apply(&s.client, vpn, &s.options.wireguard)
         .await
+        .map_err(|e| format!("wireguard: {e}"))?;
+    Ok(vec![
+        format!("rules: {rules_note}"),
+        format!("wireguard: {vpn_note}"),
+    ])
+}
+
+/// Evaluates (and with `--firewall nft` loads) the document's block and
+/// allow rules, off the async thread (`nft` and name lookups block).
+async fn apply_rules(
+    mode: rules::Firewall,
+    doc: &ConfigDoc,
+    lists: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Result<String, String> {
+    let rules = doc.rules.clone().unwrap_or_default();
+    let lists = lists.clone();
+    tokio::task::spawn_blocking(move || rules::apply(mode, &rules, &lists, time_now()))
+        .await
+        .map_err(|e| format!("rules: {e}"))?
+        .map_err(|e| format!("rules: {e}"))
+}
+
+/// With `--firewall nft`, loads the running rules again at each schedule
+/// boundary, so a scheduled rule is in force only in its window.
+async fn rules_loop(s: Arc<Shared>) {
+    loop {
+        let running = s.running();
+        let doc = config::doc_of(running.as_ref());
+        let now = time_now();
+        let next = running.as_ref().and_then(|r| {
+            rules::RuleSet::build(doc.rules.as_deref().unwrap_or(&[]), &r.lists, &mut |_| {
+                Vec::new()
+            })
+            .ok()
+            .and_then(|set| set.next_change(now))
+        });
+        // Without a boundary ahead, look again in a minute (a new
+        // configuration may bring one).
+        let wait = next.map(|t| (t - now).clamp(1, 86_400)).unwrap_or(60);
+        tokio::time::sleep(Duration::from_secs(wait as u64)).await;
+        if next.is_some() {
+            let lists = running.map(|r| r.lists).unwrap_or_default();
+            match apply_rules(s.options.firewall, &doc, &lists).await {
+                Ok(summary) => tracing::info!(%summary, "scheduled rules loaded"),
+                Err(e) => s.note_error("loading scheduled rules", &e),
+            }
+        }
+    }
 }
 
 /// Fetches the pseudonym key when the controls need one and none is held

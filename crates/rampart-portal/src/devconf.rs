@@ -515,26 +515,51 @@ async fn effective(
 
 /// The target lists the rules name.
 async fn resolve_lists(
-    _p: &Portal,
-    _tenant: TenantId,
+    p: &Portal,
+    tenant: TenantId,
     names: &BTreeSet<&str>,
 ) -> Result<BTreeMap<String, Vec<String>>> {
-    match names.first() {
-        None => Ok(BTreeMap::new()),
-        Some(n) => Err(ServiceError::InvalidConfig(ConfigError {
-            path: "$.rules".into(),
-            reason: format!("target list {n} does not exist: create it first"),
-        })),
-    }
+    crate::targets::resolve(p, tenant, names)
+        .await
+        .map_err(|e| match e {
+            ServiceError::Invalid(reason) => ServiceError::InvalidConfig(ConfigError {
+                path: "$.rules".into(),
+                reason,
+            }),
+            e => e,
+        })
 }
 
 /// The device's WireGuard interface, if it has one.
 async fn vpn_interface(
-    _p: &Portal,
-    _tenant: TenantId,
-    _device: DeviceId,
+    p: &Portal,
+    tenant: TenantId,
+    device: DeviceId,
 ) -> Result<Option<rampart_proto::wg::WgInterface>> {
-    Ok(None)
+    crate::vpn::device_interface(p, tenant, device).await
+}
+
+/// The newest documents whose rules name target list `name` (a list in
+/// use is not deleted).
+pub async fn documents_naming_list(
+    p: &Portal,
+    tenant: TenantId,
+    name: &str,
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for d in p.store.latest_config_docs(tenant).await? {
+        let names = d.body["rules"]
+            .as_array()
+            .is_some_and(|rules| rules.iter().any(|r| r["list"] == name));
+        if names {
+            let doc = match d.layer.as_str() {
+                "tenant" => "the tenant configuration document".to_string(),
+                layer => format!("the {layer} {} configuration document", d.scope),
+            };
+            out.push(doc);
+        }
+    }
+    Ok(out)
 }
 
 /// Computes the effective configuration of `only` (or every device of the

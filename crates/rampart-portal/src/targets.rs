@@ -395,6 +395,7 @@ pub async fn references(p: &Portal, tenant: TenantId, name: &str) -> Result<Vec<
     if settings.blocked_lists.iter().any(|l| l == name) {
         used.push("the alarm detector settings (blocked_lists)".to_string());
     }
+    used.extend(crate::devconf::documents_naming_list(p, tenant, name).await?);
     Ok(used)
 }
 
@@ -505,8 +506,11 @@ pub async fn check_exist(p: &Portal, tenant: TenantId, names: &[String]) -> Resu
 /// rollout refreshes the effective configuration of the tenant's devices
 /// whose rules name the list. The detectors need nothing here: they compare
 /// list versions every round ([`versions_of`]).
-pub async fn list_changed(_p: &Portal, tenant: TenantId, name: &str) {
+pub async fn list_changed(p: &Portal, tenant: TenantId, name: &str) {
     tracing::info!(tenant = %tenant, list = name, "target list changed");
+    if let Err(e) = crate::devconf::refresh(p, &Actor::Portal, tenant, None).await {
+        tracing::warn!(tenant = %tenant, list = name, error = %e, "target list change not rolled out");
+    }
 }
 
 // ------------------------------------------------------------------ imports

@@ -237,7 +237,7 @@ pub async fn put_interface(
         serde_json::json!({"device": device.0}),
     )
     .await?;
-    rollout(p, tenant, device).await;
+    rollout(p, actor, tenant, device).await;
     Ok((row, created))
 }
 
@@ -329,7 +329,7 @@ pub async fn create_peer(
         serde_json::json!({"device": device.0, "peer": row.id}),
     )
     .await?;
-    rollout(p, tenant, device).await;
+    rollout(p, actor, tenant, device).await;
     Ok(row)
 }
 
@@ -361,19 +361,22 @@ pub async fn revoke_peer(
         serde_json::json!({"device": device.0, "peer": peer}),
     )
     .await?;
-    rollout(p, tenant, device).await;
+    rollout(p, actor, tenant, device).await;
     p.store
         .get_vpn_peer(tenant, device, peer)
         .await?
         .ok_or_else(|| ServiceError::NotFound(format!("vpn peer {peer} of this device")))
 }
 
-/// CONFIG ROLLOUT HOOK: every change of a device's interface or peers ends
-/// here. The config rollout builds the device's next effective
-/// configuration with [`device_interface`] and delivers it; until it is
-/// wired in, the change waits for the device's next configuration.
-async fn rollout(_p: &Portal, tenant: TenantId, device: DeviceId) {
-    tracing::info!(tenant = %tenant, device = %device.0, "vpn changed: the device's configuration is due");
+/// Every change of a device's interface or peers ends here: the device's
+/// effective configuration (with [`device_interface`]) is rolled out, so
+/// a revoked peer leaves the device's interface. The change is stored
+/// already: a failed rollout is logged, and the device gets it with its
+/// next configuration.
+async fn rollout(p: &Portal, actor: &Actor, tenant: TenantId, device: DeviceId) {
+    if let Err(e) = crate::devconf::refresh(p, actor, tenant, Some(&[device])).await {
+        tracing::warn!(tenant = %tenant, device = %device.0, error = %e, "vpn change not rolled out");
+    }
 }
 
 /// A live peer's wg-quick profile: its private key and address, the

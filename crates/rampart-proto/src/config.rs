@@ -767,6 +767,9 @@ impl EffectiveConfig {
             ));
         }
         let doc = ConfigDoc::parse(&self.config, Layer::Tenant)?;
+        if let Some(v) = &self.vpn {
+            v.validate().map_err(|r| ConfigError::at("$.vpn", r))?;
+        }
         let entries: usize = self.lists.values().map(Vec::len).sum();
         if entries > MAX_LIST_ENTRIES {
             return Err(ConfigError::at(

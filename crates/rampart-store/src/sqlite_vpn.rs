@@ -177,7 +177,7 @@ impl SqliteStore {
         device: DeviceId,
     ) -> Result<Vec<VpnPeerRow>> {
         let rows = sqlx::query(
-            "SELECT * FROM vpn_peers WHERE tenant_id = ? AND device_id = ? ORDER BY created_at, id",
+            "SELECT * FROM vpn_peers WHERE tenant_id = ? AND device_id = ? ORDER BY created_at, rowid",
         )
         .bind(tenant.0.to_string())
         .bind(device.0.to_string())
