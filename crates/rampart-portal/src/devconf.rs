@@ -172,6 +172,9 @@ pub async fn save(
     }
     let parsed = validate(&body, doc.layer)?;
     check_scope(p, tenant, doc).await?;
+    // Every list a rule names must exist now (it is resolved again at each
+    // rollout; a list deleted since is refused while a document names it).
+    resolve_lists(p, tenant, &parsed.list_names()).await?;
     if staged.is_some() && doc.layer != Layer::Group {
         return Err(ServiceError::Invalid(
             "staged rollouts are by group: save a group document with rollout".into(),

@@ -595,3 +595,143 @@ async fn a_canary_rollout_stops_when_the_canary_fails_and_completes_when_healthy
         .await;
     assert_eq!(rs[0]["state"], "done", "{rs}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_lists_and_vpn_peers_roll_out_as_configuration() {
+    let (portal, _cfg) = portal().await;
+    let t = portal.create_tenant("lists").await;
+    let a = agent(&portal, &t).await;
+    let d = a.device_id();
+
+    // A rule naming a list that does not exist is refused with its path.
+    let rule =
+        json!({"rules": [{"action": "block", "list": "bad-hosts", "direction": "outbound"}]});
+    let (s, v) = put(
+        &portal,
+        &t,
+        "/api/v1/config/docs/tenant/-",
+        json!({"config": rule, "base_version": 0}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["path"].as_str()),
+        (400, Some("$.rules")),
+        "{v}"
+    );
+
+    let (s, v) = put(
+        &portal,
+        &t,
+        "/api/v1/target-lists/bad-hosts",
+        json!({"entries": ["198.51.100.0/24", "evil.example"]}),
+    )
+    .await;
+    assert!(s == 200 || s == 201, "{v}");
+    save(&portal, &t, "tenant/-", rule.clone(), json!({})).await;
+    let v = in_sync(&portal, &t, &d).await;
+    assert_eq!(
+        v["desired"]["lists"],
+        json!({"bad-hosts": ["198.51.100.0/24", "evil.example"]})
+    );
+    let first = v["applied_revision"].clone();
+
+    // Editing the list sends the device its new entries.
+    let (s, v) = put(
+        &portal,
+        &t,
+        "/api/v1/target-lists/bad-hosts",
+        json!({"entries": ["198.51.100.0/24", "203.0.113.7"], "expected_version": 1}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let v = eventually("the list change to be applied", WAIT, || async {
+        let v = device_config(&portal, &t, &d).await;
+        (v["in_sync"] == true && v["applied_revision"] != first).then_some(v)
+    })
+    .await;
+    assert_eq!(
+        v["desired"]["lists"]["bad-hosts"],
+        json!(["198.51.100.0/24", "203.0.113.7"])
+    );
+    // A list a document names is not deleted.
+    let (s, v) = portal
+        .call(
+            reqwest::Method::DELETE,
+            &t.domain,
+            "/api/v1/target-lists/bad-hosts",
+            &t.token,
+            None,
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tenant configuration document"),
+        "{v}"
+    );
+
+    // A VPN interface and two peers reach the device's configuration
+    // (public keys only); revoking one removes it there.
+    let (s, v) = put(
+        &portal,
+        &t,
+        &format!("/api/v1/devices/{d}/vpn"),
+        json!({"address": "10.8.0.1/24", "endpoint": "vpn.lists.example"}),
+    )
+    .await;
+    assert!(s == 200 || s == 201, "{v}");
+    let mut peers = Vec::new();
+    for name in ["laptop", "phone"] {
+        let (s, v) = portal
+            .post(
+                &t.domain,
+                &format!("/api/v1/devices/{d}/vpn/peers"),
+                &t.token,
+                Some(json!({"name": name})),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        peers.push(v);
+    }
+    let key = |p: &Value| p["public_key"].as_str().unwrap().to_string();
+    let v = eventually("both peers in the device's configuration", WAIT, || async {
+        let v = device_config(&portal, &t, &d).await;
+        let n = v["desired"]["vpn"]["peers"].as_array().map(Vec::len);
+        (v["in_sync"] == true && n == Some(2)).then_some(v)
+    })
+    .await;
+    let desired = v["desired"].to_string();
+    assert!(
+        !desired.contains("private"),
+        "no private key in a configuration: {desired}"
+    );
+    let (s, v) = portal
+        .post(
+            &t.domain,
+            &format!(
+                "/api/v1/devices/{d}/vpn/peers/{}/revoke",
+                peers[0]["id"].as_str().unwrap()
+            ),
+            &t.token,
+            None,
+        )
+        .await;
+    assert!(s == 200 || s == 204, "{v}");
+    let v = eventually(
+        "the revoked peer to leave the configuration",
+        WAIT,
+        || async {
+            let v = device_config(&portal, &t, &d).await;
+            let keys: Option<Vec<String>> = v["desired"]["vpn"]["peers"].as_array().map(|p| {
+                p.iter()
+                    .map(|p| p["public_key"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            });
+            (v["in_sync"] == true && keys == Some(vec![key(&peers[1])])).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(v["status"], "applied");
+}

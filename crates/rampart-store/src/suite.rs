@@ -220,6 +220,7 @@ pub async fn run_all(s: &dyn Store) {
     reports(s).await;
     target_lists(s).await;
     vpn(s).await;
+    configs(s).await;
     encryption_at_rest(s, &cipher).await;
     remote_actions(s).await;
 }
@@ -3135,4 +3136,220 @@ async fn vpn(s: &dyn Store) {
     assert_eq!(removed.get("vpn_peers"), Some(&3));
     assert_eq!(s.get_vpn_interface(ta, da).await.unwrap(), None);
     assert!(s.list_vpn_peers(ta, da).await.unwrap().is_empty());
+}
+
+/// Config documents: versions only after the expected one, per tenant;
+/// groups; revisions; desired and applied rows with history; superseded
+/// instructions; rollouts.
+async fn configs(s: &dyn Store) {
+    let (ta, da) = tenant_with_device(s, "configs-a").await;
+    let (tb, db) = tenant_with_device(s, "configs-b").await;
+    let doc = |layer: &str, scope: &str, version: u64, body: serde_json::Value| ConfigDocRow {
+        layer: layer.into(),
+        scope: scope.into(),
+        version,
+        body,
+        author: "cli".into(),
+        comment: format!("v{version}"),
+        created_at: 100 + version as i64,
+    };
+    let v1 = doc("tenant", "", 1, serde_json::json!({"log_level": "info"}));
+    assert!(s.save_config_doc(ta, &v1, 0).await.unwrap());
+    // A second save on version 0 lost: nothing overwritten.
+    assert!(!s
+        .save_config_doc(ta, &doc("tenant", "", 1, serde_json::json!({})), 0)
+        .await
+        .unwrap());
+    let v2 = doc("tenant", "", 2, serde_json::json!({"log_level": "debug"}));
+    assert!(s.save_config_doc(ta, &v2, 1).await.unwrap());
+    assert!(s
+        .save_config_doc(
+            ta,
+            &doc("device", &da.0.to_string(), 1, serde_json::json!({})),
+            0
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        s.config_doc(ta, "tenant", "", None).await.unwrap(),
+        Some(v2.clone())
+    );
+    assert_eq!(
+        s.config_doc(ta, "tenant", "", Some(1)).await.unwrap(),
+        Some(v1.clone())
+    );
+    assert_eq!(
+        s.config_doc_versions(ta, "tenant", "", 10).await.unwrap(),
+        vec![v2.clone(), v1]
+    );
+    let latest = s.latest_config_docs(ta).await.unwrap();
+    assert_eq!(latest.len(), 2);
+    assert!(latest.contains(&v2));
+    assert!(
+        s.latest_config_docs(tb).await.unwrap().is_empty(),
+        "per tenant"
+    );
+    assert_eq!(s.config_doc(tb, "tenant", "", None).await.unwrap(), None);
+
+    assert!(s.create_config_group(ta, "web", 1).await.unwrap());
+    assert!(!s.create_config_group(ta, "web", 2).await.unwrap());
+    assert!(matches!(
+        s.set_device_group(ta, da, Some("nope")).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // B has no group web.
+    assert!(s.set_device_group(tb, db, Some("web")).await.is_err());
+    s.set_device_group(ta, da, Some("web")).await.unwrap();
+    assert_eq!(
+        s.device_groups(ta).await.unwrap(),
+        vec![(da, "web".to_string())]
+    );
+    assert!(s.device_groups(tb).await.unwrap().is_empty());
+    assert!(matches!(
+        s.delete_config_group(ta, "web").await,
+        Err(StoreError::Raced(_))
+    ));
+    s.set_device_group(ta, da, None).await.unwrap();
+    assert!(s.delete_config_group(ta, "web").await.unwrap());
+    assert!(!s.delete_config_group(ta, "web").await.unwrap());
+
+    assert_eq!(s.allocate_config_revisions(ta, 3).await.unwrap(), 1);
+    assert_eq!(s.allocate_config_revisions(ta, 1).await.unwrap(), 4);
+    assert_eq!(
+        s.allocate_config_revisions(tb, 1).await.unwrap(),
+        1,
+        "per tenant"
+    );
+
+    let row = DeviceConfigRow {
+        device_id: da,
+        desired_revision: 4,
+        desired_hash: "h4".into(),
+        desired_body: serde_json::json!({"revision": 4}),
+        desired_seq: Some(3),
+        desired_at: 10,
+        applied_revision: None,
+        applied_hash: None,
+        applied_at: None,
+        status: "pending".into(),
+        error: None,
+    };
+    let ev = |at: i64, event: &str| ConfigEvent {
+        at,
+        revision: 4,
+        event: event.into(),
+        detail: serde_json::json!({"at": at}),
+    };
+    s.put_device_configs(ta, &[(row.clone(), ev(10, "queued"))])
+        .await
+        .unwrap();
+    let applied = DeviceConfigRow {
+        applied_revision: Some(4),
+        applied_hash: Some("h4".into()),
+        applied_at: Some(11),
+        status: "failed".into(),
+        error: Some("health check failed".into()),
+        ..row.clone()
+    };
+    s.put_device_configs(ta, &[(applied.clone(), ev(11, "failed"))])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.device_config(ta, da).await.unwrap(),
+        Some(applied.clone())
+    );
+    assert_eq!(s.device_configs(ta).await.unwrap(), vec![applied]);
+    assert_eq!(s.device_config(tb, da).await.unwrap(), None);
+    let history = s.config_history(ta, da, 10).await.unwrap();
+    assert_eq!(
+        history,
+        vec![ev(11, "failed"), ev(10, "queued")],
+        "newest first"
+    );
+    assert!(s.config_history(tb, da, 10).await.unwrap().is_empty());
+
+    // Three apply_config instructions queued while the device was away:
+    // the two older are superseded, the newest stays.
+    let seqs = s.allocate_seqs(ta, &[da, da, da]).await.unwrap();
+    let rows: Vec<InstructionRow> = seqs
+        .iter()
+        .map(|(d, seq)| InstructionRow {
+            kind: "apply_config".into(),
+            ..instruction(*d, *seq, i64::MAX / 2)
+        })
+        .collect();
+    s.insert_instructions(ta, &rows).await.unwrap();
+    let newest = rows.iter().map(|r| r.seq).max().unwrap();
+    assert_eq!(
+        s.supersede_instructions(tb, da, "apply_config", newest)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.supersede_instructions(ta, da, "apply_config", newest)
+            .await
+            .unwrap(),
+        2
+    );
+    let statuses: Vec<(u64, String)> = s
+        .list_instructions(ta, da)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.kind == "apply_config")
+        .map(|i| (i.seq, i.status))
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|(_, st)| st == "superseded").count(),
+        2
+    );
+    assert!(statuses.contains(&(newest, "queued".to_string())));
+    let pending = s.pending_instructions(ta, da, 0, 0, 100).await.unwrap();
+    assert_eq!(
+        pending
+            .iter()
+            .filter(|i| i.kind == "apply_config")
+            .map(|i| i.seq)
+            .collect::<Vec<_>>(),
+        vec![newest],
+        "a superseded instruction is not delivered"
+    );
+
+    let mut r = RolloutRow {
+        id: Uuid::new_v4(),
+        group: "edge".into(),
+        from_version: 1,
+        to_version: 2,
+        canary_percent: 10,
+        bake_secs: 60,
+        canaries: vec![da],
+        state: "canary".into(),
+        reason: None,
+        created_by: "cli".into(),
+        created_at: 20,
+        updated_at: 20,
+    };
+    s.put_rollout(ta, &r).await.unwrap();
+    assert_eq!(s.rollouts(ta, 10).await.unwrap(), vec![r.clone()]);
+    assert!(s.rollouts(tb, 10).await.unwrap().is_empty());
+    assert!(s
+        .active_rollouts()
+        .await
+        .unwrap()
+        .contains(&(ta, r.clone())));
+    r.state = "failed".into();
+    r.reason = Some("canary failed".into());
+    r.updated_at = 30;
+    // Another tenant cannot take over the rollout by its id.
+    s.put_rollout(tb, &r).await.unwrap();
+    assert_eq!(s.rollouts(ta, 10).await.unwrap()[0].state, "canary");
+    s.put_rollout(ta, &r).await.unwrap();
+    assert_eq!(s.rollouts(ta, 10).await.unwrap(), vec![r.clone()]);
+    assert!(!s
+        .active_rollouts()
+        .await
+        .unwrap()
+        .iter()
+        .any(|(_, x)| x.id == r.id));
 }
