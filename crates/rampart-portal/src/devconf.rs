@@ -369,44 +369,12 @@ fn diff_at(path: &str, a: &Value, b: &Value, out: &mut Vec<Change>) {
         (Value::Object(x), Value::Object(y)) => {
             let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
             for k in keys {
-                let p = format!("{path}.{k}");
-                match (x.get(k), y.get(k)) {
-                    (Some(u), Some(v)) => diff_at(&p, u, v, out),
-                    (Some(u), None) => out.push(Change {
-                        path: p,
-                        op: "removed",
-                        from: Some(u.clone()),
-                        to: None,
-                    }),
-                    (None, Some(v)) => out.push(Change {
-                        path: p,
-                        op: "added",
-                        from: None,
-                        to: Some(v.clone()),
-                    }),
-                    (None, None) => {}
-                }
+                diff_member(format!("{path}.{k}"), x.get(k), y.get(k), out);
             }
         }
         (Value::Array(x), Value::Array(y)) => {
             for i in 0..x.len().max(y.len()) {
-                let p = format!("{path}[{i}]");
-                match (x.get(i), y.get(i)) {
-                    (Some(u), Some(v)) => diff_at(&p, u, v, out),
-                    (Some(u), None) => out.push(Change {
-                        path: p,
-                        op: "removed",
-                        from: Some(u.clone()),
-                        to: None,
-                    }),
-                    (None, Some(v)) => out.push(Change {
-                        path: p,
-                        op: "added",
-                        from: None,
-                        to: Some(v.clone()),
-                    }),
-                    (None, None) => {}
-                }
+                diff_member(format!("{path}[{i}]"), x.get(i), y.get(i), out);
             }
         }
         (u, v) if u != v => out.push(Change {
@@ -416,6 +384,19 @@ fn diff_at(path: &str, a: &Value, b: &Value, out: &mut Vec<Change>) {
             to: Some(v.clone()),
         }),
         _ => {}
+    }
+}
+
+/// A member present on either side: compared, removed or added.
+fn diff_member(path: String, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<Change>) {
+    match (a, b) {
+        (Some(u), Some(v)) => diff_at(&path, u, v, out),
+        (u, v) => out.push(Change {
+            path,
+            op: if u.is_some() { "removed" } else { "added" },
+            from: u.cloned(),
+            to: v.cloned(),
+        }),
     }
 }
 

@@ -134,31 +134,18 @@ impl SqliteStore {
         scope: &str,
         version: Option<u64>,
     ) -> Result<Option<ConfigDocRow>> {
-        let row = match version {
-            Some(v) => {
-                sqlx::query(&format!(
-                    "SELECT {DOC_COLS} FROM config_docs WHERE tenant_id = ? AND layer = ? \
-                     AND scope = ? AND version = ?"
-                ))
-                .bind(tenant.0.to_string())
-                .bind(layer)
-                .bind(scope)
-                .bind(v as i64)
-                .fetch_optional(self.pool())
-                .await?
-            }
-            None => {
-                sqlx::query(&format!(
-                    "SELECT {DOC_COLS} FROM config_docs WHERE tenant_id = ? AND layer = ? \
-                     AND scope = ? ORDER BY version DESC LIMIT 1"
-                ))
-                .bind(tenant.0.to_string())
-                .bind(layer)
-                .bind(scope)
-                .fetch_optional(self.pool())
-                .await?
-            }
-        };
+        // No version: the newest.
+        let row = sqlx::query(&format!(
+            "SELECT {DOC_COLS} FROM config_docs WHERE tenant_id = ? AND layer = ? AND scope = ? \
+             AND (? IS NULL OR version = ?) ORDER BY version DESC LIMIT 1"
+        ))
+        .bind(tenant.0.to_string())
+        .bind(layer)
+        .bind(scope)
+        .bind(version.map(|v| v as i64))
+        .bind(version.map(|v| v as i64))
+        .fetch_optional(self.pool())
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let sealer = self.sealer(tenant).await?;
         doc_from(sealer.as_ref(), tenant, &row).map(Some)
