@@ -300,6 +300,34 @@ async fn layered_documents_roll_out_show_drift_and_roll_back() {
         .filter(|e| e["event"] == "applied")
         .count();
     assert!(applied >= 3, "{}", va["history"]);
+
+    // The same from the CLI beside the running portal: the drift it
+    // prints, and a rollback (version 4 = version 2's content) the agent
+    // applies at its next poll.
+    let cli = |args: &[&str]| {
+        let (ok, out, err) = run(std::process::Command::new(portal_bin())
+            .arg("--data-dir")
+            .arg(portal.dir.path())
+            .arg("--json")
+            .args(args));
+        assert!(ok, "rampart {args:?}: {err}");
+        serde_json::from_str::<Value>(&out).unwrap()
+    };
+    let drift = cli(&["fleet", "drift", "--tenant", "layers"]);
+    let row = drift
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["device_id"] == da.as_str())
+        .unwrap();
+    assert_eq!(row["applied_revision"], va["applied_revision"]);
+    let doc = format!("device:{da}");
+    let out = cli(&[
+        "fleet", "rollback", "--tenant", "layers", "--doc", &doc, "--to", "2",
+    ]);
+    assert_eq!(out["version"], 4);
+    agent_listens(&a, std::slice::from_ref(&p_a2)).await;
+    in_sync(&portal, &t, &da).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
