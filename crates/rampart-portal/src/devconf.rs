@@ -641,12 +641,13 @@ pub async fn refresh(
                 Some(CONFIG_TTL_SECS),
             )
             .await?;
+        let newest: Vec<(DeviceId, u64)> = rows.iter().map(|r| (r.device_id, r.seq)).collect();
+        let superseded = p
+            .store
+            .supersede_instructions(tenant, config::INSTRUCTION_KIND, &newest)
+            .await?;
         let mut puts = Vec::with_capacity(rows.len());
-        for r in rows {
-            let superseded = p
-                .store
-                .supersede_instructions(tenant, r.device_id, config::INSTRUCTION_KIND, r.seq)
-                .await?;
+        for (r, superseded) in rows.into_iter().zip(superseded) {
             let prev = current.get(&r.device_id);
             let row = DeviceConfigRow {
                 device_id: r.device_id,
@@ -1080,10 +1081,7 @@ pub async fn control_rollout(
 pub async fn reconcile(p: &Portal, tenant: TenantId) -> Result<usize> {
     let at = now();
     let mut again = Vec::new();
-    for c in p.store.device_configs(tenant).await? {
-        if c.status != "pending" {
-            continue;
-        }
+    for c in p.store.pending_device_configs(tenant).await? {
         let live = match c.desired_seq {
             Some(seq) => p
                 .store

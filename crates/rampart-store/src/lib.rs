@@ -631,6 +631,9 @@ pub trait Store: Send + Sync + 'static {
     /// Reserves `n` effective-configuration revisions; returns the first.
     async fn allocate_config_revisions(&self, tenant: TenantId, n: u64) -> Result<u64>;
     async fn device_configs(&self, tenant: TenantId) -> Result<Vec<DeviceConfigRow>>;
+    /// The devices whose desired configuration is not acked yet (the config
+    /// job's work), without opening every other row.
+    async fn pending_device_configs(&self, tenant: TenantId) -> Result<Vec<DeviceConfigRow>>;
     async fn device_config(
         &self,
         tenant: TenantId,
@@ -649,16 +652,16 @@ pub trait Store: Send + Sync + 'static {
         device: DeviceId,
         limit: u32,
     ) -> Result<Vec<ConfigEvent>>;
-    /// Marks the device's undelivered or unacked instructions of `kind`
-    /// below `seq` superseded, so a device that was offline gets only the
-    /// newest; returns how many.
+    /// For each (device, seq): marks the device's undelivered or unacked
+    /// instructions of `kind` below `seq` superseded, so a device that was
+    /// offline gets only the newest; one transaction for all (one commit
+    /// for a whole rollout). Returns how many per device, in order.
     async fn supersede_instructions(
         &self,
         tenant: TenantId,
-        device: DeviceId,
         kind: &str,
-        below_seq: u64,
-    ) -> Result<u64>;
+        newest: &[(DeviceId, u64)],
+    ) -> Result<Vec<u64>>;
     /// Inserts or replaces a rollout.
     async fn put_rollout(&self, tenant: TenantId, r: &RolloutRow) -> Result<()>;
     async fn rollouts(&self, tenant: TenantId, limit: u32) -> Result<Vec<RolloutRow>>;

@@ -1637,7 +1637,11 @@ impl Store for SqliteStore {
     }
 
     async fn device_configs(&self, tenant: TenantId) -> Result<Vec<DeviceConfigRow>> {
-        self.cfg_device_configs(tenant, None).await
+        self.cfg_device_configs(tenant, None, None).await
+    }
+
+    async fn pending_device_configs(&self, tenant: TenantId) -> Result<Vec<DeviceConfigRow>> {
+        self.cfg_device_configs(tenant, None, Some("pending")).await
     }
 
     async fn device_config(
@@ -1645,7 +1649,10 @@ impl Store for SqliteStore {
         tenant: TenantId,
         device: DeviceId,
     ) -> Result<Option<DeviceConfigRow>> {
-        Ok(self.cfg_device_configs(tenant, Some(device)).await?.pop())
+        Ok(self
+            .cfg_device_configs(tenant, Some(device), None)
+            .await?
+            .pop())
     }
 
     async fn put_device_configs(
@@ -1668,11 +1675,10 @@ impl Store for SqliteStore {
     async fn supersede_instructions(
         &self,
         tenant: TenantId,
-        device: DeviceId,
         kind: &str,
-        below_seq: u64,
-    ) -> Result<u64> {
-        self.cfg_supersede(tenant, device, kind, below_seq).await
+        newest: &[(DeviceId, u64)],
+    ) -> Result<Vec<u64>> {
+        self.cfg_supersede(tenant, kind, newest).await
     }
 
     async fn put_rollout(&self, tenant: TenantId, r: &RolloutRow) -> Result<()> {

@@ -360,14 +360,17 @@ impl SqliteStore {
         &self,
         tenant: TenantId,
         device: Option<DeviceId>,
+        status: Option<&str>,
     ) -> Result<Vec<DeviceConfigRow>> {
         let rows = sqlx::query(&format!(
             "SELECT {DEVICE_COLS} FROM device_configs WHERE tenant_id = ? \
-             AND (? IS NULL OR device_id = ?) ORDER BY device_id"
+             AND (? IS NULL OR device_id = ?) AND (? IS NULL OR status = ?) ORDER BY device_id"
         ))
         .bind(tenant.0.to_string())
         .bind(device.map(|d| d.0.to_string()))
         .bind(device.map(|d| d.0.to_string()))
+        .bind(status)
+        .bind(status)
         .fetch_all(self.pool())
         .await?;
         if rows.is_empty() {
@@ -487,21 +490,29 @@ impl SqliteStore {
     pub(crate) async fn cfg_supersede(
         &self,
         tenant: TenantId,
-        device: DeviceId,
         kind: &str,
-        below_seq: u64,
-    ) -> Result<u64> {
-        let r = sqlx::query(
-            "UPDATE instructions SET status = 'superseded' WHERE tenant_id = ? AND device_id = ? \
-             AND kind = ? AND seq < ? AND status IN ('queued', 'delivered')",
-        )
-        .bind(tenant.0.to_string())
-        .bind(device.0.to_string())
-        .bind(kind)
-        .bind(below_seq as i64)
-        .execute(self.pool())
-        .await?;
-        Ok(r.rows_affected())
+        newest: &[(DeviceId, u64)],
+    ) -> Result<Vec<u64>> {
+        let mut out = Vec::with_capacity(newest.len());
+        if newest.is_empty() {
+            return Ok(out);
+        }
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        for (device, seq) in newest {
+            let r = sqlx::query(
+                "UPDATE instructions SET status = 'superseded' WHERE tenant_id = ? \
+                 AND device_id = ? AND kind = ? AND seq < ? AND status IN ('queued', 'delivered')",
+            )
+            .bind(tenant.0.to_string())
+            .bind(device.0.to_string())
+            .bind(kind)
+            .bind(*seq as i64)
+            .execute(&mut *tx)
+            .await?;
+            out.push(r.rows_affected());
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     pub(crate) async fn cfg_put_rollout(&self, tenant: TenantId, r: &RolloutRow) -> Result<()> {

@@ -3243,6 +3243,11 @@ async fn configs(s: &dyn Store) {
     s.put_device_configs(ta, &[(row.clone(), ev(10, "queued"))])
         .await
         .unwrap();
+    assert_eq!(
+        s.pending_device_configs(ta).await.unwrap(),
+        vec![row.clone()]
+    );
+    assert!(s.pending_device_configs(tb).await.unwrap().is_empty());
     let applied = DeviceConfigRow {
         applied_revision: Some(4),
         applied_hash: Some("h4".into()),
@@ -3259,6 +3264,8 @@ async fn configs(s: &dyn Store) {
         Some(applied.clone())
     );
     assert_eq!(s.device_configs(ta).await.unwrap(), vec![applied]);
+    // Failed is not pending: the config job does not send it again.
+    assert!(s.pending_device_configs(ta).await.unwrap().is_empty());
     assert_eq!(s.device_config(tb, da).await.unwrap(), None);
     let history = s.config_history(ta, da, 10).await.unwrap();
     assert_eq!(
@@ -3281,16 +3288,16 @@ async fn configs(s: &dyn Store) {
     s.insert_instructions(ta, &rows).await.unwrap();
     let newest = rows.iter().map(|r| r.seq).max().unwrap();
     assert_eq!(
-        s.supersede_instructions(tb, da, "apply_config", newest)
+        s.supersede_instructions(tb, "apply_config", &[(da, newest)])
             .await
             .unwrap(),
-        0
+        vec![0]
     );
     assert_eq!(
-        s.supersede_instructions(ta, da, "apply_config", newest)
+        s.supersede_instructions(ta, "apply_config", &[(da, newest)])
             .await
             .unwrap(),
-        2
+        vec![2]
     );
     let statuses: Vec<(u64, String)> = s
         .list_instructions(ta, da)
