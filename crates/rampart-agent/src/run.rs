@@ -1078,7 +1078,12 @@ fn beat(s: &Shared, heartbeat_secs: u64) -> Result<(), AgentError> {
         outbox_dropped_bytes: stats.dropped_bytes,
         heartbeat_secs,
         flows: Some(s.flow_status()),
-        config_revision: s.running().map(|c| c.revision),
+        config_revision: s
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|c| c.revision),
     };
     s.dir.save_status(&status)
 }

@@ -295,19 +295,22 @@ async fn check_scope(p: &Portal, tenant: TenantId, doc: &DocRef) -> Result<()> {
 async fn affected(p: &Portal, tenant: TenantId, doc: &DocRef) -> Result<Option<Vec<DeviceId>>> {
     Ok(match doc.layer {
         Layer::Tenant => None,
-        Layer::Group => Some(
-            p.store
-                .device_groups(tenant)
-                .await?
-                .into_iter()
-                .filter(|(_, g)| *g == doc.scope)
-                .map(|(d, _)| d)
-                .collect(),
-        ),
+        Layer::Group => Some(group_members(p, tenant, &doc.scope).await?),
         Layer::Device => Some(vec![DeviceId(
             Uuid::parse_str(&doc.scope).map_err(|e| ServiceError::Invalid(e.to_string()))?,
         )]),
     })
+}
+
+/// The devices in a group.
+async fn group_members(p: &Portal, tenant: TenantId, group: &str) -> Result<Vec<DeviceId>> {
+    Ok(p.store
+        .device_groups(tenant)
+        .await?
+        .into_iter()
+        .filter(|(_, g)| g == group)
+        .map(|(d, _)| d)
+        .collect())
 }
 
 /// Saves the content of an earlier version as the newest one and rolls it
@@ -802,13 +805,7 @@ pub async fn create_group(p: &Portal, actor: &Actor, tenant: TenantId, name: &st
 }
 
 pub async fn delete_group(p: &Portal, actor: &Actor, tenant: TenantId, name: &str) -> Result<()> {
-    let members = p
-        .store
-        .device_groups(tenant)
-        .await?
-        .into_iter()
-        .filter(|(_, g)| g == name)
-        .count();
+    let members = group_members(p, tenant, name).await?.len();
     if members > 0 {
         return Err(ServiceError::Conflict(format!(
             "group {name} has {members} devices: move them to another group first"
@@ -847,19 +844,10 @@ async fn start_rollout(
     version: u64,
     s: Staged,
 ) -> Result<(Uuid, usize)> {
-    let mut members: Vec<DeviceId> = p
-        .store
-        .device_groups(tenant)
-        .await?
-        .into_iter()
-        .filter(|(_, g)| g == group)
-        .map(|(d, _)| d)
-        .collect();
-    members.sort_by_key(|d| d.0);
-    let n = (members.len() * s.canary_percent as usize)
-        .div_ceil(100)
-        .max(1);
-    members.truncate(n);
+    let mut all = group_members(p, tenant, group).await?;
+    all.sort_by_key(|d| d.0);
+    let n = (all.len() * s.canary_percent as usize).div_ceil(100).max(1);
+    let members: Vec<DeviceId> = all.iter().copied().take(n).collect();
     let at = now();
     let r = RolloutRow {
         id: Uuid::new_v4(),
@@ -887,14 +875,6 @@ async fn start_rollout(
     .await?;
     // Every member is refreshed: the non-canaries compute to what they
     // already run (the pinned document) and are left alone.
-    let all: Vec<DeviceId> = p
-        .store
-        .device_groups(tenant)
-        .await?
-        .into_iter()
-        .filter(|(_, g)| g == group)
-        .map(|(d, _)| d)
-        .collect();
     let queued = refresh(p, actor, tenant, Some(&all)).await?;
     Ok((r.id, queued))
 }
@@ -904,17 +884,24 @@ async fn start_rollout(
 /// group document reverted and the canaries sent back.
 pub async fn advance_rollouts(p: &Portal, tenant: TenantId) -> Result<()> {
     let at = now();
-    for mut r in p.store.rollouts(tenant, 100).await? {
-        if r.state != "canary" {
-            continue;
-        }
-        let configs: HashMap<DeviceId, DeviceConfigRow> = p
-            .store
-            .device_configs(tenant)
-            .await?
-            .into_iter()
-            .map(|c| (c.device_id, c))
-            .collect();
+    let canary: Vec<RolloutRow> = p
+        .store
+        .rollouts(tenant, 100)
+        .await?
+        .into_iter()
+        .filter(|r| r.state == "canary")
+        .collect();
+    if canary.is_empty() {
+        return Ok(());
+    }
+    let configs: HashMap<DeviceId, DeviceConfigRow> = p
+        .store
+        .device_configs(tenant)
+        .await?
+        .into_iter()
+        .map(|c| (c.device_id, c))
+        .collect();
+    for mut r in canary {
         let mut failed = None;
         let mut healthy_since = Some(0i64);
         for d in &r.canaries {

@@ -665,8 +665,6 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts or replaces a rollout.
     async fn put_rollout(&self, tenant: TenantId, r: &RolloutRow) -> Result<()>;
     async fn rollouts(&self, tenant: TenantId, limit: u32) -> Result<Vec<RolloutRow>>;
-    /// Rollouts in `canary` or `paused` state of every tenant.
-    async fn active_rollouts(&self) -> Result<Vec<(TenantId, RolloutRow)>>;
     // --- encryption at rest (see `cipher`) ---
     /// Installs the cipher tenant content is sealed with; until one is,
     /// every read or write of tenant content fails with

@@ -1689,10 +1689,6 @@ impl Store for SqliteStore {
         self.cfg_rollouts(tenant, limit).await
     }
 
-    async fn active_rollouts(&self) -> Result<Vec<(TenantId, RolloutRow)>> {
-        self.cfg_active_rollouts().await
-    }
-
     fn set_field_cipher(&self, cipher: Arc<dyn FieldCipher>) {
         self.install_cipher(cipher)
     }

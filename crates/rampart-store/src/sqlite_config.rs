@@ -101,6 +101,17 @@ fn rollout_from(row: &SqliteRow) -> Result<RolloutRow> {
 }
 
 impl SqliteStore {
+    /// Opens document rows; no sealer is asked for when there are none.
+    async fn docs_from(&self, tenant: TenantId, rows: &[SqliteRow]) -> Result<Vec<ConfigDocRow>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sealer = self.sealer(tenant).await?;
+        rows.iter()
+            .map(|r| doc_from(sealer.as_ref(), tenant, r))
+            .collect()
+    }
+
     pub(crate) async fn cfg_doc_versions(
         &self,
         tenant: TenantId,
@@ -118,13 +129,7 @@ impl SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(self.pool())
         .await?;
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sealer = self.sealer(tenant).await?;
-        rows.iter()
-            .map(|r| doc_from(sealer.as_ref(), tenant, r))
-            .collect()
+        self.docs_from(tenant, &rows).await
     }
 
     pub(crate) async fn cfg_doc(
@@ -160,13 +165,7 @@ impl SqliteStore {
         .bind(tenant.0.to_string())
         .fetch_all(self.pool())
         .await?;
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sealer = self.sealer(tenant).await?;
-        rows.iter()
-            .map(|r| doc_from(sealer.as_ref(), tenant, r))
-            .collect()
+        self.docs_from(tenant, &rows).await
     }
 
     pub(crate) async fn cfg_save_doc(
@@ -556,17 +555,5 @@ impl SqliteStore {
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(rollout_from).collect()
-    }
-
-    pub(crate) async fn cfg_active_rollouts(&self) -> Result<Vec<(TenantId, RolloutRow)>> {
-        let rows = sqlx::query(&format!(
-            "SELECT tenant_id, {ROLLOUT_COLS} FROM config_rollouts \
-             WHERE state IN ('canary', 'paused') ORDER BY created_at"
-        ))
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| Ok((TenantId(uuid_col(r, "tenant_id")?), rollout_from(r)?)))
-            .collect()
     }
 }

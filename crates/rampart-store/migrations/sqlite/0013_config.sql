@@ -83,7 +83,6 @@ CREATE TABLE config_rollouts (
     created_at   INTEGER NOT NULL,
     updated_at   INTEGER NOT NULL
 );
-CREATE INDEX config_rollouts_active ON config_rollouts(state) WHERE state IN ('canary', 'paused');
 CREATE INDEX config_rollouts_group ON config_rollouts(tenant_id, group_name, created_at);
 
 -- An instruction can now be 'superseded': an apply_config that a newer one
